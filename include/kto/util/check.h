@@ -1,0 +1,57 @@
+// Error types and the invariant check used everywhere in library code.
+//
+// Library code throws; binaries catch in main (see kto/util/main_guard.h), print the cause with
+// rank and host, and abort the whole job. Two kinds of failure:
+//   * kto::Error            — bad input or environment (a file, key or tensor is named);
+//   * KTO_CHECK(cond, ...)  — an invariant: the message carries file:line, the expression,
+//                             rank and host, like nccl-tests' NCCLCHECK or llm.c's checks.
+// Library-specific checks (MPI, HDF5, CUDA, NCCL) live in check_<lib>.h so that including this
+// header never pulls a library's headers in.
+#pragma once
+
+#include <sstream>
+#include <stdexcept>
+#include <string>
+
+namespace kto {
+
+// Every exception kto throws on purpose.
+class Error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// A configuration problem: an unknown, ill-typed, missing or inconsistent key.
+class ConfigError : public Error {
+ public:
+  using Error::Error;
+};
+
+namespace detail {
+
+template <class... Args>
+std::string str_cat(const Args&... args) {
+  std::ostringstream out;
+  (out << ... << args);
+  return out.str();
+}
+
+// Builds "file:line: what: `expr`: message [rank R of W on HOST]" and throws kto::Error.
+[[noreturn]] void throw_check_failure(const char* file, int line, const char* what, const char* expr,
+                                      const std::string& message);
+
+}  // namespace detail
+
+// "rank R of W on HOST" for the calling process (see kto/util/process.h).
+std::string process_tag();
+
+}  // namespace kto
+
+// KTO_CHECK(cond, message parts...): the parts are streamed into the message.
+#define KTO_CHECK(cond, ...)                                                        \
+  do {                                                                              \
+    if (!(cond)) {                                                                  \
+      ::kto::detail::throw_check_failure(__FILE__, __LINE__, "check failed", #cond, \
+                                         ::kto::detail::str_cat(__VA_ARGS__));      \
+    }                                                                               \
+  } while (0)

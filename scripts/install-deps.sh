@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs every Debian 12 package kto needs to build, test and run its demo.
+# Idempotent: when all packages are already installed it does nothing (no apt-get update).
+# Used by launch/demo.sh and tests/run.sh; safe to run by hand (needs root or sudo).
+set -euo pipefail
+
+packages=(
+  build-essential cmake ninja-build ccache pkg-config git
+  libtorch-dev                       # LibTorch 1.13 (CPU)
+  libopenblas0-openmp                # fast BLAS; without it fp32 matmul is ~17x slower
+  libopenmpi-dev openmpi-bin         # MPI control plane and CPU collectives
+  libhdf5-dev                        # HDF5 C API: datasets and checkpoints
+  libyaml-cpp-dev                    # configs
+  nlohmann-json3-dev                 # config.json, safetensors headers, JSONL
+  catch2                             # Catch2 v2 unit tests
+  libsentencepiece-dev               # SentencePiece tokenizers (data tools)
+  libpcre2-dev zlib1g-dev            # tokenizer regexes, .gz inputs (data tools)
+  python3 python3-numpy              # tooling scripts (Debian's /usr/bin/python3)
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+  [[ "$status" == "install ok installed" ]] || missing+=("$p")
+done
+
+if [[ ${#missing[@]} -eq 0 ]]; then
+  echo "[install] all ${#packages[@]} packages present"
+  exit 0
+fi
+
+SUDO=""
+if [[ $(id -u) -ne 0 ]]; then
+  command -v sudo >/dev/null || { echo "[install] need root or sudo to install: ${missing[*]}" >&2; exit 1; }
+  SUDO=sudo
+fi
+echo "[install] installing ${#missing[@]} packages: ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q
+$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+echo "[install] done"

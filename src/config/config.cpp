@@ -1,0 +1,122 @@
+#include "kto/config/config.h"
+
+#include "kto/util/files.h"
+#include "yaml_io.h"
+
+namespace kto::config {
+
+using detail::str_cat;
+
+namespace {
+
+// Applies "a.b.c=value" to the YAML tree. The value is parsed as YAML (so lists and numbers
+// work); an empty value sets the empty string.
+std::string apply_override(YAML::Node& root, const std::string& assignment) {
+  const size_t eq = assignment.find('=');
+  if (eq == std::string::npos || eq == 0) {
+    throw ConfigError("--set " + assignment + ": expected key=value (e.g. --set model.dtype=bf16)");
+  }
+  const std::string key = assignment.substr(0, eq);
+  const std::string text = assignment.substr(eq + 1);
+  std::vector<std::string> parts;
+  for (size_t start = 0;;) {
+    const size_t dot = key.find('.', start);
+    parts.push_back(key.substr(start, dot == std::string::npos ? std::string::npos : dot - start));
+    if (dot == std::string::npos) break;
+    start = dot + 1;
+  }
+  YAML::Node value;
+  try {
+    value = text.empty() ? YAML::Node(std::string()) : YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    throw ConfigError("--set " + assignment + ": value is not valid YAML: " + e.msg);
+  }
+  // yaml-cpp nodes are references: walk with reset(), never with assignment.
+  YAML::Node cur;
+  cur.reset(root);
+  std::string path;
+  for (size_t i = 0; i + 1 < parts.size(); ++i) {
+    if (parts[i].empty()) throw ConfigError("--set " + assignment + ": empty key component");
+    path += (path.empty() ? "" : ".") + parts[i];
+    YAML::Node next = cur[parts[i]];
+    if (next && !next.IsNull() && !next.IsMap()) {
+      throw ConfigError("--set " + assignment + ": '" + path + "' is a value, not a section");
+    }
+    if (!next || next.IsNull()) {
+      cur[parts[i]] = YAML::Node(YAML::NodeType::Map);
+      next = cur[parts[i]];
+    }
+    cur.reset(next);
+  }
+  cur[parts.back()] = value;
+  return key;
+}
+
+}  // namespace
+
+void Config::validate(const std::string& source) const {
+  const bool has_architecture = model.architecture.vocab_size != 0 || model.architecture.hidden_size != 0;
+  if (model.path.empty() && !has_architecture) {
+    throw ConfigError(source +
+                      ": section 'model': set 'path' (a Hugging Face directory) or an 'architecture' section "
+                      "(random initialisation)");
+  }
+  if (!model.path.empty() && has_architecture) {
+    throw ConfigError(source +
+                      ": section 'model': 'path' and 'architecture' are exclusive (the checkpoint's "
+                      "config.json defines the architecture)");
+  }
+  if (has_architecture) model.architecture.validate(source, "model.architecture.");
+  if (!(model.init_std > 0))
+    throw ConfigError(str_cat(source, ": key 'model.init_std': must be positive, got ", model.init_std));
+  if (run.threads < 0)
+    throw ConfigError(str_cat(source, ": key 'run.threads': must be >= 0, got ", run.threads));
+  if (run.dir.empty()) throw ConfigError(source + ": key 'run.dir': must not be empty");
+}
+
+Config parse_config(const std::string& yaml_text, const std::string& source,
+                    const std::vector<std::string>& overrides) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml_text);
+  } catch (const YAML::Exception& e) {
+    throw ConfigError(str_cat(source, ":", e.mark.line + 1, ": invalid YAML: ", e.msg));
+  }
+  if (!root || root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
+  if (!root.IsMap()) throw ConfigError(source + ": expected a map of sections at the top level");
+
+  Origin origin{source, {}};
+  for (const std::string& assignment : overrides) origin.overridden.insert(apply_override(root, assignment));
+
+  Config config;
+  YamlReader reader(root, "", origin);
+  config.visit(reader);
+  reader.finish();
+  config.model.architecture.resolve_defaults();
+  config.validate(source);
+  return config;
+}
+
+Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
+  return parse_config(read_text_file(path), path, overrides);
+}
+
+std::string dump_config(const Config& config, bool with_comments) {
+  Config copy = config;  // visit() takes non-const references
+  YAML::Emitter out;
+  out << YAML::BeginMap;
+  YamlWriter writer(out, with_comments);
+  copy.visit(writer);
+  out << YAML::EndMap;
+  return std::string(out.c_str()) + "\n";
+}
+
+std::string config_reference_markdown() {
+  Config defaults;
+  std::string text = "| key | type | default | description |\n|---|---|---|---|\n";
+  MarkdownWriter writer(text);
+  defaults.visit(writer);
+  return text;
+}
+
+}  // namespace kto::config

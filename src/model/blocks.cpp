@@ -1,0 +1,259 @@
+#include "kto/model/blocks.h"
+
+#include <ATen/ATen.h>
+#include <torch/version.h>
+
+#include <cmath>
+
+#include "kto/util/check.h"
+
+namespace kto::model {
+namespace {
+
+// Masked scores get this added: exp() of it underflows to exactly 0 in every dtype we compute
+// softmax in, and two of them added stay finite (a fully masked row gives no NaN).
+constexpr double kMaskedScore = -1e9;
+
+bool is_low_precision(at::ScalarType t) { return t == at::kBFloat16 || t == at::kHalf; }
+at::ScalarType stats_dtype(at::ScalarType t) { return is_low_precision(t) ? at::kFloat : t; }
+
+at::Tensor view_of(const at::Tensor& flat, const ParamSpec& p) {
+  return flat.narrow(0, p.offset, p.numel).view(p.shape);
+}
+
+at::Tensor optional_view(const at::Tensor& flat, const UnitLayout& unit, Role role) {
+  const ParamSpec* p = unit.find(role);
+  return p ? view_of(flat, *p) : at::Tensor();
+}
+
+// A view over parameters that the layout placed back to back: [first .. last] rows stacked.
+at::Tensor adjacent_view(const at::Tensor& flat, const UnitLayout& unit, Role first, Role last,
+                         int64_t row_width) {
+  const ParamSpec& a = unit.at(first);
+  const ParamSpec& b = unit.at(last);
+  KTO_CHECK(b.offset >= a.offset, unit.name, ": layout order broken");
+  const int64_t numel = b.offset + b.numel - a.offset;
+  at::Tensor v = flat.narrow(0, a.offset, numel);
+  return row_width > 0 ? v.view({-1, row_width}) : v;
+}
+
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& w, double eps) {
+  // Hugging Face LlamaRMSNorm: statistics in fp32 (or the run dtype), scale in the run dtype.
+  const at::Tensor xs = x.to(stats_dtype(x.scalar_type()));
+  const at::Tensor normed = xs * at::rsqrt(xs.pow(2).mean(-1, /*keepdim=*/true) + eps);
+  return w * normed.to(x.scalar_type());
+}
+
+at::Tensor layer_norm(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, double eps) {
+  const at::ScalarType s = stats_dtype(x.scalar_type());
+  return at::layer_norm(x.to(s), {x.size(-1)}, w.to(s), b.to(s), eps).to(x.scalar_type());
+}
+
+at::Tensor norm(const ModelConfig& c, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+  return c.uses_layer_norm() ? layer_norm(x, w, b, c.norm_eps) : rms_norm(x, w, c.norm_eps);
+}
+
+at::Tensor activation(const std::string& name, const at::Tensor& x) {
+  if (name == "silu") return at::silu(x);
+  if (name == "gelu") return at::gelu(x);
+  if (name == "gelu_new" || name == "gelu_pytorch_tanh") return at::gelu(x, "tanh");
+  if (name == "relu") return at::relu(x);
+  KTO_CHECK(false, "unsupported activation ", name);
+}
+
+at::Tensor rotate_half(const at::Tensor& x) {
+  const int64_t half = x.size(-1) / 2;
+  return at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+}
+
+// x: [B, H, T, D]; the first R = cos.size(-1) dims of each head are rotated.
+at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+  const int64_t rot = cos.size(-1);
+  const int64_t dim = x.size(-1);
+  if (rot == dim) return x * cos + rotate_half(x) * sin;
+  const at::Tensor r = x.narrow(-1, 0, rot);
+  return at::cat({r * cos + rotate_half(r) * sin, x.narrow(-1, rot, dim - rot)}, -1);
+}
+
+// [B, Hkv, T, D] -> [B, Hkv * rep, T, D]; query head h uses kv head h / rep (HF repeat_kv).
+at::Tensor repeat_kv(const at::Tensor& x, int64_t rep) {
+  if (rep == 1) return x;
+  const int64_t B = x.size(0), H = x.size(1), T = x.size(2), D = x.size(3);
+  return x.unsqueeze(2).expand({B, H, rep, T, D}).reshape({B, H * rep, T, D});
+}
+
+at::Tensor attention(const ModelConfig& c, const BlockWeights& w, const at::Tensor& h_BTC,
+                     const AttentionInputs& attn) {
+  const int64_t B = h_BTC.size(0), T = h_BTC.size(1);
+  const int64_t H = c.num_attention_heads, Hkv = c.kv_heads(), D = c.head_size();
+  const at::Tensor qkv = at::linear(h_BTC, w.qkv_w, w.qkv_b);
+  at::Tensor q, k, v;
+  if (c.arch_kind() == Arch::gpt_neox) {
+    const at::Tensor per_head = qkv.view({B, T, H, 3 * D});  // per head [q k v]
+    q = per_head.narrow(-1, 0, D);
+    k = per_head.narrow(-1, D, D);
+    v = per_head.narrow(-1, 2 * D, D);
+  } else {
+    q = qkv.narrow(-1, 0, H * D).view({B, T, H, D});
+    k = qkv.narrow(-1, H * D, Hkv * D).view({B, T, Hkv, D});
+    v = qkv.narrow(-1, (H + Hkv) * D, Hkv * D).view({B, T, Hkv, D});
+  }
+  q = apply_rope(q.transpose(1, 2), attn.cos, attn.sin);  // [B, H, T, D]
+  k = repeat_kv(apply_rope(k.transpose(1, 2), attn.cos, attn.sin), H / Hkv);
+  v = repeat_kv(v.transpose(1, 2), H / Hkv);
+
+  at::Tensor out;  // [B, H, T, D]
+#if TORCH_VERSION_MAJOR >= 2
+  if (attn.causal_only) {
+    out = at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true);
+  } else {
+    at::Tensor mask = attn.causal_TT.to(q.scalar_type());
+    if (attn.keys_B11T.defined()) mask = mask + attn.keys_B11T.to(q.scalar_type());
+    out = at::scaled_dot_product_attention(q, k, v, mask);
+  }
+#else
+  const at::ScalarType sdt = stats_dtype(q.scalar_type());
+  at::Tensor scores = at::matmul(q, k.transpose(-2, -1)).to(sdt);
+  scores.mul_(1.0 / std::sqrt(static_cast<double>(D)));
+  scores.add_(attn.causal_TT);
+  if (attn.keys_B11T.defined()) scores.add_(attn.keys_B11T);
+  out = at::matmul(at::softmax(scores, -1).to(q.scalar_type()), v);
+#endif
+  return at::linear(out.transpose(1, 2).reshape({B, T, H * D}), w.o_w, w.o_b);
+}
+
+at::Tensor mlp(const ModelConfig& c, const BlockWeights& w, const at::Tensor& h_BTC) {
+  const at::Tensor up = at::linear(h_BTC, w.up_w, w.up_b);
+  at::Tensor act;
+  if (c.gated_mlp()) {
+    const int64_t I = c.intermediate_size;
+    act = activation(c.hidden_act, up.narrow(-1, 0, I)) * up.narrow(-1, I, I);
+  } else {
+    act = activation(c.hidden_act, up);
+  }
+  return at::linear(act, w.down_w, w.down_b);
+}
+
+}  // namespace
+
+EmbedWeights bind_embed(const UnitLayout& unit, const at::Tensor& flat) {
+  return {view_of(flat, unit.at(Role::embed))};
+}
+
+BlockWeights bind_block(const UnitLayout& unit, const at::Tensor& flat) {
+  BlockWeights w;
+  const int64_t C = unit.at(Role::ln1_w).shape[0];
+  w.ln1_w = view_of(flat, unit.at(Role::ln1_w));
+  w.ln1_b = optional_view(flat, unit, Role::ln1_b);
+  w.ln2_w = view_of(flat, unit.at(Role::ln2_w));
+  w.ln2_b = optional_view(flat, unit, Role::ln2_b);
+  if (unit.find(Role::qkv_w)) {
+    w.qkv_w = view_of(flat, unit.at(Role::qkv_w));
+    w.qkv_b = optional_view(flat, unit, Role::qkv_b);
+  } else {
+    w.qkv_w = adjacent_view(flat, unit, Role::q_w, Role::v_w, C);
+    if (unit.find(Role::q_b)) w.qkv_b = adjacent_view(flat, unit, Role::q_b, Role::v_b, 0);
+  }
+  w.o_w = view_of(flat, unit.at(Role::o_w));
+  w.o_b = optional_view(flat, unit, Role::o_b);
+  if (unit.find(Role::gate_w)) {
+    w.up_w = adjacent_view(flat, unit, Role::gate_w, Role::up_w, C);
+    if (unit.find(Role::gate_b)) w.up_b = adjacent_view(flat, unit, Role::gate_b, Role::up_b, 0);
+  } else {
+    w.up_w = view_of(flat, unit.at(Role::up_w));
+    w.up_b = optional_view(flat, unit, Role::up_b);
+  }
+  w.down_w = view_of(flat, unit.at(Role::down_w));
+  w.down_b = optional_view(flat, unit, Role::down_b);
+  return w;
+}
+
+HeadWeights bind_head(const UnitLayout& unit, const at::Tensor& flat) {
+  HeadWeights w;
+  w.norm_w = view_of(flat, unit.at(Role::norm_w));
+  w.norm_b = optional_view(flat, unit, Role::norm_b);
+  w.lm_head = optional_view(flat, unit, Role::lm_head);
+  return w;
+}
+
+at::Tensor rope_inv_freq(const ModelConfig& c) {
+  const int64_t dim = c.rotary_dim();
+  const at::Tensor inv =
+      1.0 / at::pow(c.rope_theta, at::arange(0, dim, 2, at::kDouble) / static_cast<double>(dim));
+  const RopeScaling& rs = c.rope_scaling;
+  if (rs.type == "linear") return inv / rs.factor;
+  if (rs.type == "llama3") {
+    // Llama 3.1: long wavelengths are scaled by 1/factor, short ones kept, and the band between
+    // interpolated smoothly in 1/wavelength.
+    const double old_len = static_cast<double>(rs.original_max_position_embeddings);
+    const double low_wavelen = old_len / rs.low_freq_factor;
+    const double high_wavelen = old_len / rs.high_freq_factor;
+    const at::Tensor wavelen = 2.0 * M_PI / inv;
+    const at::Tensor scaled = at::where(wavelen > low_wavelen, inv / rs.factor, inv);
+    const at::Tensor smooth =
+        (old_len / wavelen - rs.low_freq_factor) / (rs.high_freq_factor - rs.low_freq_factor);
+    const at::Tensor smoothed = (1.0 - smooth) * scaled / rs.factor + smooth * scaled;
+    const at::Tensor medium = (wavelen >= high_wavelen).logical_and(wavelen <= low_wavelen);
+    return at::where(medium, smoothed, scaled);
+  }
+  return inv;
+}
+
+AttentionInputs make_attention_inputs(const ModelConfig& c, const at::Tensor& attention_mask_BT, int64_t T,
+                                      at::ScalarType dtype, at::Device device, bool mask_padded_keys) {
+  AttentionInputs out;
+  const at::Tensor pos = at::arange(T, at::kDouble);
+  const at::Tensor freqs = at::outer(pos, rope_inv_freq(c));
+  const at::Tensor angles = at::cat({freqs, freqs}, -1);  // [T, R]
+  const auto opts = at::TensorOptions().dtype(dtype).device(device);
+  out.cos = angles.cos().to(opts);
+  out.sin = angles.sin().to(opts);
+
+  // Query i sees key j iff j <= i (and i - j < window). Built on the host: [T, T] is small
+  // next to the scores it is added to.
+  const at::ScalarType sdt = stats_dtype(dtype);
+  const at::Tensor i = at::arange(T, at::kLong).unsqueeze(1);
+  const at::Tensor j = at::arange(T, at::kLong).unsqueeze(0);
+  at::Tensor visible = j <= i;
+  if (c.sliding_window > 0) visible = visible.logical_and(i - j < c.sliding_window);
+  out.causal_TT = at::where(visible, 0.0, kMaskedScore).to(at::TensorOptions().dtype(sdt).device(device));
+
+  if (attention_mask_BT.defined()) {
+    KTO_CHECK(attention_mask_BT.device().is_cpu(), "attention_mask must be a CPU tensor");
+    KTO_CHECK(attention_mask_BT.dim() == 2 && attention_mask_BT.size(1) == T, "attention_mask must be [B, ",
+              T, "], got ", attention_mask_BT.sizes());
+    const at::Tensor real = attention_mask_BT.ne(0);
+    // With right padding a real query never reaches a padded key (those come after it), so the
+    // causal mask alone is exact for every real position; only other layouts need key masking.
+    const at::Tensor padded_before_real = real.logical_not().to(at::kInt).cumsum(1).gt(0).logical_and(real);
+    const bool any_padding = !real.all().item<bool>();
+    if (padded_before_real.any().item<bool>() || (mask_padded_keys && any_padding)) {
+      out.keys_B11T = at::where(real, 0.0, kMaskedScore)
+                          .view({real.size(0), 1, 1, T})
+                          .to(at::TensorOptions().dtype(sdt).device(device));
+    }
+  }
+  out.causal_only = c.sliding_window == 0 && !out.keys_B11T.defined();
+  return out;
+}
+
+at::Tensor embed_forward(const EmbedWeights& w, const at::Tensor& ids_BT) {
+  return at::embedding(w.table, ids_BT);
+}
+
+at::Tensor block_forward(const ModelConfig& c, const BlockWeights& w, const at::Tensor& x,
+                         const AttentionInputs& attn) {
+  if (c.parallel_residual) {
+    const at::Tensor a = attention(c, w, norm(c, x, w.ln1_w, w.ln1_b), attn);
+    const at::Tensor m = mlp(c, w, norm(c, x, w.ln2_w, w.ln2_b));
+    return m + a + x;
+  }
+  const at::Tensor h = x + attention(c, w, norm(c, x, w.ln1_w, w.ln1_b), attn);
+  return h + mlp(c, w, norm(c, h, w.ln2_w, w.ln2_b));
+}
+
+at::Tensor head_norm_forward(const ModelConfig& c, const HeadWeights& w, const at::Tensor& x) {
+  return norm(c, x, w.norm_w, w.norm_b);
+}
+
+}  // namespace kto::model

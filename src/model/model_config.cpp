@@ -1,0 +1,121 @@
+#include "kto/model/model_config.h"
+
+#include "kto/util/check.h"
+
+namespace kto::model {
+
+using detail::str_cat;
+
+Arch ModelConfig::arch_kind() const {
+  if (arch == "llama") return Arch::llama;
+  if (arch == "mistral") return Arch::mistral;
+  if (arch == "qwen2") return Arch::qwen2;
+  if (arch == "gpt_neox") return Arch::gpt_neox;
+  throw ConfigError("unknown model arch '" + arch + "' (supported: llama, mistral, qwen2, gpt_neox)");
+}
+
+int64_t ModelConfig::rotary_dim() const {
+  // Hugging Face: int(head_dim * partial_rotary_factor); rotate_half needs it even.
+  return static_cast<int64_t>(static_cast<double>(head_size()) * partial_rotary_factor);
+}
+
+int64_t ModelConfig::num_parameters() const {
+  const int64_t c = hidden_size;
+  const int64_t d = head_size();
+  const int64_t q = num_attention_heads * d;
+  const int64_t kv = kv_heads() * d;
+  const int64_t norm = uses_layer_norm() ? 2 * c : c;
+  int64_t block = 2 * norm + c * (q + 2 * kv) + q * c;
+  if (qkv_bias()) block += q + 2 * kv;
+  if (out_bias()) block += c;
+  const int64_t mlp_in = gated_mlp() ? 2 * intermediate_size : intermediate_size;
+  block += c * mlp_in + intermediate_size * c;
+  if (mlp_bias) block += mlp_in + c;
+  int64_t total = vocab_size * c + num_hidden_layers * block + norm;
+  if (!tie_word_embeddings) total += vocab_size * c;
+  return total;
+}
+
+void ModelConfig::resolve_defaults() {
+  if (num_key_value_heads == 0) num_key_value_heads = num_attention_heads;
+  if (head_dim == 0 && num_attention_heads > 0 && hidden_size % num_attention_heads == 0) {
+    head_dim = hidden_size / num_attention_heads;
+  }
+  if (arch == "gpt_neox") mlp_bias = true;     // every GPT-NeoX MLP projection has a bias
+  if (arch == "qwen2") attention_bias = true;  // every Qwen2 q/k/v projection has a bias
+}
+
+void ModelConfig::validate(const std::string& source, const std::string& prefix) const {
+  auto fail = [&](const std::string& key, const std::string& what) {
+    throw ConfigError(str_cat(source, ": key '", prefix, key, "': ", what));
+  };
+  auto positive = [&](const char* key, int64_t value) {
+    if (value <= 0) fail(key, str_cat("must be positive, got ", value));
+  };
+  if (arch != "llama" && arch != "mistral" && arch != "qwen2" && arch != "gpt_neox") {
+    fail("arch", "unknown model family '" + arch + "' (supported: llama, mistral, qwen2, gpt_neox)");
+  }
+  positive("vocab_size", vocab_size);
+  positive("hidden_size", hidden_size);
+  positive("intermediate_size", intermediate_size);
+  positive("num_hidden_layers", num_hidden_layers);
+  positive("num_attention_heads", num_attention_heads);
+  positive("max_position_embeddings", max_position_embeddings);
+  if (num_key_value_heads < 0) fail("num_key_value_heads", "must not be negative");
+  if (num_attention_heads % kv_heads() != 0) {
+    fail("num_key_value_heads",
+         str_cat(kv_heads(), " does not divide num_attention_heads (", num_attention_heads, ")"));
+  }
+  if (head_dim < 0) fail("head_dim", "must not be negative");
+  if (head_dim == 0 && hidden_size % num_attention_heads != 0) {
+    fail("hidden_size", str_cat(hidden_size, " is not divisible by num_attention_heads (",
+                                num_attention_heads, "); set head_dim explicitly"));
+  }
+  if (arch == "gpt_neox") {
+    if (kv_heads() != num_attention_heads) {
+      fail("num_key_value_heads", "gpt_neox has no grouped-query attention (must equal num_attention_heads)");
+    }
+    if (head_size() * num_attention_heads != hidden_size) {
+      fail("head_dim", str_cat("gpt_neox needs head_dim * num_attention_heads == hidden_size (", head_size(),
+                               " * ", num_attention_heads, " != ", hidden_size, ")"));
+    }
+  }
+  if (arch == "mistral" && attention_bias) fail("attention_bias", "mistral has no attention biases");
+  if ((arch == "mistral" || arch == "qwen2") && mlp_bias) fail("mlp_bias", arch + " has no MLP biases");
+  if (!(norm_eps > 0)) fail("norm_eps", str_cat("must be positive, got ", norm_eps));
+  if (!(rope_theta > 0)) fail("rope_theta", str_cat("must be positive, got ", rope_theta));
+  if (!(partial_rotary_factor > 0 && partial_rotary_factor <= 1)) {
+    fail("partial_rotary_factor", str_cat("must be in (0, 1], got ", partial_rotary_factor));
+  }
+  if (rotary_dim() < 2 || rotary_dim() % 2 != 0) {
+    fail("partial_rotary_factor",
+         str_cat("rotates ", rotary_dim(), " of ", head_size(), " head dims; needs an even number >= 2"));
+  }
+  const RopeScaling& rs = rope_scaling;
+  if (rs.type != "none" && rs.type != "linear" && rs.type != "llama3") {
+    fail("rope_scaling.type", "unsupported '" + rs.type + "' (supported: none, linear, llama3)");
+  }
+  if (rs.type != "none" && !(rs.factor > 0)) fail("rope_scaling.factor", "must be positive");
+  if (rs.type == "llama3") {
+    if (!(rs.low_freq_factor > 0 && rs.high_freq_factor > rs.low_freq_factor)) {
+      fail("rope_scaling.high_freq_factor", "llama3 needs 0 < low_freq_factor < high_freq_factor");
+    }
+    if (rs.original_max_position_embeddings <= 0) {
+      fail("rope_scaling.original_max_position_embeddings", "must be positive");
+    }
+  }
+  if (hidden_act != "silu" && hidden_act != "gelu" && hidden_act != "gelu_new" &&
+      hidden_act != "gelu_pytorch_tanh" && hidden_act != "relu") {
+    fail("hidden_act", "unsupported activation '" + hidden_act +
+                           "' (supported: silu, gelu, gelu_new, gelu_pytorch_tanh, relu)");
+  }
+  if (sliding_window < 0) fail("sliding_window", "must not be negative (0 = full attention)");
+  for (const auto& [key, id] : {std::pair<const char*, int64_t>{"bos_token_id", bos_token_id},
+                                {"eos_token_id", eos_token_id},
+                                {"pad_token_id", pad_token_id}}) {
+    if (id < -1 || id >= vocab_size)
+      fail(key, str_cat(id, " is outside the vocabulary [0, ", vocab_size, ")"));
+  }
+}
+
+}  // namespace kto::model
