@@ -58,14 +58,16 @@ class ChunkedTokenLogprob : public torch::autograd::Function<ChunkedTokenLogprob
     for (int64_t begin = 0; begin < N; begin += chunk_rows) {
       const int64_t rows = std::min(chunk_rows, N - begin);
       const at::Tensor h = hidden.narrow(0, begin, rows);
-      const at::Tensor logits = at::matmul(h, head.t()).to(acc);
       const at::Tensor g = grad_out.narrow(0, begin, rows).to(acc).unsqueeze(1);  // [rows, 1]
-      // dlogits = g * (onehot - softmax)
-      at::Tensor dlogits = (logits - lse.narrow(0, begin, rows).unsqueeze(1)).exp_().mul_(-g);
+      // dlogits = g * (onehot - softmax), built in place in the recomputed logits buffer.
+      at::Tensor dlogits = at::matmul(h, head.t()).to(acc);
+      dlogits.sub_(lse.narrow(0, begin, rows).unsqueeze(1)).exp_().mul_(-g);
       dlogits.scatter_add_(1, targets.narrow(0, begin, rows).unsqueeze(1), g);
-      const at::Tensor d = dlogits.to(hidden.scalar_type());
-      if (need_hidden) grad_hidden.narrow(0, begin, rows).copy_(at::matmul(d, head));
-      if (need_head) grad_head.add_(at::matmul(dlogits.t(), h.to(acc)));
+      if (need_head) grad_head.addmm_(dlogits.t(), h.to(acc));  // no [V, C] temporary
+      if (need_hidden) {
+        at::Tensor rows_out = grad_hidden.narrow(0, begin, rows);
+        at::matmul_out(rows_out, dlogits.to(hidden.scalar_type()), head);
+      }
     }
     if (need_head) grad_head = grad_head.to(head.scalar_type());
     return {grad_hidden, grad_head, at::Tensor(), at::Tensor()};

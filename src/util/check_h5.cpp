@@ -5,7 +5,7 @@
 namespace kto::detail {
 namespace {
 
-herr_t collect_error(unsigned depth, const H5E_error2_t* entry, void* out) {
+herr_t collect_error(unsigned /*depth*/, const H5E_error2_t* entry, void* out) {
   auto* text = static_cast<std::string*>(out);
   if (!text->empty()) *text += "; ";
   char major[128] = {0};
