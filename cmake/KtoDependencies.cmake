@@ -21,6 +21,7 @@ target_include_directories(kto_hdf5 SYSTEM INTERFACE ${HDF5_C_INCLUDE_DIRS} ${HD
 target_link_libraries(kto_hdf5 INTERFACE ${HDF5_C_LIBRARIES})
 target_compile_definitions(kto_hdf5 INTERFACE ${HDF5_C_DEFINITIONS} ${HDF5_DEFINITIONS})
 find_package(yaml-cpp REQUIRED)
+find_package(OpenSSL REQUIRED COMPONENTS Crypto)
 find_package(nlohmann_json 3.9 REQUIRED)
 if(KTO_BUILD_TESTS)
   find_package(Catch2 2 REQUIRED)

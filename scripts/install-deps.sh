@@ -14,7 +14,9 @@ packages=(
   nlohmann-json3-dev                 # config.json, safetensors headers, JSONL
   catch2                             # Catch2 v2 unit tests
   libsentencepiece-dev               # SentencePiece tokenizers (data tools)
-  libpcre2-dev zlib1g-dev            # tokenizer regexes, .gz inputs (data tools)
+  libpcre2-dev libutf8proc-dev       # tokenizer regexes (Unicode classes), NFC normalisation
+  zlib1g-dev                         # .gz inputs (data tools)
+  libssl-dev                         # SHA-256 (tokenizer hashes, checkpoint checksums)
   python3 python3-numpy              # tooling scripts (Debian's /usr/bin/python3)
 )
 

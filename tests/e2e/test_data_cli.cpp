@@ -1,0 +1,64 @@
+// End-to-end runs of kto-data as a user runs it.
+#include <catch2/catch.hpp>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "kto/util/files.h"
+#include "test_support.h"
+
+using Catch::Matchers::Contains;
+using json = nlohmann::json;
+
+namespace {
+std::string data_bin() { return kto::test::bin_dir() + "/kto-data"; }
+}  // namespace
+
+TEST_CASE("kto-data encode reproduces the public tokenizer cases through stdin/stdout", "[e2e][tokenizer]") {
+  const std::string cases_file =
+      kto::test::env_or("KTO_TOKENIZER_CASES", kto::test::fixtures_dir() + "/tokenizers/cases.jsonl");
+  const std::string base = cases_file.substr(0, cases_file.find_last_of('/'));
+  std::ifstream in(cases_file);
+  std::string line;
+  // Group the cases per (tokenizer, add_special_tokens): one process each, order preserved.
+  std::map<std::pair<std::string, bool>, std::vector<json>> groups;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    json c = json::parse(line);
+    if (c.contains("patch")) continue;  // variants need a derived file: covered by the unit test
+    groups[{c["tokenizer"].get<std::string>(), c["add_special_tokens"].get<bool>()}].push_back(c);
+  }
+  REQUIRE_FALSE(groups.empty());
+  kto::test::TempDir tmp;
+  for (const auto& [key, cases] : groups) {
+    std::string input;
+    for (const json& c : cases) input += json{{"text", c["text"]}}.dump() + "\n";
+    kto::write_text_file(tmp.file("in.jsonl"), input);
+    std::string out;
+    const int rc = kto::test::run_command(data_bin() + " encode --tokenizer " + base + "/" + key.first +
+                                              (key.second ? " --add-special-tokens" : "") + " < " +
+                                              tmp.file("in.jsonl") + " 2>/dev/null",
+                                          &out);
+    REQUIRE(rc == 0);
+    std::istringstream lines(out);
+    for (const json& c : cases) {
+      REQUIRE(std::getline(lines, line));
+      CHECK(json::parse(line)["ids"] == c["ids"]);
+    }
+    CHECK_FALSE(std::getline(lines, line));  // one output line per input line
+  }
+}
+
+TEST_CASE("kto-data encode reports malformed input with its line number", "[e2e][tokenizer]") {
+  kto::test::TempDir tmp;
+  kto::write_text_file(tmp.file("in.jsonl"), "{\"text\": \"ok\"}\n{\"txt\": 1}\n");
+  std::string out;
+  const std::string tok = kto::test::fixtures_dir() + "/tokenizers/gpt-neox-20b/tokenizer.json";
+  CHECK(kto::test::run_command(data_bin() + " encode --tokenizer " + tok + " < " + tmp.file("in.jsonl"),
+                               &out) == 1);
+  CHECK_THAT(out, Contains("stdin:2") && Contains("\"text\""));
+  CHECK(kto::test::run_command(data_bin() + " encode --tokenizer /nonexistent/tok.json < /dev/null", &out) ==
+        1);
+  CHECK_THAT(out, Contains("/nonexistent/tok.json"));
+}
