@@ -1,4 +1,6 @@
 // kto-data: turns feedback data into tokenized HDF5 datasets for kto-train.
+//   prepare  feedback JSONL/JSON + tokenizer -> tokenized HDF5 dataset
+//   inspect  what a dataset file holds
 //   encode   JSONL {"text"} on stdin -> JSONL {"ids"} on stdout (tokenizer check)
 #include <cstring>
 #include <iostream>
@@ -13,6 +15,8 @@ const char* kUsage =
     "usage: kto-data <command> [options]\n"
     "\n"
     "commands:\n"
+    "  prepare   JSONL/JSON feedback + tokenizer -> tokenized HDF5 dataset (train/eval, shards)\n"
+    "  inspect   schema, counts, length histogram and examples of a dataset file\n"
     "  encode    tokenize JSONL {\"text\": ...} lines from stdin to JSONL {\"ids\": [...]} on stdout\n"
     "\n"
     "`kto-data <command> --help` describes each command's options.\n";
@@ -31,6 +35,8 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (command == "encode") return kto::data_tools::encode_command(argc, argv);
+    if (command == "prepare") return kto::data_tools::prepare_command(argc, argv);
+    if (command == "inspect") return kto::data_tools::inspect_command(argc, argv);
     throw kto::cli::UsageError("kto-data: unknown command '" + command + "'\n" + kUsage);
   });
 }

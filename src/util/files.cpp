@@ -1,10 +1,12 @@
 #include "kto/util/files.h"
 
 #include <fcntl.h>
+#include <ftw.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 
 #include "kto/util/check.h"
@@ -71,6 +73,15 @@ void make_directories(const std::string& path) {
 std::string join_path(const std::string& dir, const std::string& name) {
   if (dir.empty()) return name;
   return dir.back() == '/' ? dir + name : dir + "/" + name;
+}
+
+void remove_tree(const std::string& path) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) return;
+  const int rc = ::nftw(
+      path.c_str(), [](const char* p, const struct stat*, int, struct FTW*) { return ::remove(p); }, 16,
+      FTW_DEPTH | FTW_PHYS);
+  if (rc != 0) throw Error(str_cat(path, ": cannot remove: ", std::strerror(errno)));
 }
 
 AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {

@@ -62,3 +62,28 @@ TEST_CASE("kto-data encode reports malformed input with its line number", "[e2e]
         1);
   CHECK_THAT(out, Contains("/nonexistent/tok.json"));
 }
+
+TEST_CASE("kto-data prepare and inspect, as a user runs them", "[e2e][prepare]") {
+  kto::test::TempDir tmp;
+  const std::string tok = kto::test::fixtures_dir() + "/tokenizers/gpt-neox-20b/tokenizer.json";
+  const std::string demo = kto::test::fixtures_dir() + "/data/kto/kto_en_demo.json";
+  std::string out;
+  REQUIRE(kto::test::run_command(data_bin() + " prepare --input " + demo + " --tokenizer " + tok + " --out " +
+                                     tmp.file("ds") + " --keep-desirable 0.2 --seed 3 --eval-fraction 0.1",
+                                 &out) == 0);
+  CHECK_THAT(out, Contains("300 rows") && Contains("recommended class weights") && Contains("train.h5"));
+  const json summary = json::parse(kto::read_text_file(tmp.file("ds/summary.json")));
+  CHECK(summary["undesirable"] == 150);
+  CHECK(summary["desirable"].get<int>() + summary["subsampled_away"].get<int>() == 150);
+  REQUIRE(kto::test::run_command(
+              data_bin() + " inspect --file " + tmp.file("ds/train.h5") + " --tokenizer " + tok, &out) == 0);
+  CHECK_THAT(out, Contains("format version 1") && Contains("length histogram") && Contains("[prompt]") &&
+                      Contains("Human:"));
+
+  kto::write_text_file(tmp.file("bad.jsonl"), "{\"prompt\": 1}\n");
+  CHECK(kto::test::run_command(data_bin() + " prepare --input " + tmp.file("bad.jsonl") + " --tokenizer " +
+                                   tok + " --out " + tmp.file("bad_out"),
+                               &out) == 1);
+  CHECK_THAT(out, Contains("bad.jsonl:1") && Contains("Nothing was written"));
+  CHECK_FALSE(kto::path_exists(tmp.file("bad_out")));
+}

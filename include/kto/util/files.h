@@ -19,6 +19,8 @@ bool is_directory(const std::string& path);
 // mkdir -p; throws kto::Error naming the path.
 void make_directories(const std::string& path);
 std::string join_path(const std::string& dir, const std::string& name);
+// rm -rf; missing paths are fine. Throws kto::Error naming the path on failure.
+void remove_tree(const std::string& path);
 
 // A file that appears at `path` only when commit() succeeds: data goes to a temporary file in
 // the same directory, is flushed to disk (fsync), and renamed over `path`. If the writer is

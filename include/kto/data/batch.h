@@ -1,0 +1,57 @@
+// Microbatch assembly: right-padded token tensors for the policy/reference pass and for the
+// KL pass on mismatched pairs (DESIGN §3, §7).
+//
+// Sequence i of the target batch is prompt_i + completion_i; sequence i of the KL batch is
+// prompt_i + completion_j with j = (i + 1) mod n ("next", the paper's code) or (i - 1) mod n
+// ("prev", TRL). A KL sequence longer than max_length keeps its prompt and loses the end of the
+// borrowed completion; if nothing of it is left the sequence is marked empty (the `halos` z0
+// estimator excludes those). Everything is built on the host (CPU tensors), including the
+// token selections, so the device never syncs for batch bookkeeping.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "kto/data/dataset.h"
+#include "kto/model/logprob.h"
+
+namespace kto::data {
+
+enum class Pairing { next, prev };
+// "next" | "prev"; throws kto::ConfigError otherwise.
+Pairing parse_pairing(const std::string& name);
+
+struct TokenBatch {
+  at::Tensor input_ids;             // [B, T] int64, right-padded with pad_id
+  at::Tensor attention_mask;        // [B, T] int64, 1 = token
+  at::Tensor loss_mask;             // [B, T] int64, 1 = completion token
+  model::TokenSelection selection;  // completion tokens, for sequence_logprob_sums
+  int64_t num_tokens = 0;           // real tokens
+};
+
+struct Microbatch {
+  TokenBatch target;
+  TokenBatch kl;
+  at::Tensor desirable;    // [B] bool
+  at::Tensor kl_empty;     // [B] bool: the KL completion was truncated to nothing
+  at::Tensor ref_logp;     // [B] float32, when the dataset carries reference log-probs
+  at::Tensor ref_kl_logp;  // [B] float32, idem
+  std::vector<int64_t> example_ids;
+  int64_t size() const { return static_cast<int64_t>(example_ids.size()); }
+};
+
+struct BatchOptions {
+  Pairing pairing = Pairing::next;
+  int64_t pad_id = -1;                // -1: the loader uses the dataset's pad id
+  int64_t max_length = 0;             // 0: no limit on KL sequences
+  int64_t pad_to_multiple_of = 1;     // round T up (fewer distinct shapes)
+  bool with_reference_logps = false;  // copy the examples' precomputed reference log-probs
+};
+
+// Throws kto::Error for a microbatch of fewer than 2 examples (no mismatched pair exists).
+Microbatch assemble_microbatch(const std::vector<Example>& examples, const BatchOptions& options);
+
+}  // namespace kto::data

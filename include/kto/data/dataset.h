@@ -1,0 +1,125 @@
+// Tokenized KTO datasets in HDF5 (DESIGN §7), schema version 1:
+//
+//   /tokens      int32 [T]    all examples' tokens, concatenated (prompt then completion)
+//   /offsets     int64 [E+1]  example i is tokens[offsets[i], offsets[i+1])
+//   /prompt_len  int32 [E]    the first prompt_len[i] tokens of example i are the prompt
+//   /label       int8  [E]    1 desirable, 0 undesirable
+//   /ref_logp, /ref_kl_logp   float32 [E], optional: precomputed reference log-probs
+//   attributes on /: format_version, tokenizer (name, kind, sha256, vocab_size), bos_id,
+//   eos_id, pad_id, n_examples, n_desirable, n_undesirable, n_tokens, max_token_id,
+//   max_length, max_prompt_length, split, shard_index, num_shards, source, created, producer.
+//
+// A dataset is one file or several shards with the same tokenizer; examples are numbered
+// across shards in the order given. Opening validates everything that can be checked without
+// reading the tokens (which are checked as they are read); errors name the file and problem.
+// Only offsets, prompt lengths and labels are held in memory; tokens are read per example with
+// HDF5 hyperslabs, so a rank reads only the examples it trains on.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace kto::data {
+
+constexpr int64_t kFormatVersion = 1;
+
+struct DatasetAttributes {
+  int64_t format_version = kFormatVersion;
+  std::string tokenizer_name, tokenizer_kind, tokenizer_sha256;
+  int64_t tokenizer_vocab_size = 0;
+  int64_t bos_id = -1, eos_id = -1, pad_id = -1;
+  int64_t n_examples = 0, n_desirable = 0, n_undesirable = 0, n_tokens = 0;
+  int64_t max_token_id = -1;
+  int64_t max_length = 0, max_prompt_length = 0;
+  std::string split = "train";
+  int64_t shard_index = 0, num_shards = 1;
+  std::string source, created, producer;
+};
+
+struct Example {
+  int64_t index = -1;           // across shards
+  std::vector<int32_t> tokens;  // prompt then completion
+  int32_t prompt_len = 0;
+  bool desirable = false;
+  float ref_logp = 0, ref_kl_logp = 0;  // valid when the dataset has reference log-probs
+  int64_t completion_len() const { return static_cast<int64_t>(tokens.size()) - prompt_len; }
+};
+
+class Dataset {
+ public:
+  // Opens and validates the shards. `model_vocab_size` > 0 also checks every token id of the
+  // dataset against the model's vocabulary (from the max_token_id attribute).
+  static std::shared_ptr<Dataset> open(const std::vector<std::string>& paths, int64_t model_vocab_size = 0);
+  ~Dataset();
+
+  int64_t size() const { return static_cast<int64_t>(labels_.size()); }
+  int64_t count(bool desirable) const { return desirable ? n_desirable_ : size() - n_desirable_; }
+  int64_t num_tokens() const { return n_tokens_; }
+  bool desirable(int64_t i) const { return labels_[static_cast<size_t>(i)] != 0; }
+  int64_t length(int64_t i) const;
+  int32_t prompt_len(int64_t i) const { return prompt_len_[static_cast<size_t>(i)]; }
+  bool has_reference_logps() const { return has_ref_; }
+  // Attributes of the first shard (all shards share tokenizer and special ids).
+  const DatasetAttributes& attributes() const { return attributes_; }
+  const std::vector<std::string>& paths() const { return paths_; }
+
+  // Example i: a hyperslab read of its tokens from its shard.
+  Example read(int64_t i) const;
+
+ private:
+  struct Shard;
+  Dataset() = default;
+  std::vector<std::string> paths_;
+  std::vector<std::unique_ptr<Shard>> shards_;
+  std::vector<int64_t> shard_begin_;  // first example index of each shard, plus the total
+  std::vector<int32_t> prompt_len_;
+  std::vector<int8_t> labels_;
+  std::vector<float> ref_logp_, ref_kl_logp_;
+  bool has_ref_ = false;
+  int64_t n_desirable_ = 0, n_tokens_ = 0;
+  DatasetAttributes attributes_;
+  int64_t model_vocab_size_ = 0;
+};
+
+// Reads the attributes of one file (kto-data inspect, resume checks).
+DatasetAttributes read_attributes(const std::string& path);
+
+// Writes a dataset file atomically: tokens stream to HDF5 in chunks as examples are added;
+// the file appears at `path` only when finish() succeeds.
+class DatasetWriter {
+ public:
+  DatasetWriter(std::string path, DatasetAttributes attributes, bool with_reference_logps = false);
+  ~DatasetWriter();
+  DatasetWriter(const DatasetWriter&) = delete;
+  DatasetWriter& operator=(const DatasetWriter&) = delete;
+
+  void add(const std::vector<int32_t>& tokens, int32_t prompt_len, bool desirable, float ref_logp = 0,
+           float ref_kl_logp = 0);
+  // Fills the counts into the attributes, writes them and renames the file into place.
+  void finish();
+  int64_t size() const { return static_cast<int64_t>(labels_.size()); }
+
+ private:
+  void flush_tokens();
+  struct Impl;
+  std::string path_, tmp_path_;
+  DatasetAttributes attributes_;
+  bool with_ref_;
+  std::unique_ptr<Impl> impl_;
+  std::vector<int32_t> pending_tokens_;
+  std::vector<int64_t> offsets_{0};
+  std::vector<int32_t> prompt_len_;
+  std::vector<int8_t> labels_;
+  std::vector<float> ref_logp_, ref_kl_logp_;
+  bool finished_ = false;
+};
+
+// The paper's rule for imbalanced data: weights with lambda_D n_D / (lambda_U n_U) in [1, 4/3],
+// one of them kept at 1, moved as little as possible (the ratio lands on the nearest end of the
+// band). Returns {lambda_D, lambda_U}; {1, 1} when a class is empty.
+std::pair<double, double> recommended_class_weights(int64_t n_desirable, int64_t n_undesirable);
+
+}  // namespace kto::data

@@ -1,0 +1,379 @@
+#include "kto/data/dataset.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+#include "kto/data/hdf5_handle.h"
+#include "kto/util/check_h5.h"
+#include "kto/util/files.h"
+#include "kto/util/log.h"
+
+namespace kto::data {
+
+using detail::str_cat;
+
+namespace {
+
+bool has_link(hid_t file, const char* name) { return H5Lexists(file, name, H5P_DEFAULT) > 0; }
+bool has_attr(hid_t obj, const char* name) { return H5Aexists(obj, name) > 0; }
+
+int64_t read_int_attr(hid_t obj, const char* name, int64_t fallback) {
+  if (!has_attr(obj, name)) return fallback;
+  H5Handle attr(KTO_H5_CHECK(H5Aopen(obj, name, H5P_DEFAULT)));
+  int64_t value = 0;
+  KTO_H5_CHECK(H5Aread(attr, H5T_NATIVE_INT64, &value));
+  return value;
+}
+
+std::string read_string_attr(hid_t obj, const char* name) {
+  if (!has_attr(obj, name)) return "";
+  H5Handle attr(KTO_H5_CHECK(H5Aopen(obj, name, H5P_DEFAULT)));
+  H5Handle type(KTO_H5_CHECK(H5Aget_type(attr)));
+  if (H5Tget_class(type) != H5T_STRING) return "";
+  if (H5Tis_variable_str(type) > 0) {
+    char* text = nullptr;
+    H5Handle mem(KTO_H5_CHECK(H5Tcopy(H5T_C_S1)));
+    KTO_H5_CHECK(H5Tset_size(mem, H5T_VARIABLE));
+    KTO_H5_CHECK(H5Tset_cset(mem, H5Tget_cset(type)));
+    KTO_H5_CHECK(H5Aread(attr, mem, &text));
+    std::string out = text ? text : "";
+    H5free_memory(text);
+    return out;
+  }
+  const size_t size = H5Tget_size(type);
+  std::string out(size, '\0');
+  H5Handle mem(KTO_H5_CHECK(H5Tcopy(H5T_C_S1)));
+  KTO_H5_CHECK(H5Tset_size(mem, size));
+  KTO_H5_CHECK(H5Tset_cset(mem, H5Tget_cset(type)));
+  KTO_H5_CHECK(H5Aread(attr, mem, out.data()));
+  out.resize(std::strlen(out.c_str()));
+  return out;
+}
+
+void write_int_attr(hid_t obj, const char* name, int64_t value) {
+  H5Handle space(KTO_H5_CHECK(H5Screate(H5S_SCALAR)));
+  H5Handle attr(KTO_H5_CHECK(H5Acreate2(obj, name, H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT)));
+  KTO_H5_CHECK(H5Awrite(attr, H5T_NATIVE_INT64, &value));
+}
+
+void write_string_attr(hid_t obj, const char* name, const std::string& value) {
+  H5Handle space(KTO_H5_CHECK(H5Screate(H5S_SCALAR)));
+  H5Handle type(KTO_H5_CHECK(H5Tcopy(H5T_C_S1)));
+  KTO_H5_CHECK(H5Tset_size(type, std::max<size_t>(1, value.size())));
+  KTO_H5_CHECK(H5Tset_cset(type, H5T_CSET_UTF8));
+  H5Handle attr(KTO_H5_CHECK(H5Acreate2(obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT)));
+  std::string padded = value;
+  padded.resize(std::max<size_t>(1, value.size()), '\0');
+  KTO_H5_CHECK(H5Awrite(attr, type, padded.data()));
+}
+
+// Length of a 1-D dataset, or throws naming the file and dataset.
+int64_t dataset_length(hid_t dset, const std::string& where) {
+  H5Handle space(KTO_H5_CHECK(H5Dget_space(dset)));
+  if (H5Sget_simple_extent_ndims(space) != 1) throw Error(where + " must be one-dimensional");
+  hsize_t n = 0;
+  KTO_H5_CHECK(H5Sget_simple_extent_dims(space, &n, nullptr));
+  return static_cast<int64_t>(n);
+}
+
+template <class T>
+std::vector<T> read_all(hid_t file, const char* name, hid_t mem_type, int64_t expected,
+                        const std::string& path) {
+  if (!has_link(file, name)) throw Error(str_cat(path, ": missing dataset ", name));
+  H5Handle dset(KTO_H5_CHECK(H5Dopen2(file, name, H5P_DEFAULT)));
+  const int64_t n = dataset_length(dset, path + ": " + name);
+  if (expected >= 0 && n != expected) {
+    throw Error(str_cat(path, ": dataset ", name, " has ", n, " entries, expected ", expected));
+  }
+  std::vector<T> out(static_cast<size_t>(n));
+  if (n > 0) KTO_H5_CHECK(H5Dread(dset, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, out.data()));
+  return out;
+}
+
+}  // namespace
+
+struct Dataset::Shard {
+  std::string path;
+  H5Handle file;
+  H5Handle tokens;
+  std::vector<int64_t> offsets;
+};
+
+Dataset::~Dataset() = default;
+
+DatasetAttributes read_attributes(const std::string& path) {
+  if (!path_exists(path)) throw Error(path + ": no such dataset file");
+  if (H5Fis_hdf5(path.c_str()) <= 0) throw Error(path + ": not an HDF5 file");
+  H5Handle file(KTO_H5_CHECK(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT)));
+  DatasetAttributes a;
+  a.format_version = read_int_attr(file, "format_version", -1);
+  a.tokenizer_name = read_string_attr(file, "tokenizer_name");
+  a.tokenizer_kind = read_string_attr(file, "tokenizer_kind");
+  a.tokenizer_sha256 = read_string_attr(file, "tokenizer_sha256");
+  a.tokenizer_vocab_size = read_int_attr(file, "tokenizer_vocab_size", 0);
+  a.bos_id = read_int_attr(file, "bos_id", -1);
+  a.eos_id = read_int_attr(file, "eos_id", -1);
+  a.pad_id = read_int_attr(file, "pad_id", -1);
+  a.n_examples = read_int_attr(file, "n_examples", -1);
+  a.n_desirable = read_int_attr(file, "n_desirable", -1);
+  a.n_undesirable = read_int_attr(file, "n_undesirable", -1);
+  a.n_tokens = read_int_attr(file, "n_tokens", -1);
+  a.max_token_id = read_int_attr(file, "max_token_id", -1);
+  a.max_length = read_int_attr(file, "max_length", 0);
+  a.max_prompt_length = read_int_attr(file, "max_prompt_length", 0);
+  a.split = read_string_attr(file, "split");
+  a.shard_index = read_int_attr(file, "shard_index", 0);
+  a.num_shards = read_int_attr(file, "num_shards", 1);
+  a.source = read_string_attr(file, "source");
+  a.created = read_string_attr(file, "created");
+  a.producer = read_string_attr(file, "producer");
+  return a;
+}
+
+std::shared_ptr<Dataset> Dataset::open(const std::vector<std::string>& paths, int64_t model_vocab_size) {
+  if (paths.empty()) throw Error("no dataset files given");
+  std::shared_ptr<Dataset> ds(new Dataset());
+  ds->paths_ = paths;
+  ds->model_vocab_size_ = model_vocab_size;
+  for (const std::string& path : paths) {
+    const DatasetAttributes a = read_attributes(path);
+    if (a.format_version != kFormatVersion) {
+      throw Error(str_cat(path, ": dataset format_version ", a.format_version, ", this kto reads version ",
+                          kFormatVersion, " (re-run kto-data prepare)"));
+    }
+    if (ds->shards_.empty()) {
+      ds->attributes_ = a;
+    } else if (a.tokenizer_sha256 != ds->attributes_.tokenizer_sha256) {
+      throw Error(str_cat(path, ": tokenized with a different tokenizer (sha256 ", a.tokenizer_sha256,
+                          ") than ", paths.front(), " (", ds->attributes_.tokenizer_sha256, ")"));
+    }
+    if (model_vocab_size > 0 && a.max_token_id >= model_vocab_size) {
+      throw Error(str_cat(path, ": holds token id ", a.max_token_id, ", outside the model's vocabulary of ",
+                          model_vocab_size, " (was it tokenized for another model?)"));
+    }
+    auto shard = std::make_unique<Shard>();
+    shard->path = path;
+    shard->file = H5Handle(KTO_H5_CHECK(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT)));
+    if (!has_link(shard->file, "tokens")) throw Error(path + ": missing dataset /tokens");
+    shard->tokens = H5Handle(KTO_H5_CHECK(H5Dopen2(shard->file, "tokens", H5P_DEFAULT)));
+    const int64_t n_tokens = dataset_length(shard->tokens, path + ": /tokens");
+    auto labels = read_all<int8_t>(shard->file, "label", H5T_NATIVE_INT8, -1, path);
+    const int64_t E = static_cast<int64_t>(labels.size());
+    shard->offsets = read_all<int64_t>(shard->file, "offsets", H5T_NATIVE_INT64, E + 1, path);
+    auto prompt_len = read_all<int32_t>(shard->file, "prompt_len", H5T_NATIVE_INT32, E, path);
+
+    const auto& off = shard->offsets;
+    if (off.front() != 0) throw Error(str_cat(path, ": offsets[0] is ", off.front(), ", expected 0"));
+    if (off.back() != n_tokens) {
+      throw Error(str_cat(path, ": offsets end at ", off.back(), " but /tokens has ", n_tokens, " entries"));
+    }
+    for (int64_t i = 0; i < E; ++i) {
+      const size_t u = static_cast<size_t>(i);
+      if (off[u + 1] <= off[u]) {
+        throw Error(
+            str_cat(path, ": offsets not increasing at example ", i, " (", off[u], " -> ", off[u + 1], ")"));
+      }
+      if (labels[u] != 0 && labels[u] != 1)
+        throw Error(str_cat(path, ": label of example ", i, " is ", int(labels[u]), ", expected 0 or 1"));
+      const int64_t len = off[u + 1] - off[u];
+      if (prompt_len[u] < 0 || prompt_len[u] >= len) {
+        throw Error(str_cat(path, ": example ", i, " has prompt_len ", prompt_len[u], " of ", len,
+                            " tokens (the completion must be non-empty)"));
+      }
+      ds->n_desirable_ += labels[u];
+    }
+    const bool has_ref = has_link(shard->file, "ref_logp") && has_link(shard->file, "ref_kl_logp");
+    if (ds->shards_.empty()) ds->has_ref_ = has_ref;
+    if (has_ref != ds->has_ref_) throw Error(path + ": reference log-probs present in some shards only");
+    if (has_ref) {
+      auto r = read_all<float>(shard->file, "ref_logp", H5T_NATIVE_FLOAT, E, path);
+      auto k = read_all<float>(shard->file, "ref_kl_logp", H5T_NATIVE_FLOAT, E, path);
+      ds->ref_logp_.insert(ds->ref_logp_.end(), r.begin(), r.end());
+      ds->ref_kl_logp_.insert(ds->ref_kl_logp_.end(), k.begin(), k.end());
+    }
+    ds->shard_begin_.push_back(ds->size());
+    ds->labels_.insert(ds->labels_.end(), labels.begin(), labels.end());
+    ds->prompt_len_.insert(ds->prompt_len_.end(), prompt_len.begin(), prompt_len.end());
+    ds->n_tokens_ += n_tokens;
+    ds->shards_.push_back(std::move(shard));
+  }
+  ds->shard_begin_.push_back(ds->size());
+  return ds;
+}
+
+int64_t Dataset::length(int64_t i) const {
+  const size_t s = static_cast<size_t>(std::upper_bound(shard_begin_.begin(), shard_begin_.end(), i) -
+                                       shard_begin_.begin() - 1);
+  const auto& off = shards_[s]->offsets;
+  const size_t local = static_cast<size_t>(i - shard_begin_[s]);
+  return off[local + 1] - off[local];
+}
+
+Example Dataset::read(int64_t i) const {
+  KTO_CHECK(i >= 0 && i < size(), "example ", i, " outside the dataset of ", size());
+  const size_t s = static_cast<size_t>(std::upper_bound(shard_begin_.begin(), shard_begin_.end(), i) -
+                                       shard_begin_.begin() - 1);
+  const Shard& shard = *shards_[s];
+  const size_t local = static_cast<size_t>(i - shard_begin_[s]);
+  const hsize_t begin = static_cast<hsize_t>(shard.offsets[local]);
+  const hsize_t count = static_cast<hsize_t>(shard.offsets[local + 1] - shard.offsets[local]);
+  Example ex;
+  ex.index = i;
+  ex.tokens.resize(count);
+  H5Handle file_space(KTO_H5_CHECK(H5Dget_space(shard.tokens)));
+  KTO_H5_CHECK(H5Sselect_hyperslab(file_space, H5S_SELECT_SET, &begin, nullptr, &count, nullptr));
+  H5Handle mem_space(KTO_H5_CHECK(H5Screate_simple(1, &count, nullptr)));
+  KTO_H5_CHECK(H5Dread(shard.tokens, H5T_NATIVE_INT32, mem_space, file_space, H5P_DEFAULT, ex.tokens.data()));
+  for (int32_t t : ex.tokens) {
+    if (t < 0 || (model_vocab_size_ > 0 && t >= model_vocab_size_)) {
+      throw Error(str_cat(shard.path, ": example ", local, " holds token id ", t,
+                          " outside the vocabulary of ", model_vocab_size_));
+    }
+  }
+  ex.prompt_len = prompt_len_[static_cast<size_t>(i)];
+  ex.desirable = labels_[static_cast<size_t>(i)] != 0;
+  if (has_ref_) {
+    ex.ref_logp = ref_logp_[static_cast<size_t>(i)];
+    ex.ref_kl_logp = ref_kl_logp_[static_cast<size_t>(i)];
+  }
+  return ex;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+struct DatasetWriter::Impl {
+  H5Handle file;
+  H5Handle tokens;
+  int64_t written = 0;
+};
+
+namespace {
+constexpr hsize_t kTokenChunk = 1 << 20;  // elements per HDF5 chunk and per flush
+}
+
+DatasetWriter::DatasetWriter(std::string path, DatasetAttributes attributes, bool with_reference_logps)
+    : path_(std::move(path)),
+      attributes_(std::move(attributes)),
+      with_ref_(with_reference_logps),
+      impl_(std::make_unique<Impl>()) {
+  tmp_path_ = str_cat(path_, ".tmp.", ::getpid());
+  impl_->file = H5Handle(KTO_H5_CHECK(H5Fcreate(tmp_path_.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT)));
+  const hsize_t zero = 0, unlimited = H5S_UNLIMITED;
+  H5Handle space(KTO_H5_CHECK(H5Screate_simple(1, &zero, &unlimited)));
+  H5Handle props(KTO_H5_CHECK(H5Pcreate(H5P_DATASET_CREATE)));
+  KTO_H5_CHECK(H5Pset_chunk(props, 1, &kTokenChunk));
+  impl_->tokens = H5Handle(
+      KTO_H5_CHECK(H5Dcreate2(impl_->file, "tokens", H5T_STD_I32LE, space, H5P_DEFAULT, props, H5P_DEFAULT)));
+}
+
+DatasetWriter::~DatasetWriter() {
+  if (!finished_) {
+    impl_.reset();  // close the file before removing it
+    std::remove(tmp_path_.c_str());
+  }
+}
+
+void DatasetWriter::add(const std::vector<int32_t>& tokens, int32_t prompt_len, bool desirable,
+                        float ref_logp, float ref_kl_logp) {
+  KTO_CHECK(!finished_, path_, ": add after finish");
+  KTO_CHECK(prompt_len >= 0 && static_cast<size_t>(prompt_len) < tokens.size(), "example with prompt_len ",
+            prompt_len, " of ", tokens.size(), " tokens: the completion must be non-empty");
+  pending_tokens_.insert(pending_tokens_.end(), tokens.begin(), tokens.end());
+  offsets_.push_back(offsets_.back() + static_cast<int64_t>(tokens.size()));
+  prompt_len_.push_back(prompt_len);
+  labels_.push_back(desirable ? 1 : 0);
+  for (int32_t t : tokens) attributes_.max_token_id = std::max<int64_t>(attributes_.max_token_id, t);
+  if (with_ref_) {
+    ref_logp_.push_back(ref_logp);
+    ref_kl_logp_.push_back(ref_kl_logp);
+  }
+  if (pending_tokens_.size() >= kTokenChunk) flush_tokens();
+}
+
+void DatasetWriter::flush_tokens() {
+  if (pending_tokens_.empty()) return;
+  const hsize_t begin = static_cast<hsize_t>(impl_->written);
+  const hsize_t count = pending_tokens_.size();
+  const hsize_t new_size = begin + count;
+  KTO_H5_CHECK(H5Dset_extent(impl_->tokens, &new_size));
+  H5Handle file_space(KTO_H5_CHECK(H5Dget_space(impl_->tokens)));
+  KTO_H5_CHECK(H5Sselect_hyperslab(file_space, H5S_SELECT_SET, &begin, nullptr, &count, nullptr));
+  H5Handle mem_space(KTO_H5_CHECK(H5Screate_simple(1, &count, nullptr)));
+  KTO_H5_CHECK(
+      H5Dwrite(impl_->tokens, H5T_NATIVE_INT32, mem_space, file_space, H5P_DEFAULT, pending_tokens_.data()));
+  impl_->written += static_cast<int64_t>(count);
+  pending_tokens_.clear();
+}
+
+namespace {
+template <class T>
+void write_array(hid_t file, const char* name, hid_t file_type, hid_t mem_type,
+                 const std::vector<T>& values) {
+  const hsize_t n = values.size();
+  H5Handle space(KTO_H5_CHECK(H5Screate_simple(1, &n, nullptr)));
+  H5Handle dset(
+      KTO_H5_CHECK(H5Dcreate2(file, name, file_type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)));
+  if (n > 0) KTO_H5_CHECK(H5Dwrite(dset, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, values.data()));
+}
+}  // namespace
+
+void DatasetWriter::finish() {
+  KTO_CHECK(!finished_, path_, ": finished twice");
+  flush_tokens();
+  hid_t f = impl_->file;
+  write_array(f, "offsets", H5T_STD_I64LE, H5T_NATIVE_INT64, offsets_);
+  write_array(f, "prompt_len", H5T_STD_I32LE, H5T_NATIVE_INT32, prompt_len_);
+  write_array(f, "label", H5T_STD_I8LE, H5T_NATIVE_INT8, labels_);
+  if (with_ref_) {
+    write_array(f, "ref_logp", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, ref_logp_);
+    write_array(f, "ref_kl_logp", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, ref_kl_logp_);
+  }
+  DatasetAttributes& a = attributes_;
+  a.format_version = kFormatVersion;
+  a.n_examples = size();
+  a.n_desirable = std::count(labels_.begin(), labels_.end(), 1);
+  a.n_undesirable = a.n_examples - a.n_desirable;
+  a.n_tokens = offsets_.back();
+  write_int_attr(f, "format_version", a.format_version);
+  write_string_attr(f, "tokenizer_name", a.tokenizer_name);
+  write_string_attr(f, "tokenizer_kind", a.tokenizer_kind);
+  write_string_attr(f, "tokenizer_sha256", a.tokenizer_sha256);
+  write_int_attr(f, "tokenizer_vocab_size", a.tokenizer_vocab_size);
+  write_int_attr(f, "bos_id", a.bos_id);
+  write_int_attr(f, "eos_id", a.eos_id);
+  write_int_attr(f, "pad_id", a.pad_id);
+  write_int_attr(f, "n_examples", a.n_examples);
+  write_int_attr(f, "n_desirable", a.n_desirable);
+  write_int_attr(f, "n_undesirable", a.n_undesirable);
+  write_int_attr(f, "n_tokens", a.n_tokens);
+  write_int_attr(f, "max_token_id", a.max_token_id);
+  write_int_attr(f, "max_length", a.max_length);
+  write_int_attr(f, "max_prompt_length", a.max_prompt_length);
+  write_string_attr(f, "split", a.split);
+  write_int_attr(f, "shard_index", a.shard_index);
+  write_int_attr(f, "num_shards", a.num_shards);
+  write_string_attr(f, "source", a.source);
+  write_string_attr(f, "created", a.created);
+  write_string_attr(f, "producer", a.producer);
+  KTO_H5_CHECK(H5Fflush(f, H5F_SCOPE_GLOBAL));
+  impl_.reset();  // closes the file
+  if (std::rename(tmp_path_.c_str(), path_.c_str()) != 0) {
+    std::remove(tmp_path_.c_str());
+    throw Error(str_cat(path_, ": cannot rename the finished dataset into place: ", std::strerror(errno)));
+  }
+  finished_ = true;
+}
+
+std::pair<double, double> recommended_class_weights(int64_t n_desirable, int64_t n_undesirable) {
+  if (n_desirable <= 0 || n_undesirable <= 0) return {1.0, 1.0};
+  const double ratio = static_cast<double>(n_desirable) / static_cast<double>(n_undesirable);
+  if (ratio >= 1.0 && ratio <= 4.0 / 3.0) return {1.0, 1.0};
+  if (ratio < 1.0) return {1.0 / ratio, 1.0};  // desirable minority: lift lambda_D to ratio 1
+  return {1.0, ratio * 3.0 / 4.0};             // desirable majority: lift lambda_U to ratio 4/3
+}
+
+}  // namespace kto::data

@@ -1,0 +1,198 @@
+// The dataset file (writer, validating reader) and the sampler. (No LibTorch in this binary:
+// libsentencepiece and LibTorch carry clashing protobuf copies; batches are tested in
+// test_batch.cpp.)
+#include <catch2/catch.hpp>
+#include <map>
+#include <set>
+
+#include "kto/data/dataset.h"
+#include "kto/data/hdf5_handle.h"
+#include "kto/data/sampler.h"
+#include "kto/util/check.h"
+#include "kto/util/check_h5.h"
+#include "test_support.h"
+
+using Catch::Matchers::Contains;
+using kto::data::Dataset;
+using kto::data::DatasetAttributes;
+using kto::data::DatasetWriter;
+using kto::data::Example;
+
+namespace {
+
+// Example i: prompt of (i % 3) + 1 tokens, completion of (i % 4) + 1 tokens, ids encode i.
+std::vector<int32_t> tokens_of(int i) {
+  std::vector<int32_t> t;
+  for (int k = 0; k < i % 3 + 1; ++k) t.push_back(1000 + i);
+  for (int k = 0; k < i % 4 + 1; ++k) t.push_back(2000 + i);
+  return t;
+}
+
+std::string write_dataset(const std::string& path, int n, const std::string& sha = "abc") {
+  DatasetAttributes a;
+  a.tokenizer_sha256 = sha;
+  a.pad_id = 0;
+  DatasetWriter w(path, a);
+  for (int i = 0; i < n; ++i) w.add(tokens_of(i), i % 3 + 1, i % 5 != 0);
+  w.finish();
+  return path;
+}
+
+// Rewrites one integer dataset of a file in place (to craft invalid files).
+void poke(const std::string& path, const char* name, hid_t type, const void* values) {
+  kto::data::H5Handle f(KTO_H5_CHECK(H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT)));
+  kto::data::H5Handle d(KTO_H5_CHECK(H5Dopen2(f, name, H5P_DEFAULT)));
+  KTO_H5_CHECK(H5Dwrite(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, values));
+}
+
+std::string open_error(const std::vector<std::string>& paths, int64_t vocab = 0) {
+  try {
+    Dataset::open(paths, vocab);
+  } catch (const kto::Error& e) {
+    return e.what();
+  }
+  return "opened";
+}
+
+}  // namespace
+
+TEST_CASE("dataset files round-trip and read examples by hyperslab", "[data]") {
+  kto::test::TempDir tmp;
+  const auto a = write_dataset(tmp.file("a.h5"), 7);
+  const auto b = write_dataset(tmp.file("b.h5"), 5);
+  const auto ds = Dataset::open({a, b}, 3000);
+  REQUIRE(ds->size() == 12);
+  int64_t tokens = 0;
+  for (int64_t i = 0; i < 12; ++i) {
+    const int local = static_cast<int>(i < 7 ? i : i - 7);
+    const Example e = ds->read(i);
+    CHECK(e.index == i);
+    CHECK(e.tokens == tokens_of(local));
+    CHECK(e.prompt_len == local % 3 + 1);
+    CHECK(e.desirable == (local % 5 != 0));
+    CHECK(ds->length(i) == static_cast<int64_t>(e.tokens.size()));
+    tokens += static_cast<int64_t>(e.tokens.size());
+  }
+  CHECK(ds->num_tokens() == tokens);
+  CHECK(ds->count(false) == 2 + 1);
+  const auto attrs = kto::data::read_attributes(a);
+  CHECK(attrs.n_examples == 7);
+  CHECK(attrs.n_undesirable == 2);
+  CHECK(attrs.max_token_id == 2006);
+  CHECK(attrs.format_version == 1);
+}
+
+TEST_CASE("invalid dataset files are rejected naming the file and the problem", "[data]") {
+  kto::test::TempDir tmp;
+  auto fresh = [&](const std::string& name) { return write_dataset(tmp.file(name), 6); };
+  CHECK_THAT(open_error({fresh("v.h5")}, 2000),
+             Contains("v.h5") && Contains("token id 2005") && Contains("vocabulary of 2000"));
+  CHECK_THAT(open_error({fresh("a.h5"), write_dataset(tmp.file("other.h5"), 3, "zzz")}),
+             Contains("other.h5") && Contains("different tokenizer"));
+
+  const std::string lab = fresh("label.h5");
+  const int8_t labels[6] = {1, 0, 2, 1, 1, 0};
+  poke(lab, "label", H5T_NATIVE_INT8, labels);
+  CHECK_THAT(open_error({lab}), Contains("label.h5") && Contains("label of example 2 is 2"));
+
+  const std::string off = fresh("offsets.h5");
+  std::vector<int64_t> offsets = {0, 2, 6, 5, 17, 20, 25};  // true ends: 2 6 12 17 20 25
+  poke(off, "offsets", H5T_NATIVE_INT64, offsets.data());
+  CHECK_THAT(open_error({off}), Contains("offsets.h5") && Contains("not increasing at example 2"));
+
+  const std::string pl = fresh("prompt.h5");
+  const int32_t prompt_len[6] = {1, 2, 3, 1, 2, 3};      // valid: each leaves a completion
+  const int32_t bad_prompt_len[6] = {2, 2, 3, 1, 2, 3};  // example 0: prompt covers all 2 tokens
+  poke(pl, "prompt_len", H5T_NATIVE_INT32, prompt_len);
+  CHECK(open_error({pl}) == "opened");
+  poke(pl, "prompt_len", H5T_NATIVE_INT32, bad_prompt_len);
+  CHECK_THAT(open_error({pl}),
+             Contains("prompt.h5") && Contains("example 0 has prompt_len 2 of 2") && Contains("non-empty"));
+
+  const std::string ver = fresh("version.h5");
+  {
+    kto::data::H5Handle f(KTO_H5_CHECK(H5Fopen(ver.c_str(), H5F_ACC_RDWR, H5P_DEFAULT)));
+    kto::data::H5Handle attr(KTO_H5_CHECK(H5Aopen(f, "format_version", H5P_DEFAULT)));
+    const int64_t v = 7;
+    KTO_H5_CHECK(H5Awrite(attr, H5T_NATIVE_INT64, &v));
+  }
+  CHECK_THAT(open_error({ver}), Contains("version.h5") && Contains("format_version 7"));
+
+  const std::string missing = fresh("missing.h5");
+  {
+    kto::data::H5Handle f(KTO_H5_CHECK(H5Fopen(missing.c_str(), H5F_ACC_RDWR, H5P_DEFAULT)));
+    KTO_H5_CHECK(H5Ldelete(f, "prompt_len", H5P_DEFAULT));
+  }
+  CHECK_THAT(open_error({missing}), Contains("missing.h5") && Contains("missing dataset prompt_len"));
+  kto::test::write_bytes(tmp.file("junk.h5"), "not hdf5 at all");
+  CHECK_THAT(open_error({tmp.file("junk.h5")}), Contains("junk.h5") && Contains("not an HDF5 file"));
+  CHECK_THAT(open_error({tmp.file("nope.h5")}), Contains("nope.h5") && Contains("no such"));
+}
+
+TEST_CASE("a dataset writer that does not finish leaves no file", "[data]") {
+  kto::test::TempDir tmp;
+  {
+    DatasetWriter w(tmp.file("partial.h5"), DatasetAttributes{});
+    w.add({1, 2, 3}, 1, true);
+  }
+  std::string listing;
+  kto::test::run_command("ls -A '" + tmp.path() + "'", &listing);
+  CHECK(listing.empty());
+  DatasetWriter w(tmp.file("x.h5"), DatasetAttributes{});
+  CHECK_THROWS_WITH(w.add({1}, 1, true), Contains("completion must be non-empty"));
+}
+
+TEST_CASE("sampler: each epoch covers the dataset exactly once, at world sizes 1, 2 and 4",
+          "[data][sampler]") {
+  const int64_t n = 103;  // not a multiple of any global batch below: batches straddle epochs
+  for (int world : {1, 2, 4}) {
+    for (const auto& [micro, accum] : {std::pair<int64_t, int64_t>{2, 1}, {3, 2}, {4, 3}}) {
+      std::vector<kto::data::BatchSampler> ranks;
+      for (int r = 0; r < world; ++r) ranks.emplace_back(n, 42, micro, accum, world, r);
+      std::map<int64_t, std::multiset<int64_t>> seen;  // epoch -> example ids
+      const int64_t steps = 3 * n / ranks[0].global_batch() + 1;
+      for (int64_t s = 0; s < steps; ++s) {
+        for (auto& sampler : ranks) {
+          const auto step = sampler.next_step();
+          REQUIRE(step.size() == static_cast<size_t>(accum));
+          for (const auto& mb : step) {
+            REQUIRE(mb.size() == static_cast<size_t>(micro));
+            for (const auto& e : mb) seen[e.epoch].insert(e.index);
+          }
+        }
+      }
+      INFO("world " << world << " micro " << micro << " accum " << accum);
+      for (int64_t epoch : {0, 1}) {
+        const auto& ids = seen[epoch];
+        CHECK(ids.size() == static_cast<size_t>(n));  // no example twice
+        CHECK(std::set<int64_t>(ids.begin(), ids.end()).size() == static_cast<size_t>(n));
+        CHECK(*ids.begin() == 0);
+        CHECK(*ids.rbegin() == n - 1);
+      }
+    }
+  }
+}
+
+TEST_CASE("sampler: a restored state continues with the identical batch", "[data][sampler]") {
+  kto::data::BatchSampler a(50, 9, 3, 2, 2, 1);
+  for (int i = 0; i < 7; ++i) a.next_step();
+  const auto saved = a.state();
+  const auto expected = a.next_step();
+  kto::data::BatchSampler b(50, 9, 3, 2, 2, 1);
+  b.restore(saved);
+  const auto got = b.next_step();
+  REQUIRE(got.size() == expected.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    for (size_t j = 0; j < got[i].size(); ++j) {
+      CHECK(got[i][j].index == expected[i][j].index);
+      CHECK(got[i][j].epoch == expected[i][j].epoch);
+    }
+  }
+  CHECK(a.state() == b.state());
+  CHECK_THROWS_WITH(b.restore({0, 50}), Contains("does not fit"));
+  // Permutations are deterministic, differ per epoch and per seed.
+  const auto p0 = kto::data::BatchSampler::permutation(20, 1, 0);
+  CHECK(p0 == kto::data::BatchSampler::permutation(20, 1, 0));
+  CHECK(p0 != kto::data::BatchSampler::permutation(20, 1, 1));
+  CHECK(p0 != kto::data::BatchSampler::permutation(20, 2, 0));
+}
