@@ -1,0 +1,149 @@
+// A fully sharded model (DESIGN §5): every unit's flat buffer is padded to a multiple of the
+// world size W and rank r owns elements [r*P/W, (r+1)*P/W).
+//
+// Policy (trainable): the owned slice is an fp32 master tensor (the autograd leaf). A forward
+// all-gathers each unit in the compute dtype, runs it and frees it; with
+// reshard_after_forward the backward gathers again, recomputes the unit with grad, backprops
+// and reduce-scatters (average over ranks) the gradient into the slice — one custom autograd
+// function per unit. Without it, the gathered unit stays alive until backward (more memory,
+// no second all-gather, no recompute). While unit i computes, unit i+1's all-gather is in
+// flight (reverse order in backward).
+// Reference (frozen): compute-dtype slices, forward only.
+//
+// The model code (kto/model/blocks.h) knows none of this: it is called on gathered views.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <vector>
+
+#include "kto/comm/communicator.h"
+#include "kto/io/safetensors.h"
+#include "kto/model/layout.h"
+#include "kto/model/logprob.h"
+#include "kto/model/model_config.h"
+
+namespace kto::fsdp {
+
+struct FsdpOptions {
+  at::ScalarType compute_dtype = at::kFloat;
+  at::Device device = at::kCPU;
+  bool trainable = true;              // fp32 master slices with gradients (policy)
+  bool reshard_after_forward = true;  // free gathered units after forward; recompute in backward
+  bool prefetch = true;               // overlap the next unit's all-gather with compute
+  int64_t logprob_chunk_rows = 0;     // 0: model::default_chunk_rows
+};
+
+// Which part of a unit's padded flat buffer a rank owns.
+struct ShardRange {
+  int64_t numel = 0;         // real elements of the unit
+  int64_t padded_numel = 0;  // multiple of the world size
+  int64_t shard_numel = 0;   // padded_numel / world
+  int64_t begin = 0;         // this rank's first element
+};
+ShardRange shard_range(int64_t numel, int world_size, int rank);
+
+struct CommStats {
+  int64_t all_gather_bytes = 0;      // bytes received into full buffers
+  int64_t reduce_scatter_bytes = 0;  // bytes of full gradients reduced
+  int64_t all_gathers = 0, reduce_scatters = 0;
+  double wait_seconds = 0;  // host time blocked in wait()
+};
+
+class UnitGatherer;
+
+class ShardedModel {
+ public:
+  ShardedModel(model::ModelConfig config, const comm::ProcessGroup& group,
+               std::shared_ptr<comm::Communicator> comm, FsdpOptions options);
+  ~ShardedModel();
+  ShardedModel(const ShardedModel&) = delete;
+  ShardedModel& operator=(const ShardedModel&) = delete;
+
+  // Reads this rank's element ranges of every unit from a Hugging Face checkpoint (validated
+  // against the layout first). No rank ever holds a whole unit of the checkpoint.
+  void load(const io::SafetensorsSet& weights);
+  // The same values model::DenseModel::init_random gives (every rank draws the full sequence
+  // and keeps its slices: meant for tests and tiny demo models).
+  void init_random(uint64_t seed, double std);
+
+  // Per-sequence completion log-prob sums [B] (fp32, fp64 for fp64 runs) of the selected
+  // tokens. Differentiable with respect to the slices when trainable and grad mode is on.
+  at::Tensor sequence_logprobs(const at::Tensor& ids_BT, const at::Tensor& attention_mask_BT,
+                               const model::TokenSelection& selection);
+
+  const model::ModelConfig& config() const { return config_; }
+  const model::ModelLayout& layout() const { return layout_; }
+  const FsdpOptions& options() const { return options_; }
+  const ShardRange& range(size_t unit) const { return ranges_[unit]; }
+  // This rank's slice of every unit (fp32 leaves when trainable, compute dtype otherwise).
+  std::vector<at::Tensor>& shards() { return shards_; }
+  const std::vector<at::Tensor>& shards() const { return shards_; }
+  // 0/1 per slice element: 1 where weight decay applies (matrices and embeddings; not norms,
+  // biases or padding).
+  const std::vector<at::Tensor>& decay_masks() const { return decay_masks_; }
+  // Every unit's full flat buffer (unpadded, fp32), assembled on every rank. Collective.
+  std::vector<at::Tensor> gather_full_units() const;
+  // Bytes of this rank's slices (parameters only).
+  int64_t shard_bytes() const;
+  const CommStats& comm_stats() const;
+  void reset_comm_stats();
+  const comm::ProcessGroup& group() const { return group_; }
+
+  // Used by the per-unit autograd functions (src/fsdp/unit_function.cpp).
+  struct RunContext;
+  at::Tensor run_unit(size_t unit, const std::vector<at::Tensor>& full, const at::Tensor& x,
+                      const RunContext& ctx) const;
+  UnitGatherer& gatherer() { return *gatherer_; }
+  size_t head_unit() const { return layout_.units.size() - 1; }
+  bool tied() const { return config_.tie_word_embeddings; }
+
+ private:
+  at::Tensor forward_no_grad(const at::Tensor& ids, const RunContext& ctx);
+  at::Tensor forward_with_grad(const at::Tensor& ids, const RunContext& ctx);
+
+  model::ModelConfig config_;
+  model::ModelLayout layout_;
+  const comm::ProcessGroup& group_;
+  std::shared_ptr<comm::Communicator> comm_;
+  FsdpOptions options_;
+  std::vector<ShardRange> ranges_;
+  std::vector<at::Tensor> shards_;
+  std::vector<at::Tensor> decay_masks_;
+  std::unique_ptr<UnitGatherer> gatherer_;
+};
+
+// Context of one forward: attention inputs and the token selection, as tensors (they travel
+// through autograd functions as non-differentiable inputs).
+struct ShardedModel::RunContext {
+  at::Tensor cos, sin, causal, keys;  // keys: numel 0 when absent
+  at::Tensor sel_rows, sel_targets, sel_seq;
+  int64_t batch = 0, seq_len = 0;
+  std::vector<at::Tensor> as_list() const;
+  static RunContext from_list(const std::vector<at::Tensor>& list, int64_t batch, int64_t seq_len);
+};
+
+// All-gathers units on demand, with prefetch: get() returns a unit's full flat buffer in the
+// compute dtype (padded), waiting for an all-gather issued earlier by prefetch() if any.
+class UnitGatherer {
+ public:
+  UnitGatherer(const ShardedModel& model, comm::Communicator& comm);
+  ~UnitGatherer();
+  void prefetch(size_t unit);
+  at::Tensor get(size_t unit);
+  // Reduce-scatters a full gradient (padded to the unit's padded size, compute dtype) into a
+  // slice gradient (average over ranks), returned in `out_dtype`. Blocking.
+  at::Tensor reduce_scatter(size_t unit, const at::Tensor& full_grad, at::ScalarType out_dtype);
+  CommStats stats;
+
+ private:
+  struct Pending;
+  const ShardedModel& model_;
+  comm::Communicator& comm_;
+  std::map<size_t, std::unique_ptr<Pending>> inflight_;
+};
+
+}  // namespace kto::fsdp

@@ -1,0 +1,93 @@
+#include "kto/fsdp/optimizer.h"
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+
+#include "kto/util/check.h"
+
+namespace kto::fsdp {
+
+ShardedOptimizer::ShardedOptimizer(std::vector<at::Tensor> params, std::vector<at::Tensor> decay_masks,
+                                   OptimizerOptions options, const comm::ProcessGroup* group)
+    : params_(std::move(params)),
+      masks_(std::move(decay_masks)),
+      options_(std::move(options)),
+      group_(group) {
+  if (options_.name != "adamw" && options_.name != "rmsprop") {
+    throw ConfigError("unknown optimizer '" + options_.name + "' (use adamw or rmsprop)");
+  }
+  KTO_CHECK(masks_.empty() || masks_.size() == params_.size(), "one decay mask per parameter");
+  for (const at::Tensor& p : params_) {
+    KTO_CHECK(p.scalar_type() == at::kFloat || p.scalar_type() == at::kDouble,
+              "optimizer parameters must be fp32/fp64 masters");
+    std::vector<at::Tensor> s;
+    if (options_.name == "adamw") s.push_back(at::zeros_like(p, at::MemoryFormat::Contiguous).detach());
+    s.push_back(at::zeros_like(p, at::MemoryFormat::Contiguous).detach());
+    state_.push_back(std::move(s));
+  }
+}
+
+double ShardedOptimizer::grad_norm() const {
+  double sq = 0;
+  for (const at::Tensor& p : params_) {
+    if (p.grad().defined()) sq += p.grad().to(at::kDouble).pow(2).sum().item<double>();
+  }
+  // Each rank holds a disjoint slice: the global squared norm is the sum over ranks.
+  if (group_ != nullptr) sq = group_->all_reduce(sq, comm::ReduceOp::sum);
+  return std::sqrt(sq);
+}
+
+StepResult ShardedOptimizer::step(double lr) {
+  StepResult result;
+  result.grad_norm = grad_norm();
+  result.finite = std::isfinite(result.grad_norm);
+  if (!result.finite) return result;  // identical norm on every rank: every rank skips
+  double scale = 1.0;
+  if (options_.max_grad_norm > 0 && result.grad_norm > options_.max_grad_norm) {
+    scale = options_.max_grad_norm / (result.grad_norm + 1e-6);  // torch.nn.utils.clip_grad_norm_
+  }
+  ++steps_;
+  at::NoGradGuard no_grad;
+  const double wd = options_.weight_decay;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    at::Tensor p = params_[i];
+    if (!p.grad().defined()) continue;
+    at::Tensor g = p.grad();
+    if (scale != 1.0) g = g * scale;
+    const at::Tensor mask = masks_.empty() ? at::Tensor() : masks_[i];
+    if (options_.name == "adamw") {
+      at::Tensor& m = state_[i][0];
+      at::Tensor& v = state_[i][1];
+      if (wd != 0) p.mul_(mask.defined() ? 1.0 - lr * wd * mask : at::full_like(p, 1.0 - lr * wd));
+      m.mul_(options_.beta1).add_(g, 1.0 - options_.beta1);
+      v.mul_(options_.beta2).addcmul_(g, g, 1.0 - options_.beta2);
+      const double bc1 = 1.0 - std::pow(options_.beta1, static_cast<double>(steps_));
+      const double bc2 = 1.0 - std::pow(options_.beta2, static_cast<double>(steps_));
+      const at::Tensor denom = (v.sqrt() / std::sqrt(bc2)).add_(options_.eps);
+      p.addcdiv_(m, denom, -lr / bc1);
+    } else {
+      at::Tensor& v = state_[i][0];
+      if (wd != 0) g = g + (mask.defined() ? p * mask : p) * wd;
+      v.mul_(options_.alpha).addcmul_(g, g, 1.0 - options_.alpha);
+      p.addcdiv_(g, v.sqrt().add_(options_.eps), -lr);
+    }
+  }
+  return result;
+}
+
+void ShardedOptimizer::zero_grad() {
+  for (at::Tensor& p : params_) {
+    if (p.grad().defined()) p.mutable_grad() = at::Tensor();
+  }
+}
+
+int64_t ShardedOptimizer::state_bytes() const {
+  int64_t bytes = 0;
+  for (const auto& s : state_) {
+    for (const at::Tensor& t : s) bytes += t.numel() * t.element_size();
+  }
+  return bytes;
+}
+
+}  // namespace kto::fsdp
