@@ -8,16 +8,13 @@
 
 namespace kto::fsdp {
 
-ShardedOptimizer::ShardedOptimizer(std::vector<at::Tensor> params, std::vector<at::Tensor> decay_masks,
+ShardedOptimizer::ShardedOptimizer(std::vector<at::Tensor> params, std::vector<std::vector<Segment>> decay,
                                    OptimizerOptions options, const comm::ProcessGroup* group)
-    : params_(std::move(params)),
-      masks_(std::move(decay_masks)),
-      options_(std::move(options)),
-      group_(group) {
+    : params_(std::move(params)), decay_(std::move(decay)), options_(std::move(options)), group_(group) {
   if (options_.name != "adamw" && options_.name != "rmsprop") {
     throw ConfigError("unknown optimizer '" + options_.name + "' (use adamw or rmsprop)");
   }
-  KTO_CHECK(masks_.empty() || masks_.size() == params_.size(), "one decay mask per parameter");
+  KTO_CHECK(decay_.size() == params_.size(), "one list of decay segments per parameter");
   for (const at::Tensor& p : params_) {
     KTO_CHECK(p.scalar_type() == at::kFloat || p.scalar_type() == at::kDouble,
               "optimizer parameters must be fp32/fp64 masters");
@@ -55,11 +52,12 @@ StepResult ShardedOptimizer::step(double lr) {
     if (!p.grad().defined()) continue;
     at::Tensor g = p.grad();
     if (scale != 1.0) g = g * scale;
-    const at::Tensor mask = masks_.empty() ? at::Tensor() : masks_[i];
     if (options_.name == "adamw") {
       at::Tensor& m = state_[i][0];
       at::Tensor& v = state_[i][1];
-      if (wd != 0) p.mul_(mask.defined() ? 1.0 - lr * wd * mask : at::full_like(p, 1.0 - lr * wd));
+      if (wd != 0) {
+        for (const Segment& s : decay_[i]) p.narrow(0, s.begin, s.length).mul_(1.0 - lr * wd);  // decoupled
+      }
       m.mul_(options_.beta1).add_(g, 1.0 - options_.beta1);
       v.mul_(options_.beta2).addcmul_(g, g, 1.0 - options_.beta2);
       const double bc1 = 1.0 - std::pow(options_.beta1, static_cast<double>(steps_));
@@ -68,7 +66,11 @@ StepResult ShardedOptimizer::step(double lr) {
       p.addcdiv_(m, denom, -lr / bc1);
     } else {
       at::Tensor& v = state_[i][0];
-      if (wd != 0) g = g + (mask.defined() ? p * mask : p) * wd;
+      if (wd != 0) {
+        g = g.clone();
+        for (const Segment& s : decay_[i])
+          g.narrow(0, s.begin, s.length).add_(p.narrow(0, s.begin, s.length), wd);
+      }
       v.mul_(options_.alpha).addcmul_(g, g, 1.0 - options_.alpha);
       p.addcdiv_(g, v.sqrt().add_(options_.eps), -lr);
     }

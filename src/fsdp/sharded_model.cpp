@@ -44,6 +44,21 @@ bool decays(Role role) {
 
 }  // namespace
 
+std::vector<Segment> decay_segments(const model::UnitLayout& unit, int64_t begin, int64_t count) {
+  std::vector<Segment> out;
+  for (const model::ParamSpec& p : unit.params) {
+    const int64_t lo = std::max(begin, p.offset), hi = std::min(begin + count, p.offset + p.numel);
+    if (lo < hi && decays(p.role)) {
+      if (!out.empty() && out.back().begin + out.back().length == lo - begin) {
+        out.back().length += hi - lo;  // adjacent decaying parameters: one segment
+      } else {
+        out.push_back({lo - begin, hi - lo});
+      }
+    }
+  }
+  return out;
+}
+
 // ---------------------------------------------------------------------------------------------
 // UnitGatherer
 
@@ -116,13 +131,7 @@ ShardedModel::ShardedModel(model::ModelConfig config, const comm::ProcessGroup& 
     ranges_.push_back(r);
     shards_.push_back(
         at::zeros({r.shard_numel}, at::TensorOptions().dtype(slice_dtype).device(options_.device)));
-    at::Tensor mask = at::zeros({r.shard_numel}, at::TensorOptions().dtype(master).device(options_.device));
-    for (const model::ParamSpec& p : unit.params) {
-      const int64_t lo = std::max(r.begin, p.offset),
-                    hi = std::min(r.begin + r.shard_numel, p.offset + p.numel);
-      if (lo < hi && decays(p.role)) mask.narrow(0, lo - r.begin, hi - lo).fill_(1.0);
-    }
-    decay_masks_.push_back(mask);
+    decay_segments_.push_back(fsdp::decay_segments(unit, r.begin, r.shard_numel));
   }
   if (options_.trainable) {
     for (at::Tensor& s : shards_) s.requires_grad_(true);

@@ -127,18 +127,14 @@ TEST_CASE("sharded forward, gradients and optimizer steps equal the unsharded mo
           for (at::Tensor& t : dense.units()) t.requires_grad_(true);
 
           kto::fsdp::OptimizerOptions oo;
+          oo.name = arch == "gpt_neox" ? "rmsprop" : "adamw";  // both update rules, both sharded
           oo.weight_decay = 0.1;
           oo.max_grad_norm = 0.01;  // small enough to clip: exercises the global norm
-          kto::fsdp::ShardedOptimizer opt_s(sharded.shards(), sharded.decay_masks(), oo, &world);
-          // The unsharded optimizer needs the full decay masks: gather them like parameters.
-          std::vector<at::Tensor> full_masks;
-          for (size_t u = 0; u < sharded.decay_masks().size(); ++u) {
-            const auto r = sharded.range(u);
-            at::Tensor all = at::empty({r.padded_numel}, sharded.decay_masks()[u].options());
-            comm->all_gather(sharded.decay_masks()[u].contiguous(), all)->wait();
-            full_masks.push_back(all.narrow(0, 0, r.numel).to(run.dtype).contiguous());
-          }
-          kto::fsdp::ShardedOptimizer opt_d(dense.units(), full_masks, oo, nullptr);
+          kto::fsdp::ShardedOptimizer opt_s(sharded.shards(), sharded.decay_segments(), oo, &world);
+          std::vector<std::vector<kto::fsdp::Segment>> full_decay;
+          for (const auto& unit : dense.layout().units)
+            full_decay.push_back(kto::fsdp::decay_segments(unit, 0, unit.numel));
+          kto::fsdp::ShardedOptimizer opt_d(dense.units(), full_decay, oo, nullptr);
 
           for (int step = 0; step < run.steps; ++step) {
             const RankData d = data_for(rank, cfg.vocab_size, step);

@@ -7,6 +7,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -23,6 +24,11 @@ struct OptimizerOptions {
   double max_grad_norm = 1.0;  // 0: no clipping
 };
 
+// Elements [begin, begin + length) of a parameter tensor.
+struct Segment {
+  int64_t begin = 0, length = 0;
+};
+
 struct StepResult {
   double grad_norm = 0;  // before clipping, over all ranks
   bool finite = true;    // false: no update was made (same answer on every rank)
@@ -30,9 +36,10 @@ struct StepResult {
 
 class ShardedOptimizer {
  public:
-  // `params` are leaves whose .grad() holds this rank's gradient slice; `group` nullptr means
+  // `params` are 1-D leaves whose .grad() holds this rank's gradient slice; `decay` lists,
+  // per parameter, the segments weight decay applies to; `group` nullptr means
   // the parameters are not sharded (the unsharded reference).
-  ShardedOptimizer(std::vector<at::Tensor> params, std::vector<at::Tensor> decay_masks,
+  ShardedOptimizer(std::vector<at::Tensor> params, std::vector<std::vector<Segment>> decay,
                    OptimizerOptions options, const comm::ProcessGroup* group);
 
   // Global gradient norm (collective when sharded).
@@ -50,7 +57,8 @@ class ShardedOptimizer {
   const OptimizerOptions& options() const { return options_; }
 
  private:
-  std::vector<at::Tensor> params_, masks_;
+  std::vector<at::Tensor> params_;
+  std::vector<std::vector<Segment>> decay_;
   OptimizerOptions options_;
   const comm::ProcessGroup* group_;
   std::vector<std::vector<at::Tensor>> state_;

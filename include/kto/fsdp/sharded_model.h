@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "kto/comm/communicator.h"
+#include "kto/fsdp/optimizer.h"
 #include "kto/io/safetensors.h"
 #include "kto/model/layout.h"
 #include "kto/model/logprob.h"
@@ -45,6 +46,10 @@ struct ShardRange {
   int64_t begin = 0;         // this rank's first element
 };
 ShardRange shard_range(int64_t numel, int world_size, int rank);
+
+// The parts of unit elements [begin, begin + count) that weight decay applies to, relative to
+// `begin`: weight matrices and embeddings, not norms or biases.
+std::vector<Segment> decay_segments(const model::UnitLayout& unit, int64_t begin, int64_t count);
 
 struct CommStats {
   int64_t all_gather_bytes = 0;      // bytes received into full buffers
@@ -82,9 +87,9 @@ class ShardedModel {
   // This rank's slice of every unit (fp32 leaves when trainable, compute dtype otherwise).
   std::vector<at::Tensor>& shards() { return shards_; }
   const std::vector<at::Tensor>& shards() const { return shards_; }
-  // 0/1 per slice element: 1 where weight decay applies (matrices and embeddings; not norms,
-  // biases or padding).
-  const std::vector<at::Tensor>& decay_masks() const { return decay_masks_; }
+  // Per slice, where weight decay applies (matrices and embeddings; not norms, biases or
+  // padding), in slice coordinates.
+  const std::vector<std::vector<Segment>>& decay_segments() const { return decay_segments_; }
   // Every unit's full flat buffer (unpadded, fp32), assembled on every rank. Collective.
   std::vector<at::Tensor> gather_full_units() const;
   // Bytes of this rank's slices (parameters only).
@@ -112,7 +117,7 @@ class ShardedModel {
   FsdpOptions options_;
   std::vector<ShardRange> ranges_;
   std::vector<at::Tensor> shards_;
-  std::vector<at::Tensor> decay_masks_;
+  std::vector<std::vector<Segment>> decay_segments_;
   std::unique_ptr<UnitGatherer> gatherer_;
 };
 
