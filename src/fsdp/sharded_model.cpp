@@ -87,6 +87,7 @@ void UnitGatherer::prefetch(size_t unit) {
 }
 
 at::Tensor UnitGatherer::get(size_t unit) {
+  if (inflight_.count(unit)) ++stats.prefetch_hits;
   prefetch(unit);
   auto it = inflight_.find(unit);
   std::unique_ptr<Pending> p = std::move(it->second);

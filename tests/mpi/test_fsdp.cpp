@@ -148,6 +148,9 @@ TEST_CASE("sharded forward, gradients and optimizer steps equal the unsharded mo
             const int64_t tied = cfg.tie_word_embeddings ? 1 : 0;
             CHECK(sharded.comm_stats().all_gathers == (reshard ? 2 * (n + tied) : n));
             CHECK(sharded.comm_stats().reduce_scatters == (reshard ? n + tied : n));
+            // Prefetch: every unit after the first was already being gathered when it was
+            // needed, in forward (and, resharding, in backward after the head).
+            CHECK(sharded.comm_stats().prefetch_hits >= (reshard ? 2 * (n - 1) - 1 : n - 1));
             at::Tensor lp_d;
             dense_loss(dense, W, step, &lp_d).backward();
             INFO("step " << step);
@@ -185,6 +188,19 @@ TEST_CASE("sharded forward, gradients and optimizer steps equal the unsharded mo
       }
     }
   }
+}
+
+TEST_CASE("without prefetch nothing is gathered ahead", "[mpi][fsdp]") {
+  const auto& world = kto::test::world();
+  auto comm = std::shared_ptr<kto::comm::Communicator>(kto::comm::make_communicator(world, at::kCPU));
+  kto::fsdp::FsdpOptions o;
+  o.prefetch = false;
+  kto::fsdp::ShardedModel m(tiny("llama"), world, comm, o);
+  m.init_random(1, 0.1);
+  const RankData d = data_for(world.rank(), 67, 0);
+  m.sequence_logprobs(d.ids, d.mask, d.sel).sum().backward();
+  CHECK(m.comm_stats().prefetch_hits == 0);
+  CHECK(m.comm_stats().all_gathers > 0);
 }
 
 TEST_CASE("a frozen sharded reference loads its slices from a Hugging Face directory", "[mpi][fsdp]") {

@@ -55,7 +55,8 @@ struct CommStats {
   int64_t all_gather_bytes = 0;      // bytes received into full buffers
   int64_t reduce_scatter_bytes = 0;  // bytes of full gradients reduced
   int64_t all_gathers = 0, reduce_scatters = 0;
-  double wait_seconds = 0;  // host time blocked in wait()
+  int64_t prefetch_hits = 0;  // get() calls whose all-gather was already in flight
+  double wait_seconds = 0;    // host time blocked in wait()
 };
 
 class UnitGatherer;
