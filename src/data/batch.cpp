@@ -13,7 +13,17 @@ using detail::str_cat;
 Pairing parse_pairing(const std::string& name) {
   if (name == "next") return Pairing::next;
   if (name == "prev") return Pairing::prev;
-  throw ConfigError("unknown KL pairing '" + name + "' (use next or prev)");
+  if (name == "reverse") return Pairing::reverse;
+  throw ConfigError("unknown KL pairing '" + name + "' (use next, prev or reverse)");
+}
+
+int64_t paired_index(Pairing pairing, int64_t i, int64_t n) {
+  switch (pairing) {
+    case Pairing::next: return (i + 1) % n;
+    case Pairing::prev: return (i + n - 1) % n;
+    case Pairing::reverse: return n - 1 - i;
+  }
+  return i;
 }
 
 namespace {
@@ -68,7 +78,7 @@ Microbatch assemble_microbatch(const std::vector<Example>& examples, const Batch
   mb.kl_empty = at::zeros({n}, at::kBool);
   for (int64_t i = 0; i < n; ++i) {
     const Example& e = examples[static_cast<size_t>(i)];
-    const int64_t j = o.pairing == Pairing::next ? (i + 1) % n : (i + n - 1) % n;
+    const int64_t j = paired_index(o.pairing, i, n);
     const Example& other = examples[static_cast<size_t>(j)];
     target.push_back({e.tokens.data(), e.prompt_len, e.tokens.data() + e.prompt_len, e.completion_len()});
     int64_t borrowed = other.completion_len();

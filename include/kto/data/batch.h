@@ -20,9 +20,12 @@
 
 namespace kto::data {
 
-enum class Pairing { next, prev };
-// "next" | "prev"; throws kto::ConfigError otherwise.
+// Which completion j is paired with prompt i in a microbatch of n: next j = (i + 1) mod n
+// (HALOs, OpenRLHF), prev j = (i - 1) mod n (TRL >= 0.9), reverse j = n - 1 - i (TRL <= 0.8).
+enum class Pairing { next, prev, reverse };
+// "next" | "prev" | "reverse"; throws kto::ConfigError otherwise.
 Pairing parse_pairing(const std::string& name);
+int64_t paired_index(Pairing pairing, int64_t i, int64_t n);
 
 struct TokenBatch {
   at::Tensor input_ids;             // [B, T] int64, right-padded with pad_id
