@@ -121,6 +121,10 @@ class RowCollector {
       skip(parsed.error, where);
       return;
     }
+    if (o_.keep_pairs && parsed.format != RowFormat::paired && parsed.format != RowFormat::hh) {
+      skip({"not_paired", "--keep-pairs needs paired rows (chosen and rejected)"}, where);
+      return;
+    }
     const int64_t row_index = ++s_.rows;
     ++s_.rows_by_format[format_name(parsed.format)];
     for (TextExample& e : parsed.examples) {
@@ -194,6 +198,9 @@ void validate(const PrepareOptions& o) {
   if (o.shards < 1) throw Error("--shards must be >= 1");
   if (o.add_bos != "auto" && o.add_bos != "yes" && o.add_bos != "no")
     throw Error("--add-bos must be auto, yes or no");
+  if (o.keep_pairs && (o.keep_desirable < 1 || o.keep_undesirable < 1)) {
+    throw Error("--keep-pairs cannot be combined with per-class subsampling (it would break pairs)");
+  }
   if (path_exists(o.out_dir) && !o.overwrite) {
     throw Error(o.out_dir + " already exists (use --overwrite to replace it)");
   }
@@ -273,7 +280,15 @@ PrepareSummary run_prepare(const PrepareOptions& o) {
 
   std::vector<int64_t> order(examples.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int64_t>(i);
-  if (o.shuffle) order = data::BatchSampler::permutation(static_cast<int64_t>(examples.size()), o.seed, -1);
+  if (o.shuffle && o.keep_pairs) {  // shuffle whole pairs: chosen stays right before its rejected
+    const auto pairs = data::BatchSampler::permutation(static_cast<int64_t>(examples.size() / 2), o.seed, -1);
+    for (size_t p = 0; p < pairs.size(); ++p) {
+      order[2 * p] = 2 * pairs[p];
+      order[2 * p + 1] = 2 * pairs[p] + 1;
+    }
+  } else if (o.shuffle) {
+    order = data::BatchSampler::permutation(static_cast<int64_t>(examples.size()), o.seed, -1);
+  }
   std::vector<int64_t> train, eval;
   for (int64_t i : order) {
     const Tokenized& e = examples[static_cast<size_t>(i)];
@@ -311,13 +326,16 @@ PrepareSummary run_prepare(const PrepareOptions& o) {
     attrs.pad_id = tok->pad_id() >= 0 ? tok->pad_id() : attrs.eos_id;
     attrs.max_length = o.max_length;
     attrs.max_prompt_length = o.max_prompt_length;
+    attrs.paired = o.keep_pairs ? 1 : 0;
     for (const std::string& in : o.inputs) attrs.source += (attrs.source.empty() ? "" : ", ") + in;
     attrs.created = utc_now();
     attrs.producer = build_summary();
     auto write_split = [&](const std::vector<int64_t>& ids, const std::string& split, int64_t shards) {
       for (int64_t shard = 0; shard < shards; ++shard) {
-        const size_t begin = ids.size() * static_cast<size_t>(shard) / static_cast<size_t>(shards);
-        const size_t end = ids.size() * static_cast<size_t>(shard + 1) / static_cast<size_t>(shards);
+        // Shard boundaries fall between pairs when pairs are kept.
+        const size_t unit = o.keep_pairs ? 2 : 1, units = ids.size() / unit;
+        const size_t begin = unit * (units * static_cast<size_t>(shard) / static_cast<size_t>(shards));
+        const size_t end = unit * (units * static_cast<size_t>(shard + 1) / static_cast<size_t>(shards));
         char name[64];
         if (shards == 1) {
           std::snprintf(name, sizeof(name), "%s.h5", split.c_str());
@@ -359,6 +377,7 @@ PrepareSummary run_prepare(const PrepareOptions& o) {
                     {"tokenizer", tok->path()},
                     {"tokenizer_sha256", tok->sha256()},
                     {"add_bos", add_bos},
+                    {"paired", o.keep_pairs},
                     {"eos_id", eos},
                     {"seed", o.seed},
                     {"inputs", o.inputs}};

@@ -23,6 +23,7 @@ struct PrepareOptions {
   double keep_undesirable = 1.0;
   uint64_t seed = 0;
   bool shuffle = true;
+  bool keep_pairs = false;  // paired data for DPO-style losses: chosen, rejected adjacent
   double eval_fraction = 0.0;
   int64_t shards = 1;
   double max_error_rate = 0.01;

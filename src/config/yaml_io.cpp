@@ -102,6 +102,21 @@ bool read_scalar(const YAML::Node& node, std::string& out) {
   return true;
 }
 
+bool read_scalar(const YAML::Node& node, std::vector<std::string>& out) {
+  out.clear();
+  if (node.IsScalar()) {
+    out.push_back(node.Scalar());
+    return true;
+  }
+  if (!node.IsSequence()) return false;
+  for (const YAML::Node& item : node) {
+    if (!item.IsScalar()) return false;
+    out.push_back(item.Scalar());
+  }
+  return true;
+}
+
+const char* type_name(const std::vector<std::string>&) { return "list of strings"; }
 const char* type_name(const bool&) { return "bool"; }
 const char* type_name(const int64_t&) { return "int"; }
 const char* type_name(const double&) { return "float"; }

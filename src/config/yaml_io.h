@@ -30,10 +30,13 @@ bool read_scalar(const YAML::Node& node, bool& out);
 bool read_scalar(const YAML::Node& node, int64_t& out);
 bool read_scalar(const YAML::Node& node, double& out);
 bool read_scalar(const YAML::Node& node, std::string& out);
+// A list of strings (a single string is a one-element list).
+bool read_scalar(const YAML::Node& node, std::vector<std::string>& out);
 const char* type_name(const bool&);
 const char* type_name(const int64_t&);
 const char* type_name(const double&);
 const char* type_name(const std::string&);
+const char* type_name(const std::vector<std::string>&);
 std::string node_text(const YAML::Node& node);
 // The shortest decimal text that reads back as exactly `value` ("1e-05", not 1.0000000000000001e-05).
 std::string shortest_double(double value);

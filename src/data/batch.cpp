@@ -68,25 +68,38 @@ TokenBatch pad_sequences(const std::vector<Sequence>& seqs, const BatchOptions& 
 
 Microbatch assemble_microbatch(const std::vector<Example>& examples, const BatchOptions& o) {
   const int64_t n = static_cast<int64_t>(examples.size());
-  if (n < 2) {
+  if (n < 2 && o.build_kl) {
     throw Error(str_cat("a microbatch of ", n,
                         " example has no mismatched pair for the KL estimate; use micro_batch >= 2"));
   }
+  std::vector<Example> partners;
+  if (o.build_kl) {
+    for (int64_t i = 0; i < n; ++i)
+      partners.push_back(examples[static_cast<size_t>(paired_index(o.pairing, i, n))]);
+  }
+  return assemble_microbatch(examples, partners, o);
+}
+
+Microbatch assemble_microbatch(const std::vector<Example>& examples, const std::vector<Example>& partners,
+                               const BatchOptions& o) {
+  const int64_t n = static_cast<int64_t>(examples.size());
+  KTO_CHECK(!o.build_kl || partners.size() == examples.size(), "one KL partner per example");
   std::vector<Sequence> target, kl;
   Microbatch mb;
   mb.desirable = at::empty({n}, at::kBool);
   mb.kl_empty = at::zeros({n}, at::kBool);
   for (int64_t i = 0; i < n; ++i) {
     const Example& e = examples[static_cast<size_t>(i)];
-    const int64_t j = paired_index(o.pairing, i, n);
-    const Example& other = examples[static_cast<size_t>(j)];
     target.push_back({e.tokens.data(), e.prompt_len, e.tokens.data() + e.prompt_len, e.completion_len()});
-    int64_t borrowed = other.completion_len();
-    if (o.max_length > 0 && e.prompt_len + borrowed > o.max_length) {
-      borrowed = std::max<int64_t>(0, o.max_length - e.prompt_len);
+    if (o.build_kl) {
+      const Example& other = partners[static_cast<size_t>(i)];
+      int64_t borrowed = other.completion_len();
+      if (o.max_length > 0 && e.prompt_len + borrowed > o.max_length) {
+        borrowed = std::max<int64_t>(0, o.max_length - e.prompt_len);
+      }
+      if (borrowed == 0) mb.kl_empty[i] = true;
+      kl.push_back({e.tokens.data(), e.prompt_len, other.tokens.data() + other.prompt_len, borrowed});
     }
-    if (borrowed == 0) mb.kl_empty[i] = true;
-    kl.push_back({e.tokens.data(), e.prompt_len, other.tokens.data() + other.prompt_len, borrowed});
     mb.desirable[i] = e.desirable;
     mb.example_ids.push_back(e.index);
   }
@@ -99,7 +112,7 @@ Microbatch assemble_microbatch(const std::vector<Example>& examples, const Batch
     }
   }
   mb.target = pad_sequences(target, o);
-  mb.kl = pad_sequences(kl, o);
+  if (o.build_kl) mb.kl = pad_sequences(kl, o);
   return mb;
 }
 

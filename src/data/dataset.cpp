@@ -125,6 +125,7 @@ DatasetAttributes read_attributes(const std::string& path) {
   a.max_token_id = read_int_attr(file, "max_token_id", -1);
   a.max_length = read_int_attr(file, "max_length", 0);
   a.max_prompt_length = read_int_attr(file, "max_prompt_length", 0);
+  a.paired = read_int_attr(file, "paired", 0);
   a.split = read_string_attr(file, "split");
   a.shard_index = read_int_attr(file, "shard_index", 0);
   a.num_shards = read_int_attr(file, "num_shards", 1);
@@ -147,6 +148,9 @@ std::shared_ptr<Dataset> Dataset::open(const std::vector<std::string>& paths, in
     }
     if (ds->shards_.empty()) {
       ds->attributes_ = a;
+    } else if (a.paired != ds->attributes_.paired) {
+      throw Error(str_cat(path, ": paired = ", a.paired, " but ", paths.front(),
+                          " has paired = ", ds->attributes_.paired));
     } else if (a.tokenizer_sha256 != ds->attributes_.tokenizer_sha256) {
       throw Error(str_cat(path, ": tokenized with a different tokenizer (sha256 ", a.tokenizer_sha256,
                           ") than ", paths.front(), " (", ds->attributes_.tokenizer_sha256, ")"));
@@ -185,7 +189,13 @@ std::shared_ptr<Dataset> Dataset::open(const std::vector<std::string>& paths, in
                             " tokens (the completion must be non-empty)"));
       }
       ds->n_desirable_ += labels[u];
+      if (a.paired && labels[u] != (i % 2 == 0 ? 1 : 0)) {
+        throw Error(str_cat(path, ": paired dataset, but example ", i, " has label ", int(labels[u]),
+                            " (pairs are stored chosen, rejected)"));
+      }
     }
+    if (a.paired && E % 2 != 0)
+      throw Error(str_cat(path, ": paired dataset with an odd number of examples (", E, ")"));
     const bool has_ref = has_link(shard->file, "ref_logp") && has_link(shard->file, "ref_kl_logp");
     if (ds->shards_.empty()) ds->has_ref_ = has_ref;
     if (has_ref != ds->has_ref_) throw Error(path + ": reference log-probs present in some shards only");
@@ -353,6 +363,7 @@ void DatasetWriter::finish() {
   write_int_attr(f, "max_token_id", a.max_token_id);
   write_int_attr(f, "max_length", a.max_length);
   write_int_attr(f, "max_prompt_length", a.max_prompt_length);
+  write_int_attr(f, "paired", a.paired);
   write_string_attr(f, "split", a.split);
   write_int_attr(f, "shard_index", a.shard_index);
   write_int_attr(f, "num_shards", a.num_shards);

@@ -59,13 +59,18 @@ const std::vector<int64_t>& BatchSampler::perm(int64_t epoch) {
 }
 
 RankStep BatchSampler::next_step() {
+  RankStep step = next_global_step();
+  for (auto& micro : step) {
+    micro = std::vector<SampledExample>(micro.begin() + rank_ * micro_, micro.begin() + (rank_ + 1) * micro_);
+  }
+  return step;
+}
+
+RankStep BatchSampler::next_global_step() {
   RankStep step(static_cast<size_t>(accum_));
   for (int64_t j = 0; j < global_batch(); ++j) {
-    const int64_t group = j / micro_;  // = a * world + r
-    const int64_t a = group / world_, r = group % world_;
-    if (r == rank_)
-      step[static_cast<size_t>(a)].push_back(
-          {perm(state_.epoch)[static_cast<size_t>(state_.position)], state_.epoch});
+    step[static_cast<size_t>(j / (micro_ * world_))].push_back(
+        {perm(state_.epoch)[static_cast<size_t>(state_.position)], state_.epoch});
     if (++state_.position == n_) {
       state_.position = 0;
       ++state_.epoch;

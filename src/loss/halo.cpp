@@ -41,8 +41,7 @@ void validate(const LossOptions& o, const std::string& p) {
   if (!(o.ipo_tau > 0)) throw ConfigError(str_cat("key '", p, "ipo_tau': must be positive"));
 }
 
-std::pair<at::Tensor, at::Tensor> reference_point(const at::Tensor& kl, Estimator estimator,
-                                                  Reducer& reducer) {
+at::Tensor reference_point_stats(const at::Tensor& kl, Estimator estimator) {
   const at::ScalarType acc = kl.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   const at::Tensor k = kl.detach().to(acc);
   at::Tensor stats;
@@ -57,6 +56,12 @@ std::pair<at::Tensor, at::Tensor> reference_point(const at::Tensor& kl, Estimato
       stats = at::stack({k.sum(), k.ne(0).sum().to(acc)});
       break;
   }
+  return stats;
+}
+
+std::pair<at::Tensor, at::Tensor> reference_point(const at::Tensor& kl, Estimator estimator,
+                                                  Reducer& reducer) {
+  at::Tensor stats = reference_point_stats(kl, estimator);
   reducer.sum_(stats);  // global (sum, count), all-reduced across ranks
   const at::Tensor count = estimator == Estimator::halos ? stats[1].clamp_min(1.0) : stats[1];
   const at::Tensor z0_unclamped = stats[0] / count;

@@ -43,6 +43,7 @@ struct Microbatch {
   at::Tensor ref_logp;     // [B] float32, when the dataset carries reference log-probs
   at::Tensor ref_kl_logp;  // [B] float32, idem
   std::vector<int64_t> example_ids;
+  bool paired = false;  // rows [0, n/2) are chosen completions, [n/2, n) their rejected ones
   int64_t size() const { return static_cast<int64_t>(example_ids.size()); }
 };
 
@@ -52,9 +53,15 @@ struct BatchOptions {
   int64_t max_length = 0;             // 0: no limit on KL sequences
   int64_t pad_to_multiple_of = 1;     // round T up (fewer distinct shapes)
   bool with_reference_logps = false;  // copy the examples' precomputed reference log-probs
+  bool build_kl = true;               // the KL batch (only KTO needs it)
 };
 
-// Throws kto::Error for a microbatch of fewer than 2 examples (no mismatched pair exists).
+// Throws kto::Error for a microbatch of fewer than 2 examples when a KL batch is built (no
+// mismatched pair exists). KL partners come from `options.pairing` within `examples`.
 Microbatch assemble_microbatch(const std::vector<Example>& examples, const BatchOptions& options);
+// Same, with the KL partner of each example given: sequence i of the KL batch is the prompt of
+// examples[i] with the completion of kl_partners[i] (pairing across ranks).
+Microbatch assemble_microbatch(const std::vector<Example>& examples, const std::vector<Example>& kl_partners,
+                               const BatchOptions& options);
 
 }  // namespace kto::data

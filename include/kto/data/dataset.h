@@ -7,7 +7,9 @@
 //   /ref_logp, /ref_kl_logp   float32 [E], optional: precomputed reference log-probs
 //   attributes on /: format_version, tokenizer (name, kind, sha256, vocab_size), bos_id,
 //   eos_id, pad_id, n_examples, n_desirable, n_undesirable, n_tokens, max_token_id,
-//   max_length, max_prompt_length, split, shard_index, num_shards, source, created, producer.
+//   max_length, max_prompt_length, paired, split, shard_index, num_shards, source, created,
+//   producer. A paired dataset (paired = 1) stores each pair as examples 2k (chosen, label 1)
+//   and 2k+1 (rejected, label 0).
 //
 // A dataset is one file or several shards with the same tokenizer; examples are numbered
 // across shards in the order given. Opening validates everything that can be checked without
@@ -34,6 +36,7 @@ struct DatasetAttributes {
   int64_t n_examples = 0, n_desirable = 0, n_undesirable = 0, n_tokens = 0;
   int64_t max_token_id = -1;
   int64_t max_length = 0, max_prompt_length = 0;
+  int64_t paired = 0;  // 1: examples 2k (desirable) and 2k+1 (undesirable) are a pair
   std::string split = "train";
   int64_t shard_index = 0, num_shards = 1;
   std::string source, created, producer;
@@ -57,6 +60,7 @@ class Dataset {
 
   int64_t size() const { return static_cast<int64_t>(labels_.size()); }
   int64_t count(bool desirable) const { return desirable ? n_desirable_ : size() - n_desirable_; }
+  bool paired() const { return attributes_.paired != 0; }
   int64_t num_tokens() const { return n_tokens_; }
   bool desirable(int64_t i) const { return labels_[static_cast<size_t>(i)] != 0; }
   int64_t length(int64_t i) const;

@@ -35,6 +35,9 @@ class BatchSampler {
                int rank);
 
   RankStep next_step();
+  // The whole global batch of the next step: [accumulation step][W * micro], rank r's slots at
+  // [r * micro, (r + 1) * micro). Advances the state like next_step().
+  RankStep next_global_step();
   SamplerState state() const { return state_; }
   // Continues from a saved state; throws kto::Error if it does not fit this dataset.
   void restore(const SamplerState& state);

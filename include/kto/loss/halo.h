@@ -41,6 +41,18 @@ class LocalReducer : public Reducer {
   int64_t world_size() const override { return 1; }
 };
 
+// Hands back sums computed elsewhere (a whole eval set's statistics, one all-reduce earlier).
+class PresetReducer : public Reducer {
+ public:
+  PresetReducer(at::Tensor sums, int64_t world) : sums_(std::move(sums)), world_(world) {}
+  void sum_(at::Tensor& values) override { values.copy_(sums_); }
+  int64_t world_size() const override { return world_; }
+
+ private:
+  at::Tensor sums_;
+  int64_t world_;
+};
+
 // How the reference point z0 is estimated from the KL terms KL_i of the global microbatch:
 //   pooled  max(0, sum_i KL_i / n) over all ranks' examples (default; exact with unequal counts)
 //   trl     max(0, mean over ranks of each rank's mean) (TRL, HALOs legacy, OpenRLHF)
@@ -93,8 +105,10 @@ struct LossOutput {
 LossOutput unpaired_loss(const UnpairedInputs& in, const LossOptions& options, Reducer& reducer);
 LossOutput paired_loss(const PairedInputs& in, const LossOptions& options);
 
-// The reference point alone (eval uses it on a whole held-out set).
+// The reference point alone: {z0, z0_unclamped}.
 std::pair<at::Tensor, at::Tensor> reference_point(const at::Tensor& kl_terms, Estimator estimator,
                                                   Reducer& reducer);
+// The statistics reference_point() sums over ranks for `kl_terms` on this rank.
+at::Tensor reference_point_stats(const at::Tensor& kl_terms, Estimator estimator);
 
 }  // namespace kto::loss

@@ -1,0 +1,51 @@
+// Per-step training metrics: accumulated on the device per microbatch, all-reduced once per
+// step, logged by rank 0 as a progress line and a metrics.jsonl record. A class absent from a
+// step reports no value (the key is left out), never NaN or a made-up 0.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdio>
+#include <map>
+#include <optional>
+#include <string>
+
+#include "kto/comm/communicator.h"
+#include "kto/data/batch.h"
+#include "kto/loss/halo.h"
+
+namespace kto::train {
+
+// Sums over a step's microbatches (one rank), then over ranks.
+class StepSums {
+ public:
+  explicit StepSums(at::Device device);
+  // One microbatch: its loss output, the policy log-probs, and whether it was a paired batch.
+  void add(const data::Microbatch& mb, const loss::LossOutput& out, const at::Tensor& policy_logps);
+  // All-reduces and returns the named metrics (loss, kl, rewards/..., logps/..., count/...,
+  // tokens). Collective.
+  std::map<std::string, double> reduce(comm::Communicator& comm);
+
+ private:
+  at::Tensor sums_;  // fp64 on the compute device
+};
+
+// Rank 0's output: metrics.jsonl (one JSON object per line) and the progress line.
+class MetricsLog {
+ public:
+  MetricsLog(const std::string& run_dir, bool is_root);
+  ~MetricsLog();
+  void write(const std::map<std::string, double>& values,
+             const std::map<std::string, std::string>& labels = {});
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  FILE* file_ = nullptr;
+};
+
+// "step 12/100 | loss 0.4953 | kl 0.0123 | rew+ 0.051 | rew- -0.023 | ..."
+std::string progress_line(const std::map<std::string, double>& m, int64_t step, int64_t total,
+                          double eta_seconds);
+
+}  // namespace kto::train

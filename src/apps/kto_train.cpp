@@ -1,0 +1,54 @@
+// kto-train: trains a policy with KTO (or another HALO) under mpirun, Slurm or alone.
+//   kto-train --config configs/tiny.yaml [--set key=value]... [--print-config]
+#include <ATen/Parallel.h>
+
+#include <cstdlib>
+#include <iostream>
+#include <thread>
+
+#include "kto/comm/process_group.h"
+#include "kto/config/config.h"
+#include "kto/train/trainer.h"
+#include "kto/util/cli.h"
+#include "kto/util/log.h"
+#include "kto/util/version.h"
+
+int main(int argc, char** argv) {
+  return kto::comm::run_distributed_main(
+      "kto-train", argc, argv, [&](const kto::comm::ProcessGroup& world) -> int {
+        std::string config_path;
+        std::vector<std::string> overrides;
+        bool print_config = false;
+        kto::cli::Args args(
+            "kto-train",
+            "Aligns a language model with KTO (or DPO, SLiC, SFT, ... — loss.name) on prepared HDF5\n"
+            "data, fully sharded over all ranks. Writes metrics.jsonl, the resolved config and the\n"
+            "trained model (final/) into run.dir.");
+        args.option("--config", &config_path, "FILE", "YAML config (see configs/ and docs/configuration.md)",
+                    kto::cli::required)
+            .list("--set", &overrides, "KEY=VALUE",
+                  "override a config key (repeatable), e.g. --set optim.lr=1e-6")
+            .flag("--print-config", &print_config, "print the resolved config and exit")
+            .epilog(
+                "Launch: mpirun -np N kto-train --config FILE (one rank per GPU), or alone for one process.");
+        if (!args.parse(argc, argv)) return 0;
+        const kto::config::Config config = kto::config::load_config(config_path, overrides);
+        if (print_config) {
+          if (world.is_root()) std::cout << kto::config::dump_config(config, true);
+          return 0;
+        }
+        kto::log::set_level(kto::log::parse_level(config.run.log_level));
+        int64_t threads = config.run.threads;
+        if (threads <= 0) {
+          const char* omp = std::getenv("OMP_NUM_THREADS");
+          threads = omp && std::atoi(omp) > 0
+                        ? std::atoi(omp)
+                        : std::max<int64_t>(1, std::thread::hardware_concurrency() / world.local_size());
+        }
+        at::set_num_threads(static_cast<int>(threads));
+        kto::log::info("train", kto::build_summary());
+        kto::train::Trainer trainer(config, world);
+        trainer.fit();
+        return 0;
+      });
+}

@@ -1,0 +1,347 @@
+#include "kto/train/trainer.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Context.h>
+#include <sys/resource.h>
+
+#include <chrono>
+#include <cmath>
+
+#include "kto/io/hf_checkpoint.h"
+#include "kto/model/hf_config.h"
+#include "kto/train/schedule.h"
+#include "kto/util/check.h"
+#include "kto/util/files.h"
+#include "kto/util/log.h"
+
+namespace kto::train {
+
+using detail::str_cat;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+at::ScalarType compute_dtype(const std::string& name) {
+  if (name == "bf16") return at::kBFloat16;
+  if (name == "fp64") return at::kDouble;
+  return at::kFloat;
+}
+
+// The loss's view of the world: sums over ranks through the communicator (on the device).
+class CommReducer : public loss::Reducer {
+ public:
+  explicit CommReducer(comm::Communicator& comm) : comm_(comm) {}
+  void sum_(at::Tensor& values) override {
+    at::Tensor contiguous = values.contiguous();
+    comm_.all_reduce(contiguous, comm::ReduceOp::sum)->wait();
+    if (!contiguous.is_same(values)) values.copy_(contiguous);
+  }
+  int64_t world_size() const override { return comm_.size(); }
+
+ private:
+  comm::Communicator& comm_;
+};
+
+double parse_weight(const std::string& text, double automatic) {
+  return text == "auto" ? automatic : std::stod(text);
+}
+
+// Per-rank matmul throughput in `dtype` (measured, for MFU), GFLOP/s.
+double measure_peak_gflops(at::ScalarType dtype, at::Device device) {
+  const int64_t n = dtype == at::kFloat || dtype == at::kDouble ? 1024 : 512;
+  const at::Tensor a = at::randn({n, n}, at::TensorOptions().dtype(at::kFloat).device(device)).to(dtype);
+  at::Tensor c = at::matmul(a, a);  // warm-up
+  const auto t0 = Clock::now();
+  const int reps = 3;
+  for (int i = 0; i < reps; ++i) c = at::matmul(a, a);
+  c.sum().item<double>();  // completes queued device work
+  const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+  return 2.0 * n * n * n * reps / s / 1e9;
+}
+
+double peak_rss_mib() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_maxrss) / 1024.0;
+}
+
+}  // namespace
+
+Trainer::Trainer(config::Config config, const comm::ProcessGroup& world)
+    : config_(std::move(config)),
+      world_(world),
+      device_(at::hasCUDA() ? at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(world.local_rank()))
+                            : at::Device(at::kCPU)) {
+  comm_ = std::shared_ptr<comm::Communicator>(comm::make_communicator(world_, device_));
+  reducer_ = std::make_unique<CommReducer>(*comm_);
+  log_ = std::make_unique<MetricsLog>(config_.run.dir, world_.is_root());
+  setup_data();
+  setup_models();
+}
+
+Trainer::~Trainer() = default;
+
+void Trainer::setup_data() {
+  const config::DataSection& d = config_.data;
+  const config::LossSection& l = config_.loss;
+  if (d.train.empty()) throw ConfigError("key 'data.train': no training files given");
+  for (const auto& [key, files] :
+       {std::pair<const char*, const std::vector<std::string>*>{"data.train", &d.train},
+        {"data.eval", &d.eval}}) {
+    for (const std::string& f : *files) {
+      if (!path_exists(f)) throw ConfigError(str_cat("key '", key, "': no such file '", f, "'"));
+    }
+  }
+  const int64_t W = world_.size();
+  grad_accum_ = d.grad_accum;
+  if (d.global_batch > 0) {
+    if (d.global_batch % (d.micro_batch * W) != 0) {
+      throw ConfigError(str_cat("key 'data.global_batch': ", d.global_batch,
+                                " is not divisible by micro_batch (", d.micro_batch, ") x world size (", W,
+                                ")"));
+    }
+    grad_accum_ = d.global_batch / (d.micro_batch * W);
+  }
+  if (loss::uses_kl(l.name) && d.micro_batch < 2) {
+    throw ConfigError(str_cat("key 'data.micro_batch': ", d.micro_batch,
+                              " leaves no mismatched pair for KTO's KL estimate; use 2 or more"));
+  }
+  loss_.name = l.name;
+  loss_.beta = l.beta;
+  loss_.estimator = loss::parse_estimator(l.estimator);
+  loss_.cdpo_epsilon = l.cdpo_epsilon;
+  loss_.ipo_tau = l.ipo_tau;
+  loss_.simpo_gamma_beta_ratio = l.simpo_gamma_beta_ratio;
+  loss_.slic_margin = l.slic_margin;
+  loss_.slic_lambda = l.slic_lambda;
+
+  // The vocabulary check needs the model's size: read it from the model config first.
+  const int64_t vocab = config_.model.path.empty() ? config_.model.architecture.vocab_size
+                                                   : model::read_hf_config(config_.model.path).vocab_size;
+  train_data_ = data::Dataset::open(d.train, vocab);
+  if (!d.eval.empty()) eval_data_ = data::Dataset::open(d.eval, vocab);
+  if (loss::is_paired(l.name) != train_data_->paired()) {
+    throw ConfigError(
+        loss::is_paired(l.name)
+            ? str_cat("key 'loss.name': ", l.name, " needs paired data (kto-data prepare --keep-pairs)")
+            : str_cat("key 'loss.name': ", l.name, " is an unpaired loss but data.train is paired"));
+  }
+  const auto [auto_d, auto_u] =
+      data::recommended_class_weights(train_data_->count(true), train_data_->count(false));
+  loss_.desirable_weight = parse_weight(l.desirable_weight, auto_d);
+  loss_.undesirable_weight = parse_weight(l.undesirable_weight, auto_u);
+  loss::validate(loss_, "loss.");
+  if (loss_.name.rfind("kto", 0) == 0 && l.desirable_weight != "auto" && l.undesirable_weight != "auto") {
+    const double ratio = loss_.desirable_weight * static_cast<double>(train_data_->count(true)) /
+                         (loss_.undesirable_weight * static_cast<double>(train_data_->count(false)));
+    if (ratio < 1.0 - 1e-9 || ratio > 4.0 / 3.0 + 1e-9) {
+      log::warn("train", "class weights give lambda_D*n_D/(lambda_U*n_U) = ", ratio,
+                ", outside the paper's [1, 4/3];", " recommended: loss.desirable_weight=", auto_d,
+                " loss.undesirable_weight=", auto_u, " (or auto)");
+    }
+  }
+
+  data::LoaderOptions lo;
+  lo.seed = static_cast<uint64_t>(d.seed);
+  lo.micro_batch = d.micro_batch;
+  lo.grad_accum = grad_accum_;
+  lo.pair_scope = data::parse_pair_scope(d.pair_scope);
+  lo.batch.pairing = data::parse_pairing(d.pairing);
+  lo.batch.max_length = train_data_->attributes().max_length;
+  lo.batch.pad_to_multiple_of = d.pad_to_multiple_of;
+  lo.batch.build_kl = loss::uses_kl(loss_.name);
+  loader_ =
+      std::make_unique<data::DataLoader>(train_data_, lo, static_cast<int>(world_.size()), world_.rank());
+  const int64_t items = train_data_->paired() ? train_data_->size() / 2 : train_data_->size();
+  total_steps_ = config_.train.steps > 0
+                     ? config_.train.steps
+                     : static_cast<int64_t>(std::ceil(config_.train.epochs * static_cast<double>(items) /
+                                                      static_cast<double>(loader_->global_batch())));
+  total_steps_ = std::max<int64_t>(1, total_steps_);
+}
+
+void Trainer::setup_models() {
+  const config::ModelSection& m = config_.model;
+  model::ModelConfig mc = m.architecture;
+  if (!m.path.empty()) {
+    mc = model::read_hf_config(m.path);
+    policy_config_json_ = read_text_file(join_path(m.path, "config.json"));
+  }
+  fsdp::FsdpOptions o;
+  o.compute_dtype = compute_dtype(m.dtype);
+  o.device = device_;
+  o.reshard_after_forward = m.reshard_after_forward;
+  o.prefetch = m.prefetch;
+  policy_ = std::make_unique<fsdp::ShardedModel>(mc, world_, comm_, o);
+  if (m.path.empty()) {
+    policy_->init_random(static_cast<uint64_t>(m.init_seed), m.init_std);
+  } else {
+    policy_->load(io::SafetensorsSet::open_dir(m.path));
+  }
+  if (loss::uses_reference(loss_.name) && !train_data_->has_reference_logps()) {
+    fsdp::FsdpOptions r = o;
+    r.trainable = false;
+    const std::string ref_path = m.reference_path.empty() ? m.path : m.reference_path;
+    reference_ = std::make_unique<fsdp::ShardedModel>(ref_path.empty() ? mc : model::read_hf_config(ref_path),
+                                                      world_, comm_, r);
+    if (ref_path.empty()) {
+      reference_->init_random(static_cast<uint64_t>(m.init_seed), m.init_std);  // the initial policy
+    } else {
+      reference_->load(io::SafetensorsSet::open_dir(ref_path));
+    }
+  }
+  fsdp::OptimizerOptions oo;
+  oo.name = config_.optim.name;
+  oo.beta1 = config_.optim.beta1;
+  oo.beta2 = config_.optim.beta2;
+  oo.alpha = config_.optim.alpha;
+  oo.eps = config_.optim.eps;
+  oo.weight_decay = config_.optim.weight_decay;
+  oo.max_grad_norm = config_.optim.max_grad_norm;
+  optimizer_ =
+      std::make_unique<fsdp::ShardedOptimizer>(policy_->shards(), policy_->decay_segments(), oo, &world_);
+
+  // Model FLOPs per training token: 12N (policy fwd+bwd 6N, policy KL fwd 2N, reference fwds
+  // 4N), N = parameters without the embedding lookup (the LM head counts).
+  const double n = static_cast<double>(mc.num_parameters() - mc.vocab_size * mc.hidden_size +
+                                       (mc.tie_word_embeddings ? mc.vocab_size * mc.hidden_size : 0));
+  model_flops_per_token_ = 12.0 * n;
+  const double per_rank = config_.train.peak_gflops > 0 ? config_.train.peak_gflops
+                                                        : measure_peak_gflops(o.compute_dtype, device_);
+  peak_flops_ = world_.all_reduce(per_rank * 1e9, comm::ReduceOp::sum);  // the job's peak
+}
+
+Trainer::Forward Trainer::forward(const data::Microbatch& mb, bool with_grad) {
+  Forward f;
+  const data::TokenBatch& t = mb.target;
+  {
+    at::NoGradGuard no_grad;
+    // KL pass: log-probs of the mismatched pairs under policy and reference, no gradient.
+    if (loss::uses_kl(loss_.name)) {
+      f.kl_logp = policy_->sequence_logprobs(mb.kl.input_ids, mb.kl.attention_mask, mb.kl.selection);
+      f.kl_ref = reference_
+                     ? reference_->sequence_logprobs(mb.kl.input_ids, mb.kl.attention_mask, mb.kl.selection)
+                     : mb.ref_kl_logp.to(device_);
+    }
+    if (loss::uses_reference(loss_.name)) {
+      f.ref = reference_ ? reference_->sequence_logprobs(t.input_ids, t.attention_mask, t.selection)
+                         : mb.ref_logp.to(device_);
+    }
+  }
+  at::AutoGradMode grad(with_grad);
+  f.logp = policy_->sequence_logprobs(t.input_ids, t.attention_mask, t.selection);
+  return f;
+}
+
+loss::LossOutput Trainer::objective(const data::Microbatch& mb, const Forward& f,
+                                    loss::Reducer& reducer) const {
+  const at::Tensor tokens = mb.target.loss_mask.sum(1).to(f.logp.device());
+  if (mb.paired) {
+    const int64_t m = f.logp.size(0) / 2;
+    loss::PairedInputs in;
+    in.policy_chosen = f.logp.narrow(0, 0, m);
+    in.policy_rejected = f.logp.narrow(0, m, m);
+    if (f.ref.defined()) {
+      in.ref_chosen = f.ref.narrow(0, 0, m);
+      in.ref_rejected = f.ref.narrow(0, m, m);
+    }
+    in.len_chosen = tokens.narrow(0, 0, m);
+    in.len_rejected = tokens.narrow(0, m, m);
+    return loss::paired_loss(in, loss_);
+  }
+  loss::UnpairedInputs in{f.logp, f.ref, f.kl_logp, f.kl_ref, mb.desirable, tokens};
+  return loss::unpaired_loss(in, loss_, reducer);
+}
+
+std::map<std::string, double> Trainer::train_step() {
+  const auto t0 = Clock::now();
+  StepSums sums(device_);
+  for (const data::Microbatch& mb : loader_->next_step()) {
+    const Forward f = forward(mb, /*with_grad=*/true);
+    const loss::LossOutput out = objective(mb, f, *reducer_);
+    (out.loss / static_cast<double>(grad_accum_)).backward();
+    sums.add(mb, out, f.logp);
+  }
+  // Clip the global gradient norm and update with the scheduled learning rate.
+  const double lr = learning_rate(config_.optim.lr, config_.schedule.warmup_steps, config_.schedule.decay,
+                                  config_.schedule.min_lr_ratio, step_, total_steps_);
+  const fsdp::StepResult result = optimizer_->step(lr);
+  optimizer_->zero_grad();
+  ++step_;
+
+  // ---- metrics (after the algorithm) ----
+  std::map<std::string, double> m = sums.reduce(*comm_);
+  const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  m["step"] = static_cast<double>(step_);
+  m["lr"] = lr;
+  m["grad_norm"] = result.grad_norm;
+  m["step_seconds"] = seconds;
+  m["tokens_per_s"] = m["tokens"] / seconds;
+  m["mfu"] = model_flops_per_token_ * m["tokens_per_s"] / peak_flops_;
+  m["peak_rss_mib"] = world_.all_reduce(peak_rss_mib(), comm::ReduceOp::max);
+  // The loss and the norm are already global: every rank takes the same branch.
+  const bool finite = result.finite && std::isfinite(m["loss"]);
+  m["skipped"] = finite ? 0.0 : 1.0;
+  nonfinite_in_a_row_ = finite ? 0 : nonfinite_in_a_row_ + 1;
+  if (!finite)
+    log::warn("train", "step ", step_, ": non-finite loss or gradient norm; the update was skipped");
+  if (nonfinite_in_a_row_ >= config_.train.max_nonfinite_steps) {
+    throw Error(str_cat("stopping: ", nonfinite_in_a_row_,
+                        " consecutive steps with a non-finite loss or gradient norm"
+                        " (train.max_nonfinite_steps); lower optim.lr or check the data"));
+  }
+  return m;
+}
+
+std::map<std::string, double> Trainer::fit() {
+  if (world_.is_root()) {
+    make_directories(config_.run.dir);
+    write_text_file(join_path(config_.run.dir, "config.yaml"), config::dump_config(config_));
+  }
+  const model::ModelConfig& mc = policy_->config();
+  log::info("train", "world ", world_.size(), " on ", device_.str(), "; policy ", mc.arch, " ",
+            mc.num_parameters(), " parameters (", config_.model.dtype, ", ",
+            config_.model.reshard_after_forward ? "reshard" : "kept", ")",
+            reference_ ? "; reference sharded" : "; no reference model");
+  log::info("train", "data: ", train_data_->size(), " examples (", train_data_->count(true), " desirable, ",
+            train_data_->count(false), " undesirable)", train_data_->paired() ? ", paired" : "",
+            "; global batch ", loader_->global_batch(), " = ", config_.data.micro_batch, " x ", grad_accum_,
+            " x ", world_.size(), "; ", total_steps_, " steps");
+  log::info("train", "loss ", loss_.name, ": beta ", loss_.beta, ", lambda_D ", loss_.desirable_weight,
+            ", lambda_U ", loss_.undesirable_weight, ", z0 ", config_.loss.estimator, ", pairs ",
+            config_.data.pairing, "/", config_.data.pair_scope);
+  std::map<std::string, double> last;
+  const auto start = Clock::now();
+  while (step_ < total_steps_) {
+    last = train_step();
+    log_->write(last, {{"split", "train"}});
+    const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+    const double eta = elapsed / static_cast<double>(step_) * static_cast<double>(total_steps_ - step_);
+    if (step_ % config_.train.log_every == 0 || step_ == total_steps_) {
+      log::info("train", progress_line(last, step_, total_steps_, eta));
+    }
+    const bool eval_now =
+        eval_data_ &&
+        ((config_.train.eval_every > 0 && step_ % config_.train.eval_every == 0) || step_ == total_steps_);
+    if (eval_now) {
+      auto e = evaluate();
+      e["step"] = static_cast<double>(step_);
+      log_->write(e, {{"split", "eval"}});
+      log::info("eval", "step ", step_, ": loss ", e["eval/loss"], ", accuracy ", e["eval/accuracy"],
+                e.count("eval/rewards/margin") ? str_cat(", margin ", e["eval/rewards/margin"]) : "");
+    }
+  }
+  if (config_.train.export_final) export_final();
+  log::info("train", "done: ", step_, " steps; metrics in ", log_->path());
+  return last;
+}
+
+void Trainer::export_final() {
+  const std::vector<at::Tensor> units = policy_->gather_full_units();  // collective
+  if (!world_.is_root()) return;
+  const std::string dir = join_path(config_.run.dir, "final");
+  io::save_hf_model(dir, policy_->config(), policy_->layout(), units, at::kFloat, policy_config_json_);
+  log::info("train", "wrote the trained policy to ", dir);
+}
+
+}  // namespace kto::train

@@ -1,0 +1,27 @@
+// A synthetic feedback task for training tests: prompts of random tokens; a desirable
+// completion uses only even token ids, an undesirable one only odd ids. A model that learns the
+// rule ranks held-out completions by class; KTO's sign(r - z0) classifies them.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace kto::test {
+
+struct SyntheticSpec {
+  int64_t examples = 512;  // before subsampling (half desirable)
+  uint64_t seed = 1;
+  double keep_desirable = 1.0;  // drop desirable examples (imbalance)
+  double keep_undesirable = 1.0;
+  bool paired = false;  // chosen (even) and rejected (odd) for the same prompt
+  int64_t vocab = 64;   // ids 0 (pad) and 1 (eos) are reserved
+  int64_t prompt_len = 6, completion_len = 6;
+};
+
+// Writes an HDF5 dataset (kto-data's schema); returns the number of examples written.
+int64_t write_synthetic_dataset(const std::string& path, const SyntheticSpec& spec);
+
+// A kto-train YAML config for a tiny Llama on this task (vocab 64), with the given data files.
+std::string synthetic_config(const std::string& train, const std::string& eval, const std::string& run_dir);
+
+}  // namespace kto::test
