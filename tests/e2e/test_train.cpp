@@ -7,6 +7,7 @@
 #include <catch2/catch.hpp>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "kto/io/safetensors.h"
 #include "kto/util/files.h"
@@ -189,4 +190,61 @@ TEST_CASE("bad training configs fail fast naming the key", "[e2e][train]") {
   CHECK_THAT(log, Contains("loss.desirable_weight"));
   CHECK(train(task.config, {"optim.lrr=1"}, 1, &log) == 1);
   CHECK_THAT(log, Contains("unknown key 'optim.lrr'"));
+}
+
+TEST_CASE("bf16 compute trains with fp32 masters", "[e2e][train][bf16]") {
+  Task task({});
+  std::string log;
+  REQUIRE(train(task.config, {"train.steps=3", "model.dtype=bf16", "train.export_final=true"}, 1, &log) == 0);
+  INFO(log);
+  const auto steps = read_metrics(task.run(), "train");
+  REQUIRE(steps.size() == 3);
+  for (const json& s : steps) CHECK(s["skipped"].get<double>() == 0.0);
+  // The exported weights come from the fp32 masters.
+  const auto final_weights = kto::io::SafetensorsSet::open_dir(task.run() + "/final");
+  CHECK(final_weights.info("model.layers.0.mlp.up_proj.weight").dtype == kto::io::DType::F32);
+}
+
+TEST_CASE("every shipped config loads and validates", "[e2e][configs]") {
+  const std::string dir = kto::test::fixtures_dir() + "/../../configs";
+  std::string listing;
+  REQUIRE(kto::test::run_command("ls " + dir + "/*.yaml", &listing) == 0);
+  std::istringstream files(listing);
+  std::string file;
+  int checked = 0;
+  while (std::getline(files, file)) {
+    std::string out;
+    INFO(file);
+    CHECK(kto::test::run_command(kto::test::bin_dir() + "/kto-ckpt config --config " + file, &out) == 0);
+    CHECK_THAT(out, Contains("loss:") && Contains("optim:"));
+    ++checked;
+  }
+  CHECK(checked >= 6);
+}
+
+TEST_CASE("trains a policy loaded from a Hugging Face directory, reference from another", "[e2e][train]") {
+  Task task({});
+  // Two HF directories with the task's architecture: the policy and a different reference.
+  const std::string arch =
+      "model:\n  architecture: {arch: llama, vocab_size: 64, hidden_size: 32, intermediate_size: 64,\n"
+      "    num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 64}\n";
+  kto::write_text_file(task.dir.file("arch.yaml"), arch);
+  std::string log;
+  const std::string ckpt = kto::test::bin_dir() + "/kto-ckpt init --config " + task.dir.file("arch.yaml");
+  REQUIRE(kto::test::run_command(ckpt + " --out " + task.dir.file("policy") + " --set model.init_seed=7", &log) == 0);
+  REQUIRE(kto::test::run_command(ckpt + " --out " + task.dir.file("reference") + " --set model.init_seed=8", &log) == 0);
+  std::string yaml = kto::read_text_file(task.config);
+  yaml = yaml.substr(yaml.find("data:"));  // drop the architecture: the directory defines the model
+  yaml = "model:\n  path: " + task.dir.file("policy") + "\n  reference_path: " + task.dir.file("reference") + "\n" + yaml;
+  kto::write_text_file(task.config, yaml);
+  REQUIRE(train(task.config, {"train.steps=30", "train.export_final=true"}, 2, &log) == 0);
+  INFO(log);
+  const auto steps = read_metrics(task.run(), "train");
+  REQUIRE(steps.size() == 30);
+  // The reference differs from the policy, so rewards are nonzero from the first step.
+  CHECK(steps.front()["rewards/desirable"].get<double>() != 0.0);
+  CHECK(steps.back()["rewards/desirable"].get<double>() > steps.back()["rewards/undesirable"].get<double>());
+  const auto exported = kto::io::SafetensorsSet::open_dir(task.run() + "/final");
+  CHECK(kto::read_text_file(task.run() + "/final/config.json").find("\"model_type\": \"llama\"") != std::string::npos);
+  CHECK(exported.names().size() == kto::io::SafetensorsSet::open_dir(task.dir.file("policy")).names().size());
 }

@@ -1,0 +1,105 @@
+// bench_kto_step: one full KTO training step through the real trainer (KL pass, reference and
+// policy log-probs, loss, backward, AdamW), on the model and batch of
+// shared/bench/peer_kto_step.py, at any world size (run under mpirun). Prints tokens/s and MFU
+// (12N model FLOPs per token over the measured matmul peak); asserts nothing.
+//
+//   mpirun -np 2 --oversubscribe build/bin/bench_kto_step --hidden 256 --layers 4 --reshard 0
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <vector>
+
+#include "kto/comm/process_group.h"
+#include "kto/config/config.h"
+#include "kto/data/dataset.h"
+#include "kto/train/trainer.h"
+#include "kto/util/cli.h"
+#include "kto/util/files.h"
+#include "kto/util/log.h"
+
+int main(int argc, char** argv) {
+  return kto::comm::run_distributed_main(
+      "bench_kto_step", argc, argv, [&](const kto::comm::ProcessGroup& world) -> int {
+        int64_t hidden = 256, layers = 4, heads = 8, kv_heads = 4, ffn = 688, vocab = 32000, seq = 256,
+                batch = 8;
+        int64_t steps = 6, warmup = 2, threads = 1, reshard = 0;
+        std::string dtype = "fp32";
+        kto::cli::Args args("bench_kto_step",
+                            "Tokens/s and MFU of a full KTO step (the peer_kto_step.py setup).");
+        args.option("--hidden", &hidden, "C", "width (256)")
+            .option("--layers", &layers, "L", "blocks (4)")
+            .option("--heads", &heads, "H", "query heads (8)")
+            .option("--kv-heads", &kv_heads, "H", "kv heads (4)")
+            .option("--ffn", &ffn, "I", "MLP width (688)")
+            .option("--vocab", &vocab, "V", "vocabulary (32000)")
+            .option("--seq", &seq, "T", "tokens per sequence, completion = second half (256)")
+            .option("--batch", &batch, "B", "sequences per rank per step (8)")
+            .option("--steps", &steps, "N", "timed steps, median reported (6)")
+            .option("--warmup", &warmup, "N", "untimed steps first (2)")
+            .option("--threads", &threads, "N", "threads per rank (1)")
+            .option("--reshard", &reshard, "0|1", "reshard_after_forward: 1 recomputes units in backward (0)")
+            .option("--dtype", &dtype, "fp32|bf16", "compute dtype (fp32)");
+        if (!args.parse(argc, argv)) return 0;
+        at::set_num_threads(static_cast<int>(threads));
+        kto::log::set_level(kto::log::Level::warn);
+
+        // A dataset of random full-length sequences, written by rank 0.
+        std::string dir;
+        if (world.is_root()) {
+          char pattern[] = "/tmp/kto-bench-XXXXXX";
+          dir = ::mkdtemp(pattern);
+          kto::data::DatasetAttributes attrs;
+          attrs.pad_id = 0;
+          attrs.max_length = seq;
+          kto::data::DatasetWriter w(dir + "/d.h5", attrs);
+          at::Generator gen = at::detail::createCPUGenerator(0);
+          for (int64_t i = 0; i < 64 * batch * world.size(); ++i) {
+            const at::Tensor t = at::randint(vocab, {seq}, gen, at::kInt);
+            w.add(std::vector<int32_t>(t.data_ptr<int32_t>(), t.data_ptr<int32_t>() + seq),
+                  static_cast<int32_t>(seq / 2), i % 2 == 0);
+          }
+          w.finish();
+        }
+        world.broadcast(dir, 0);
+
+        const std::string yaml = kto::detail::str_cat(
+            "model:\n  architecture: {arch: llama, vocab_size: ", vocab, ", hidden_size: ", hidden,
+            ", intermediate_size: ", ffn, ", num_hidden_layers: ", layers, ", num_attention_heads: ", heads,
+            ", num_key_value_heads: ", kv_heads, ", max_position_embeddings: ", seq, "}\n  dtype: ", dtype,
+            "\n  reshard_after_forward: ", reshard ? "true" : "false", "\ndata:\n  train: [", dir,
+            "/d.h5]\n  micro_batch: ", batch,
+            "\n  pad_to_multiple_of: 1\noptim: {lr: 1e-6}\ntrain: {steps: ", warmup + steps,
+            ", export_final: false}\nrun: {dir: ", dir, "/run, threads: ", threads, "}\n");
+        kto::train::Trainer trainer(kto::config::parse_config(yaml, "bench"), world);
+        std::vector<double> times, tps, mfu;
+        for (int64_t s = 0; s < warmup + steps; ++s) {
+          const auto m = trainer.train_step();
+          if (s >= warmup) {
+            times.push_back(m.at("step_seconds"));
+            tps.push_back(m.at("tokens_per_s"));
+            mfu.push_back(m.at("mfu"));
+          }
+        }
+        auto median = [](std::vector<double> v) {
+          std::sort(v.begin(), v.end());
+          return v[v.size() / 2];
+        };
+        if (world.is_root()) {
+          std::printf(
+              "{\"impl\": \"kto\", \"ranks\": %d, \"dtype\": \"%s\", \"threads_per_rank\": %ld, \"reshard\": "
+              "%ld, "
+              "\"hidden\": %ld, \"layers\": %ld, \"vocab\": %ld, \"seq\": %ld, \"batch_per_rank\": %ld, "
+              "\"ms_per_step\": %.2f, \"tokens_per_s\": %.1f, \"mfu\": %.4f}\n",
+              world.size(), dtype.c_str(), static_cast<long>(threads), static_cast<long>(reshard),
+              static_cast<long>(hidden), static_cast<long>(layers), static_cast<long>(vocab),
+              static_cast<long>(seq), static_cast<long>(batch), median(times) * 1e3, median(tps),
+              median(mfu));
+          kto::remove_tree(dir);
+        }
+        return 0;
+      });
+}
