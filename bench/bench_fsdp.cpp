@@ -16,6 +16,7 @@
 #include <sstream>
 #include <string>
 
+#include "bench_common.h"
 #include "kto/comm/communicator.h"
 #include "kto/fsdp/optimizer.h"
 #include "kto/fsdp/sharded_model.h"
@@ -60,16 +61,7 @@ int main(int argc, char** argv) {
         if (!args.parse(argc, argv)) return 0;
         at::set_num_threads(static_cast<int>(threads));
 
-        kto::model::ModelConfig cfg;
-        cfg.arch = "llama";
-        cfg.vocab_size = vocab;
-        cfg.hidden_size = hidden;
-        cfg.intermediate_size = hidden * 8 / 3 / 16 * 16;
-        cfg.num_hidden_layers = layers;
-        cfg.num_attention_heads = std::max<int64_t>(1, hidden / 64);
-        cfg.num_key_value_heads = std::max<int64_t>(1, hidden / 128);
-        cfg.resolve_defaults();
-        cfg.validate("bench");
+        const kto::model::ModelConfig cfg = kto::bench::llama_config(hidden, layers, vocab);
 
         auto comm = std::shared_ptr<kto::comm::Communicator>(kto::comm::make_communicator(world, at::kCPU));
         const int64_t rss0 = current_rss_bytes();

@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_common.h"
 #include "kto/model/dense_model.h"
 #include "kto/model/logprob.h"
 #include "kto/util/cli.h"
@@ -28,7 +29,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
 
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
@@ -39,21 +42,6 @@ long peak_rss_kb() {
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
   return usage.ru_maxrss;
-}
-
-kto::model::ModelConfig bench_config(int64_t hidden, int64_t layers, int64_t vocab) {
-  kto::model::ModelConfig c;
-  c.arch = "llama";
-  c.vocab_size = vocab;
-  c.hidden_size = hidden;
-  c.intermediate_size = hidden * 8 / 3 / 16 * 16;
-  c.num_hidden_layers = layers;
-  c.num_attention_heads = std::max<int64_t>(1, hidden / 64);
-  c.num_key_value_heads = std::max<int64_t>(1, hidden / 128);
-  c.max_position_embeddings = 4096;
-  c.resolve_defaults();
-  c.validate("bench");
-  return c;
 }
 
 // Child mode: one log-prob variant over [rows, hidden] x [vocab, hidden] with backward; prints
@@ -95,7 +83,8 @@ int main(int argc, char** argv) {
     return run_logprob_variant(argv[2], std::stoll(argv[3]), std::stoll(argv[4]), std::stoll(argv[5]));
   }
   return kto::cli::run_main("bench_model", [&]() -> int {
-    int64_t hidden = 512, layers = 8, vocab = 32000, batch = 4, seq = 256, threads = 0, reps = 3, lp_rows = 4096;
+    int64_t hidden = 512, layers = 8, vocab = 32000, batch = 4, seq = 256, threads = 0, reps = 3,
+            lp_rows = 4096;
     bool bf16 = false;
     kto::cli::Args args("bench_model", "Throughput and memory figures for kto's model core (CPU).");
     args.option("--hidden", &hidden, "C", "model width (default 512)")
@@ -105,18 +94,20 @@ int main(int argc, char** argv) {
         .option("--seq", &seq, "T", "tokens per sequence (default 256)")
         .option("--threads", &threads, "N", "intra-op threads (default: all cores)")
         .option("--reps", &reps, "N", "timed repetitions, median reported (default 3)")
-        .option("--logprob-rows", &lp_rows, "N", "rows of the chunked vs naive log-prob comparison (default 4096)")
+        .option("--logprob-rows", &lp_rows, "N",
+                "rows of the chunked vs naive log-prob comparison (default 4096)")
         .flag("--bf16", &bf16, "also time bf16 (very slow on CPUs without native bf16 matmul)");
     if (!args.parse(argc, argv)) return 0;
     at::set_num_threads(static_cast<int>(threads > 0 ? threads : sysconf(_SC_NPROCESSORS_ONLN)));
 
-    const kto::model::ModelConfig cfg = bench_config(hidden, layers, vocab);
+    const kto::model::ModelConfig cfg = kto::bench::llama_config(hidden, layers, vocab);
     const int64_t n_params = cfg.num_parameters();
     const int64_t n_flop_params = n_params - vocab * hidden;  // embedding lookups are free
-    std::printf("model: llama hidden %ld layers %ld heads %ld/%ld vocab %ld, %.1fM parameters; batch %ld x %ld; "
-                "%d threads\n",
-                hidden, layers, cfg.num_attention_heads, cfg.kv_heads(), vocab, n_params / 1e6, batch, seq,
-                at::get_num_threads());
+    std::printf(
+        "model: llama hidden %ld layers %ld heads %ld/%ld vocab %ld, %.1fM parameters; batch %ld x %ld; "
+        "%d threads\n",
+        hidden, layers, cfg.num_attention_heads, cfg.kv_heads(), vocab, n_params / 1e6, batch, seq,
+        at::get_num_threads());
 
     at::Generator gen = at::detail::createCPUGenerator(3);
     const at::Tensor ids = at::randint(vocab, {batch, seq}, gen, at::kLong);
@@ -163,14 +154,16 @@ int main(int argc, char** argv) {
 
     // Completion log-probs: chunked vs materialised logits.
     const int64_t rows = lp_rows;
-    std::printf("\ncompletion log-probs + backward, %ld rows x vocab %ld (fp32, 1 thread, fresh process each):\n", rows,
-                vocab);
+    std::printf(
+        "\ncompletion log-probs + backward, %ld rows x vocab %ld (fp32, 1 thread, fresh process each):\n",
+        rows, vocab);
     std::printf("%-10s %10s %16s %22s\n", "variant", "ms", "peak RSS +MB", "full fp32 logits MB");
     for (const std::string variant : {"chunked", "naive"}) {
       double s = 0;
       long kb = 0;
       if (measure_child(argv[0], variant, rows, hidden, vocab, &s, &kb)) {
-        std::printf("%-10s %10.1f %16.1f %22.1f\n", variant.c_str(), s * 1e3, kb / 1024.0, rows * vocab * 4 / 1048576.0);
+        std::printf("%-10s %10.1f %16.1f %22.1f\n", variant.c_str(), s * 1e3, kb / 1024.0,
+                    rows * vocab * 4 / 1048576.0);
       } else {
         std::printf("%-10s (child failed)\n", variant.c_str());
       }

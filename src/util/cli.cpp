@@ -1,10 +1,12 @@
 #include "kto/util/cli.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <exception>
 #include <iostream>
 
 #include "kto/util/log.h"
+#include "kto/util/version.h"
 
 namespace kto::cli {
 
@@ -133,6 +135,31 @@ std::string Args::usage() const {
   text += "  --help                  show this help\n";
   if (!epilog_.empty()) text += "\n" + epilog_ + "\n";
   return text;
+}
+
+int run_subcommands(const char* program, const std::vector<Subcommand>& commands, int argc, char** argv) {
+  std::string usage = str_cat("usage: ", program, " <command> [options]\n\ncommands:\n");
+  for (const Subcommand& c : commands) {
+    std::string name = c.name;
+    name.resize(std::max<size_t>(name.size(), 10), ' ');
+    usage += str_cat("  ", name, c.summary, "\n");
+  }
+  usage += str_cat("\n`", program, " <command> --help` describes each command's options.\n");
+  return run_main(program, [&]() -> int {
+    const std::string first = argc < 2 ? "" : argv[1];
+    if (first.empty() || first == "--help" || first == "-h") {
+      std::cout << usage;
+      return first.empty() ? 2 : 0;
+    }
+    if (first == "--version") {
+      std::cout << build_summary() << "\n";
+      return 0;
+    }
+    for (const Subcommand& c : commands) {
+      if (first == c.name) return c.run(argc, argv);
+    }
+    throw UsageError(str_cat(program, ": unknown command '", first, "'\n", usage));
+  });
 }
 
 int run_main(const char* program, const std::function<int()>& body) {

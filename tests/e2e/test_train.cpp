@@ -227,15 +227,19 @@ TEST_CASE("trains a policy loaded from a Hugging Face directory, reference from 
   // Two HF directories with the task's architecture: the policy and a different reference.
   const std::string arch =
       "model:\n  architecture: {arch: llama, vocab_size: 64, hidden_size: 32, intermediate_size: 64,\n"
-      "    num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: 64}\n";
+      "    num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, max_position_embeddings: "
+      "64}\n";
   kto::write_text_file(task.dir.file("arch.yaml"), arch);
   std::string log;
   const std::string ckpt = kto::test::bin_dir() + "/kto-ckpt init --config " + task.dir.file("arch.yaml");
-  REQUIRE(kto::test::run_command(ckpt + " --out " + task.dir.file("policy") + " --set model.init_seed=7", &log) == 0);
-  REQUIRE(kto::test::run_command(ckpt + " --out " + task.dir.file("reference") + " --set model.init_seed=8", &log) == 0);
+  REQUIRE(kto::test::run_command(ckpt + " --out " + task.dir.file("policy") + " --set model.init_seed=7",
+                                 &log) == 0);
+  REQUIRE(kto::test::run_command(ckpt + " --out " + task.dir.file("reference") + " --set model.init_seed=8",
+                                 &log) == 0);
   std::string yaml = kto::read_text_file(task.config);
   yaml = yaml.substr(yaml.find("data:"));  // drop the architecture: the directory defines the model
-  yaml = "model:\n  path: " + task.dir.file("policy") + "\n  reference_path: " + task.dir.file("reference") + "\n" + yaml;
+  yaml = "model:\n  path: " + task.dir.file("policy") + "\n  reference_path: " + task.dir.file("reference") +
+         "\n" + yaml;
   kto::write_text_file(task.config, yaml);
   REQUIRE(train(task.config, {"train.steps=30", "train.export_final=true"}, 2, &log) == 0);
   INFO(log);
@@ -245,6 +249,7 @@ TEST_CASE("trains a policy loaded from a Hugging Face directory, reference from 
   CHECK(steps.front()["rewards/desirable"].get<double>() != 0.0);
   CHECK(steps.back()["rewards/desirable"].get<double>() > steps.back()["rewards/undesirable"].get<double>());
   const auto exported = kto::io::SafetensorsSet::open_dir(task.run() + "/final");
-  CHECK(kto::read_text_file(task.run() + "/final/config.json").find("\"model_type\": \"llama\"") != std::string::npos);
+  CHECK(kto::read_text_file(task.run() + "/final/config.json").find("\"model_type\": \"llama\"") !=
+        std::string::npos);
   CHECK(exported.names().size() == kto::io::SafetensorsSet::open_dir(task.dir.file("policy")).names().size());
 }

@@ -60,6 +60,18 @@ class Args {
   std::vector<Spec> specs_;
 };
 
+// A binary made of subcommands ("kto-ckpt forward ..."): each parses argv[2..] itself.
+struct Subcommand {
+  const char* name;
+  const char* summary;
+  int (*run)(int argc, char** argv);
+};
+
+// Dispatches argv[1] to its subcommand under run_main; prints the usage built from the table
+// for no arguments (status 2), --help (0) and an unknown command (2), and the build summary for
+// --version.
+int run_subcommands(const char* program, const std::vector<Subcommand>& commands, int argc, char** argv);
+
 // Runs `body`, turning exceptions into an error line on stderr (with rank and host) and an
 // exit status: 2 for usage errors, 1 for everything else.
 int run_main(const char* program, const std::function<int()>& body);
