@@ -7,99 +7,19 @@
 #include <cstdio>
 #include <cstring>
 
-#include "kto/data/hdf5_handle.h"
 #include "kto/util/check_h5.h"
 #include "kto/util/files.h"
+#include "kto/util/hdf5.h"
 #include "kto/util/log.h"
 
 namespace kto::data {
 
 using detail::str_cat;
 
-namespace {
-
-bool has_link(hid_t file, const char* name) { return H5Lexists(file, name, H5P_DEFAULT) > 0; }
-bool has_attr(hid_t obj, const char* name) { return H5Aexists(obj, name) > 0; }
-
-int64_t read_int_attr(hid_t obj, const char* name, int64_t fallback) {
-  if (!has_attr(obj, name)) return fallback;
-  H5Handle attr(KTO_H5_CHECK(H5Aopen(obj, name, H5P_DEFAULT)));
-  int64_t value = 0;
-  KTO_H5_CHECK(H5Aread(attr, H5T_NATIVE_INT64, &value));
-  return value;
-}
-
-std::string read_string_attr(hid_t obj, const char* name) {
-  if (!has_attr(obj, name)) return "";
-  H5Handle attr(KTO_H5_CHECK(H5Aopen(obj, name, H5P_DEFAULT)));
-  H5Handle type(KTO_H5_CHECK(H5Aget_type(attr)));
-  if (H5Tget_class(type) != H5T_STRING) return "";
-  if (H5Tis_variable_str(type) > 0) {
-    char* text = nullptr;
-    H5Handle mem(KTO_H5_CHECK(H5Tcopy(H5T_C_S1)));
-    KTO_H5_CHECK(H5Tset_size(mem, H5T_VARIABLE));
-    KTO_H5_CHECK(H5Tset_cset(mem, H5Tget_cset(type)));
-    KTO_H5_CHECK(H5Aread(attr, mem, &text));
-    std::string out = text ? text : "";
-    H5free_memory(text);
-    return out;
-  }
-  const size_t size = H5Tget_size(type);
-  std::string out(size, '\0');
-  H5Handle mem(KTO_H5_CHECK(H5Tcopy(H5T_C_S1)));
-  KTO_H5_CHECK(H5Tset_size(mem, size));
-  KTO_H5_CHECK(H5Tset_cset(mem, H5Tget_cset(type)));
-  KTO_H5_CHECK(H5Aread(attr, mem, out.data()));
-  out.resize(std::strlen(out.c_str()));
-  return out;
-}
-
-void write_int_attr(hid_t obj, const char* name, int64_t value) {
-  H5Handle space(KTO_H5_CHECK(H5Screate(H5S_SCALAR)));
-  H5Handle attr(KTO_H5_CHECK(H5Acreate2(obj, name, H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT)));
-  KTO_H5_CHECK(H5Awrite(attr, H5T_NATIVE_INT64, &value));
-}
-
-void write_string_attr(hid_t obj, const char* name, const std::string& value) {
-  H5Handle space(KTO_H5_CHECK(H5Screate(H5S_SCALAR)));
-  H5Handle type(KTO_H5_CHECK(H5Tcopy(H5T_C_S1)));
-  KTO_H5_CHECK(H5Tset_size(type, std::max<size_t>(1, value.size())));
-  KTO_H5_CHECK(H5Tset_cset(type, H5T_CSET_UTF8));
-  H5Handle attr(KTO_H5_CHECK(H5Acreate2(obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT)));
-  std::string padded = value;
-  padded.resize(std::max<size_t>(1, value.size()), '\0');
-  KTO_H5_CHECK(H5Awrite(attr, type, padded.data()));
-}
-
-// Length of a 1-D dataset, or throws naming the file and dataset.
-int64_t dataset_length(hid_t dset, const std::string& where) {
-  H5Handle space(KTO_H5_CHECK(H5Dget_space(dset)));
-  if (H5Sget_simple_extent_ndims(space) != 1) throw Error(where + " must be one-dimensional");
-  hsize_t n = 0;
-  KTO_H5_CHECK(H5Sget_simple_extent_dims(space, &n, nullptr));
-  return static_cast<int64_t>(n);
-}
-
-template <class T>
-std::vector<T> read_all(hid_t file, const char* name, hid_t mem_type, int64_t expected,
-                        const std::string& path) {
-  if (!has_link(file, name)) throw Error(str_cat(path, ": missing dataset ", name));
-  H5Handle dset(KTO_H5_CHECK(H5Dopen2(file, name, H5P_DEFAULT)));
-  const int64_t n = dataset_length(dset, path + ": " + name);
-  if (expected >= 0 && n != expected) {
-    throw Error(str_cat(path, ": dataset ", name, " has ", n, " entries, expected ", expected));
-  }
-  std::vector<T> out(static_cast<size_t>(n));
-  if (n > 0) KTO_H5_CHECK(H5Dread(dset, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, out.data()));
-  return out;
-}
-
-}  // namespace
-
 struct Dataset::Shard {
   std::string path;
-  H5Handle file;
-  H5Handle tokens;
+  h5::Handle file;
+  h5::Handle tokens;
   std::vector<int64_t> offsets;
 };
 
@@ -108,30 +28,30 @@ Dataset::~Dataset() = default;
 DatasetAttributes read_attributes(const std::string& path) {
   if (!path_exists(path)) throw Error(path + ": no such dataset file");
   if (H5Fis_hdf5(path.c_str()) <= 0) throw Error(path + ": not an HDF5 file");
-  H5Handle file(KTO_H5_CHECK(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT)));
+  h5::Handle file(KTO_H5_CHECK(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT)));
   DatasetAttributes a;
-  a.format_version = read_int_attr(file, "format_version", -1);
-  a.tokenizer_name = read_string_attr(file, "tokenizer_name");
-  a.tokenizer_kind = read_string_attr(file, "tokenizer_kind");
-  a.tokenizer_sha256 = read_string_attr(file, "tokenizer_sha256");
-  a.tokenizer_vocab_size = read_int_attr(file, "tokenizer_vocab_size", 0);
-  a.bos_id = read_int_attr(file, "bos_id", -1);
-  a.eos_id = read_int_attr(file, "eos_id", -1);
-  a.pad_id = read_int_attr(file, "pad_id", -1);
-  a.n_examples = read_int_attr(file, "n_examples", -1);
-  a.n_desirable = read_int_attr(file, "n_desirable", -1);
-  a.n_undesirable = read_int_attr(file, "n_undesirable", -1);
-  a.n_tokens = read_int_attr(file, "n_tokens", -1);
-  a.max_token_id = read_int_attr(file, "max_token_id", -1);
-  a.max_length = read_int_attr(file, "max_length", 0);
-  a.max_prompt_length = read_int_attr(file, "max_prompt_length", 0);
-  a.paired = read_int_attr(file, "paired", 0);
-  a.split = read_string_attr(file, "split");
-  a.shard_index = read_int_attr(file, "shard_index", 0);
-  a.num_shards = read_int_attr(file, "num_shards", 1);
-  a.source = read_string_attr(file, "source");
-  a.created = read_string_attr(file, "created");
-  a.producer = read_string_attr(file, "producer");
+  a.format_version = h5::read_int_attr(file, "format_version", -1);
+  a.tokenizer_name = h5::read_string_attr(file, "tokenizer_name");
+  a.tokenizer_kind = h5::read_string_attr(file, "tokenizer_kind");
+  a.tokenizer_sha256 = h5::read_string_attr(file, "tokenizer_sha256");
+  a.tokenizer_vocab_size = h5::read_int_attr(file, "tokenizer_vocab_size", 0);
+  a.bos_id = h5::read_int_attr(file, "bos_id", -1);
+  a.eos_id = h5::read_int_attr(file, "eos_id", -1);
+  a.pad_id = h5::read_int_attr(file, "pad_id", -1);
+  a.n_examples = h5::read_int_attr(file, "n_examples", -1);
+  a.n_desirable = h5::read_int_attr(file, "n_desirable", -1);
+  a.n_undesirable = h5::read_int_attr(file, "n_undesirable", -1);
+  a.n_tokens = h5::read_int_attr(file, "n_tokens", -1);
+  a.max_token_id = h5::read_int_attr(file, "max_token_id", -1);
+  a.max_length = h5::read_int_attr(file, "max_length", 0);
+  a.max_prompt_length = h5::read_int_attr(file, "max_prompt_length", 0);
+  a.paired = h5::read_int_attr(file, "paired", 0);
+  a.split = h5::read_string_attr(file, "split");
+  a.shard_index = h5::read_int_attr(file, "shard_index", 0);
+  a.num_shards = h5::read_int_attr(file, "num_shards", 1);
+  a.source = h5::read_string_attr(file, "source");
+  a.created = h5::read_string_attr(file, "created");
+  a.producer = h5::read_string_attr(file, "producer");
   return a;
 }
 
@@ -161,14 +81,14 @@ std::shared_ptr<Dataset> Dataset::open(const std::vector<std::string>& paths, in
     }
     auto shard = std::make_unique<Shard>();
     shard->path = path;
-    shard->file = H5Handle(KTO_H5_CHECK(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT)));
-    if (!has_link(shard->file, "tokens")) throw Error(path + ": missing dataset /tokens");
-    shard->tokens = H5Handle(KTO_H5_CHECK(H5Dopen2(shard->file, "tokens", H5P_DEFAULT)));
-    const int64_t n_tokens = dataset_length(shard->tokens, path + ": /tokens");
-    auto labels = read_all<int8_t>(shard->file, "label", H5T_NATIVE_INT8, -1, path);
+    shard->file = h5::Handle(KTO_H5_CHECK(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT)));
+    if (!h5::has_link(shard->file, "tokens")) throw Error(path + ": missing dataset /tokens");
+    shard->tokens = h5::Handle(KTO_H5_CHECK(H5Dopen2(shard->file, "tokens", H5P_DEFAULT)));
+    const int64_t n_tokens = h5::dataset_length(shard->tokens, path + ": /tokens");
+    auto labels = h5::read_vector<int8_t>(shard->file, "label", H5T_NATIVE_INT8, -1, path);
     const int64_t E = static_cast<int64_t>(labels.size());
-    shard->offsets = read_all<int64_t>(shard->file, "offsets", H5T_NATIVE_INT64, E + 1, path);
-    auto prompt_len = read_all<int32_t>(shard->file, "prompt_len", H5T_NATIVE_INT32, E, path);
+    shard->offsets = h5::read_vector<int64_t>(shard->file, "offsets", H5T_NATIVE_INT64, E + 1, path);
+    auto prompt_len = h5::read_vector<int32_t>(shard->file, "prompt_len", H5T_NATIVE_INT32, E, path);
 
     const auto& off = shard->offsets;
     if (off.front() != 0) throw Error(str_cat(path, ": offsets[0] is ", off.front(), ", expected 0"));
@@ -196,12 +116,12 @@ std::shared_ptr<Dataset> Dataset::open(const std::vector<std::string>& paths, in
     }
     if (a.paired && E % 2 != 0)
       throw Error(str_cat(path, ": paired dataset with an odd number of examples (", E, ")"));
-    const bool has_ref = has_link(shard->file, "ref_logp") && has_link(shard->file, "ref_kl_logp");
+    const bool has_ref = h5::has_link(shard->file, "ref_logp") && h5::has_link(shard->file, "ref_kl_logp");
     if (ds->shards_.empty()) ds->has_ref_ = has_ref;
     if (has_ref != ds->has_ref_) throw Error(path + ": reference log-probs present in some shards only");
     if (has_ref) {
-      auto r = read_all<float>(shard->file, "ref_logp", H5T_NATIVE_FLOAT, E, path);
-      auto k = read_all<float>(shard->file, "ref_kl_logp", H5T_NATIVE_FLOAT, E, path);
+      auto r = h5::read_vector<float>(shard->file, "ref_logp", H5T_NATIVE_FLOAT, E, path);
+      auto k = h5::read_vector<float>(shard->file, "ref_kl_logp", H5T_NATIVE_FLOAT, E, path);
       ds->ref_logp_.insert(ds->ref_logp_.end(), r.begin(), r.end());
       ds->ref_kl_logp_.insert(ds->ref_kl_logp_.end(), k.begin(), k.end());
     }
@@ -234,9 +154,9 @@ Example Dataset::read(int64_t i) const {
   Example ex;
   ex.index = i;
   ex.tokens.resize(count);
-  H5Handle file_space(KTO_H5_CHECK(H5Dget_space(shard.tokens)));
+  h5::Handle file_space(KTO_H5_CHECK(H5Dget_space(shard.tokens)));
   KTO_H5_CHECK(H5Sselect_hyperslab(file_space, H5S_SELECT_SET, &begin, nullptr, &count, nullptr));
-  H5Handle mem_space(KTO_H5_CHECK(H5Screate_simple(1, &count, nullptr)));
+  h5::Handle mem_space(KTO_H5_CHECK(H5Screate_simple(1, &count, nullptr)));
   KTO_H5_CHECK(H5Dread(shard.tokens, H5T_NATIVE_INT32, mem_space, file_space, H5P_DEFAULT, ex.tokens.data()));
   for (int32_t t : ex.tokens) {
     if (t < 0 || (model_vocab_size_ > 0 && t >= model_vocab_size_)) {
@@ -256,8 +176,8 @@ Example Dataset::read(int64_t i) const {
 // ---------------------------------------------------------------------------------------------
 
 struct DatasetWriter::Impl {
-  H5Handle file;
-  H5Handle tokens;
+  h5::Handle file;
+  h5::Handle tokens;
   int64_t written = 0;
 };
 
@@ -271,12 +191,13 @@ DatasetWriter::DatasetWriter(std::string path, DatasetAttributes attributes, boo
       with_ref_(with_reference_logps),
       impl_(std::make_unique<Impl>()) {
   tmp_path_ = str_cat(path_, ".tmp.", ::getpid());
-  impl_->file = H5Handle(KTO_H5_CHECK(H5Fcreate(tmp_path_.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT)));
+  impl_->file =
+      h5::Handle(KTO_H5_CHECK(H5Fcreate(tmp_path_.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT)));
   const hsize_t zero = 0, unlimited = H5S_UNLIMITED;
-  H5Handle space(KTO_H5_CHECK(H5Screate_simple(1, &zero, &unlimited)));
-  H5Handle props(KTO_H5_CHECK(H5Pcreate(H5P_DATASET_CREATE)));
+  h5::Handle space(KTO_H5_CHECK(H5Screate_simple(1, &zero, &unlimited)));
+  h5::Handle props(KTO_H5_CHECK(H5Pcreate(H5P_DATASET_CREATE)));
   KTO_H5_CHECK(H5Pset_chunk(props, 1, &kTokenChunk));
-  impl_->tokens = H5Handle(
+  impl_->tokens = h5::Handle(
       KTO_H5_CHECK(H5Dcreate2(impl_->file, "tokens", H5T_STD_I32LE, space, H5P_DEFAULT, props, H5P_DEFAULT)));
 }
 
@@ -310,37 +231,30 @@ void DatasetWriter::flush_tokens() {
   const hsize_t count = pending_tokens_.size();
   const hsize_t new_size = begin + count;
   KTO_H5_CHECK(H5Dset_extent(impl_->tokens, &new_size));
-  H5Handle file_space(KTO_H5_CHECK(H5Dget_space(impl_->tokens)));
+  h5::Handle file_space(KTO_H5_CHECK(H5Dget_space(impl_->tokens)));
   KTO_H5_CHECK(H5Sselect_hyperslab(file_space, H5S_SELECT_SET, &begin, nullptr, &count, nullptr));
-  H5Handle mem_space(KTO_H5_CHECK(H5Screate_simple(1, &count, nullptr)));
+  h5::Handle mem_space(KTO_H5_CHECK(H5Screate_simple(1, &count, nullptr)));
   KTO_H5_CHECK(
       H5Dwrite(impl_->tokens, H5T_NATIVE_INT32, mem_space, file_space, H5P_DEFAULT, pending_tokens_.data()));
   impl_->written += static_cast<int64_t>(count);
   pending_tokens_.clear();
 }
 
-namespace {
-template <class T>
-void write_array(hid_t file, const char* name, hid_t file_type, hid_t mem_type,
-                 const std::vector<T>& values) {
-  const hsize_t n = values.size();
-  H5Handle space(KTO_H5_CHECK(H5Screate_simple(1, &n, nullptr)));
-  H5Handle dset(
-      KTO_H5_CHECK(H5Dcreate2(file, name, file_type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)));
-  if (n > 0) KTO_H5_CHECK(H5Dwrite(dset, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, values.data()));
-}
-}  // namespace
-
 void DatasetWriter::finish() {
   KTO_CHECK(!finished_, path_, ": finished twice");
   flush_tokens();
   hid_t f = impl_->file;
-  write_array(f, "offsets", H5T_STD_I64LE, H5T_NATIVE_INT64, offsets_);
-  write_array(f, "prompt_len", H5T_STD_I32LE, H5T_NATIVE_INT32, prompt_len_);
-  write_array(f, "label", H5T_STD_I8LE, H5T_NATIVE_INT8, labels_);
+  h5::write_vector(f, "offsets", H5T_STD_I64LE, H5T_NATIVE_INT64, offsets_.data(),
+                   static_cast<int64_t>(offsets_.size()));
+  h5::write_vector(f, "prompt_len", H5T_STD_I32LE, H5T_NATIVE_INT32, prompt_len_.data(),
+                   static_cast<int64_t>(prompt_len_.size()));
+  h5::write_vector(f, "label", H5T_STD_I8LE, H5T_NATIVE_INT8, labels_.data(),
+                   static_cast<int64_t>(labels_.size()));
   if (with_ref_) {
-    write_array(f, "ref_logp", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, ref_logp_);
-    write_array(f, "ref_kl_logp", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, ref_kl_logp_);
+    h5::write_vector(f, "ref_logp", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, ref_logp_.data(),
+                     static_cast<int64_t>(ref_logp_.size()));
+    h5::write_vector(f, "ref_kl_logp", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, ref_kl_logp_.data(),
+                     static_cast<int64_t>(ref_kl_logp_.size()));
   }
   DatasetAttributes& a = attributes_;
   a.format_version = kFormatVersion;
@@ -348,28 +262,28 @@ void DatasetWriter::finish() {
   a.n_desirable = std::count(labels_.begin(), labels_.end(), 1);
   a.n_undesirable = a.n_examples - a.n_desirable;
   a.n_tokens = offsets_.back();
-  write_int_attr(f, "format_version", a.format_version);
-  write_string_attr(f, "tokenizer_name", a.tokenizer_name);
-  write_string_attr(f, "tokenizer_kind", a.tokenizer_kind);
-  write_string_attr(f, "tokenizer_sha256", a.tokenizer_sha256);
-  write_int_attr(f, "tokenizer_vocab_size", a.tokenizer_vocab_size);
-  write_int_attr(f, "bos_id", a.bos_id);
-  write_int_attr(f, "eos_id", a.eos_id);
-  write_int_attr(f, "pad_id", a.pad_id);
-  write_int_attr(f, "n_examples", a.n_examples);
-  write_int_attr(f, "n_desirable", a.n_desirable);
-  write_int_attr(f, "n_undesirable", a.n_undesirable);
-  write_int_attr(f, "n_tokens", a.n_tokens);
-  write_int_attr(f, "max_token_id", a.max_token_id);
-  write_int_attr(f, "max_length", a.max_length);
-  write_int_attr(f, "max_prompt_length", a.max_prompt_length);
-  write_int_attr(f, "paired", a.paired);
-  write_string_attr(f, "split", a.split);
-  write_int_attr(f, "shard_index", a.shard_index);
-  write_int_attr(f, "num_shards", a.num_shards);
-  write_string_attr(f, "source", a.source);
-  write_string_attr(f, "created", a.created);
-  write_string_attr(f, "producer", a.producer);
+  h5::write_int_attr(f, "format_version", a.format_version);
+  h5::write_string_attr(f, "tokenizer_name", a.tokenizer_name);
+  h5::write_string_attr(f, "tokenizer_kind", a.tokenizer_kind);
+  h5::write_string_attr(f, "tokenizer_sha256", a.tokenizer_sha256);
+  h5::write_int_attr(f, "tokenizer_vocab_size", a.tokenizer_vocab_size);
+  h5::write_int_attr(f, "bos_id", a.bos_id);
+  h5::write_int_attr(f, "eos_id", a.eos_id);
+  h5::write_int_attr(f, "pad_id", a.pad_id);
+  h5::write_int_attr(f, "n_examples", a.n_examples);
+  h5::write_int_attr(f, "n_desirable", a.n_desirable);
+  h5::write_int_attr(f, "n_undesirable", a.n_undesirable);
+  h5::write_int_attr(f, "n_tokens", a.n_tokens);
+  h5::write_int_attr(f, "max_token_id", a.max_token_id);
+  h5::write_int_attr(f, "max_length", a.max_length);
+  h5::write_int_attr(f, "max_prompt_length", a.max_prompt_length);
+  h5::write_int_attr(f, "paired", a.paired);
+  h5::write_string_attr(f, "split", a.split);
+  h5::write_int_attr(f, "shard_index", a.shard_index);
+  h5::write_int_attr(f, "num_shards", a.num_shards);
+  h5::write_string_attr(f, "source", a.source);
+  h5::write_string_attr(f, "created", a.created);
+  h5::write_string_attr(f, "producer", a.producer);
   KTO_H5_CHECK(H5Fflush(f, H5F_SCOPE_GLOBAL));
   impl_.reset();  // closes the file
   if (std::rename(tmp_path_.c_str(), path_.c_str()) != 0) {

@@ -6,7 +6,7 @@
 #include <set>
 
 #include "kto/data/dataset.h"
-#include "kto/data/hdf5_handle.h"
+#include "kto/util/hdf5.h"
 #include "kto/data/sampler.h"
 #include "kto/util/check.h"
 #include "kto/util/check_h5.h"
@@ -40,8 +40,8 @@ std::string write_dataset(const std::string& path, int n, const std::string& sha
 
 // Rewrites one integer dataset of a file in place (to craft invalid files).
 void poke(const std::string& path, const char* name, hid_t type, const void* values) {
-  kto::data::H5Handle f(KTO_H5_CHECK(H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT)));
-  kto::data::H5Handle d(KTO_H5_CHECK(H5Dopen2(f, name, H5P_DEFAULT)));
+  kto::h5::Handle f(KTO_H5_CHECK(H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT)));
+  kto::h5::Handle d(KTO_H5_CHECK(H5Dopen2(f, name, H5P_DEFAULT)));
   KTO_H5_CHECK(H5Dwrite(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, values));
 }
 
@@ -111,8 +111,8 @@ TEST_CASE("invalid dataset files are rejected naming the file and the problem", 
 
   const std::string ver = fresh("version.h5");
   {
-    kto::data::H5Handle f(KTO_H5_CHECK(H5Fopen(ver.c_str(), H5F_ACC_RDWR, H5P_DEFAULT)));
-    kto::data::H5Handle attr(KTO_H5_CHECK(H5Aopen(f, "format_version", H5P_DEFAULT)));
+    kto::h5::Handle f(KTO_H5_CHECK(H5Fopen(ver.c_str(), H5F_ACC_RDWR, H5P_DEFAULT)));
+    kto::h5::Handle attr(KTO_H5_CHECK(H5Aopen(f, "format_version", H5P_DEFAULT)));
     const int64_t v = 7;
     KTO_H5_CHECK(H5Awrite(attr, H5T_NATIVE_INT64, &v));
   }
@@ -120,7 +120,7 @@ TEST_CASE("invalid dataset files are rejected naming the file and the problem", 
 
   const std::string missing = fresh("missing.h5");
   {
-    kto::data::H5Handle f(KTO_H5_CHECK(H5Fopen(missing.c_str(), H5F_ACC_RDWR, H5P_DEFAULT)));
+    kto::h5::Handle f(KTO_H5_CHECK(H5Fopen(missing.c_str(), H5F_ACC_RDWR, H5P_DEFAULT)));
     KTO_H5_CHECK(H5Ldelete(f, "prompt_len", H5P_DEFAULT));
   }
   CHECK_THAT(open_error({missing}), Contains("missing.h5") && Contains("missing dataset prompt_len"));
