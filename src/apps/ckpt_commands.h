@@ -10,6 +10,8 @@ int ckpt_init(int argc, char** argv);
 int ckpt_config(int argc, char** argv);
 int ckpt_show(int argc, char** argv);
 int ckpt_compare(int argc, char** argv);
+int ckpt_export(int argc, char** argv);
+int ckpt_inspect(int argc, char** argv);
 
 // Sets LibTorch's intra-op threads: `threads` > 0, else OMP_NUM_THREADS, else all cores.
 void set_compute_threads(int64_t threads);

@@ -4,6 +4,10 @@
 //   config   print a resolved config, or the reference of every config key
 //   show     list the tensors of a safetensors file or HF directory
 //   compare  max abs/rel differences between two safetensors files
+//   export   a checkpoint -> Hugging Face directory
+//   inspect  a checkpoint's facts; checksums verified
+//   export   a checkpoint -> Hugging Face directory
+//   inspect  a checkpoint's facts; checksums verified
 #include <ATen/Parallel.h>
 
 #include <cstdlib>
@@ -36,7 +40,9 @@ int main(int argc, char** argv) {
         ckpt_init},
        {"config", "print a resolved config (--config FILE [--set k=v]...) or the key reference", ckpt_config},
        {"show", "list the tensors of a safetensors file or HF directory (values or statistics)", ckpt_show},
-       {"compare", "max abs/rel differences between two safetensors files (checks against HF)",
-        ckpt_compare}},
+       {"compare", "max abs/rel differences between two safetensors files (checks against HF)", ckpt_compare},
+       {"export", "a checkpoint (any world size) -> Hugging Face directory (safetensors, config, tokenizer)",
+        ckpt_export},
+       {"inspect", "a checkpoint's step, world size, layouts; verifies every shard's checksum", ckpt_inspect}},
       argc, argv);
 }

@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
         std::string config_path;
         std::vector<std::string> overrides;
         bool print_config = false;
+    std::string resume;
         kto::cli::Args args(
             "kto-train",
             "Aligns a language model with KTO (or DPO, SLiC, SFT, ... — loss.name) on prepared HDF5\n"
@@ -28,11 +29,14 @@ int main(int argc, char** argv) {
                     kto::cli::required)
             .list("--set", &overrides, "KEY=VALUE",
                   "override a config key (repeatable), e.g. --set optim.lr=1e-6")
-            .flag("--print-config", &print_config, "print the resolved config and exit")
+            .option("--resume", &resume, "auto|never|DIR",
+                "resume from the newest complete checkpoint (auto, the default), start over, or a given one")
+        .flag("--print-config", &print_config, "print the resolved config and exit")
             .epilog(
                 "Launch: mpirun -np N kto-train --config FILE (one rank per GPU), or alone for one process.");
         if (!args.parse(argc, argv)) return 0;
-        const kto::config::Config config = kto::config::load_config(config_path, overrides);
+        if (!resume.empty()) overrides.push_back("ckpt.resume=" + resume);
+    const kto::config::Config config = kto::config::load_config(config_path, overrides);
         if (print_config) {
           if (world.is_root()) std::cout << kto::config::dump_config(config, true);
           return 0;

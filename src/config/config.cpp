@@ -102,6 +102,9 @@ void Config::validate(const std::string& source) const {
   if (train.eval_every < 0) fail("train.eval_every", "must be >= 0");
   if (train.log_every < 1) fail("train.log_every", "must be >= 1");
   if (train.max_nonfinite_steps < 1) fail("train.max_nonfinite_steps", "must be >= 1");
+  if (ckpt.every < 0) fail("ckpt.every", "must be >= 0 (0: only at the end)");
+  if (ckpt.keep < 1) fail("ckpt.keep", "must be >= 1");
+  if (ckpt.resume.empty()) fail("ckpt.resume", "must be auto, never or a checkpoint directory");
   if (run.threads < 0) fail("run.threads", str_cat("must be >= 0, got ", run.threads));
   if (run.dir.empty()) throw ConfigError(source + ": key 'run.dir': must not be empty");
 }

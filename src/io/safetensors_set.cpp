@@ -99,6 +99,14 @@ const SafetensorsReader& SafetensorsSet::file_of(const std::string& name) const 
   return *files_[it->second];
 }
 
+void write_safetensors_index(const std::string& dir, const std::vector<std::pair<std::string, std::string>>& weight_map,
+                             int64_t total_bytes) {
+  json map = json::object();
+  for (const auto& [tensor, file] : weight_map) map[tensor] = file;
+  json index = {{"metadata", {{"total_size", total_bytes}}}, {"weight_map", map}};
+  write_text_file(join_path(dir, kIndexName), index.dump(2) + "\n");
+}
+
 std::vector<std::string> write_safetensors_dir(const std::string& dir, const NamedTensors& tensors,
                                                int64_t max_shard_bytes,
                                                const std::map<std::string, std::string>& metadata) {
@@ -126,16 +134,15 @@ std::vector<std::string> write_safetensors_dir(const std::string& dir, const Nam
     written.push_back(kSingleName);
     return written;
   }
-  json weight_map = json::object();
+  std::vector<std::pair<std::string, std::string>> weight_map;
   for (size_t i = 0; i < shards.size(); ++i) {
     char name[64];
     std::snprintf(name, sizeof(name), "model-%05zu-of-%05zu.safetensors", i + 1, shards.size());
     write_safetensors(join_path(dir, name), shards[i], metadata);
-    for (const auto& named : shards[i]) weight_map[named.first] = name;
+    for (const auto& named : shards[i]) weight_map.emplace_back(named.first, name);
     written.push_back(name);
   }
-  json index = {{"metadata", {{"total_size", total_bytes}}}, {"weight_map", weight_map}};
-  write_text_file(join_path(dir, kIndexName), index.dump(2) + "\n");
+  write_safetensors_index(dir, weight_map, total_bytes);
   std::remove(join_path(dir, kSingleName).c_str());
   written.push_back(kIndexName);
   return written;

@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstring>
+#include <fstream>
 
 #include "kto/io/hf_checkpoint.h"
 #include "kto/model/hf_config.h"
@@ -14,6 +16,8 @@
 #include "kto/util/check.h"
 #include "kto/util/files.h"
 #include "kto/util/log.h"
+#include "kto/util/sha256.h"
+#include "kto/ckpt/checkpoint.h"
 
 namespace kto::train {
 
@@ -64,6 +68,23 @@ double measure_peak_gflops(at::ScalarType dtype, at::Device device) {
   return best;
 }
 
+// The content identity of a Hugging Face directory: config.json plus the weight index (or
+// the single file's safetensors header), which names every tensor, shape and byte range.
+std::string directory_identity(const std::string& dir) {
+  std::string text = read_text_file(join_path(dir, "config.json"));
+  const std::string index = join_path(dir, "model.safetensors.index.json");
+  if (path_exists(index)) {
+    text += read_text_file(index);
+  } else {
+    const std::string file = join_path(dir, "model.safetensors");
+    const std::string bytes = read_text_file(file);
+    uint64_t n = 0;
+    if (bytes.size() >= 8) std::memcpy(&n, bytes.data(), 8);
+    text += bytes.substr(0, static_cast<size_t>(std::min<uint64_t>(bytes.size(), 8 + n)));
+  }
+  return "sha256 " + sha256_hex(text.data(), text.size());
+}
+
 double peak_rss_mib() {
   rusage u{};
   getrusage(RUSAGE_SELF, &u);
@@ -79,9 +100,10 @@ Trainer::Trainer(config::Config config, const comm::ProcessGroup& world)
                             : at::Device(at::kCPU)) {
   comm_ = std::shared_ptr<comm::Communicator>(comm::make_communicator(world_, device_));
   reducer_ = std::make_unique<CommReducer>(*comm_);
-  log_ = std::make_unique<MetricsLog>(config_.run.dir, world_.is_root());
   setup_data();
   setup_models();
+  resume();  // before the metrics log opens: a resumed run rewinds it to its checkpoint
+  log_ = std::make_unique<MetricsLog>(config_.run.dir, world_.is_root());
 }
 
 Trainer::~Trainer() = default;
@@ -183,6 +205,7 @@ void Trainer::setup_models() {
   } else {
     policy_->load(io::SafetensorsSet::open_dir(m.path));
   }
+  reference_identity_ = "none";
   if (loss::uses_reference(loss_.name) && !train_data_->has_reference_logps()) {
     fsdp::FsdpOptions r = o;
     r.trainable = false;
@@ -191,8 +214,11 @@ void Trainer::setup_models() {
                                                       world_, comm_, r);
     if (ref_path.empty()) {
       reference_->init_random(static_cast<uint64_t>(m.init_seed), m.init_std);  // the initial policy
+      reference_identity_ = str_cat("random init seed ", m.init_seed, " std ", m.init_std, " architecture ",
+                                    sha256_hex(model::hf_config_json(mc, "float32").data(), model::hf_config_json(mc, "float32").size()));
     } else {
       reference_->load(io::SafetensorsSet::open_dir(ref_path));
+      reference_identity_ = str_cat(ref_path, " ", directory_identity(ref_path));
     }
   }
   fsdp::OptimizerOptions oo;
@@ -325,6 +351,7 @@ std::map<std::string, double> Trainer::fit() {
     if (step_ % config_.train.log_every == 0 || step_ == total_steps_) {
       log::info("train", progress_line(last, step_, total_steps_, eta));
     }
+    if (config_.ckpt.every > 0 && step_ % config_.ckpt.every == 0) save_checkpoint();
     const bool eval_now =
         eval_data_ &&
         ((config_.train.eval_every > 0 && step_ % config_.train.eval_every == 0) || step_ == total_steps_);
@@ -336,9 +363,64 @@ std::map<std::string, double> Trainer::fit() {
                 e.count("eval/rewards/margin") ? str_cat(", margin ", e["eval/rewards/margin"]) : "");
     }
   }
+  if (last_saved_step_ != step_) save_checkpoint();
   if (config_.train.export_final) export_final();
   log::info("train", "done: ", step_, " steps; metrics in ", log_->path());
   return last;
+}
+
+std::string Trainer::checkpoints_dir() const {
+  return config_.ckpt.dir.empty() ? join_path(config_.run.dir, "checkpoints") : config_.ckpt.dir;
+}
+
+void Trainer::resume() {
+  const std::string& mode = config_.ckpt.resume;
+  if (mode == "never") return;
+  std::string dir;
+  if (mode == "auto") {
+    dir = ckpt::find_latest(checkpoints_dir(), world_);
+    if (dir.empty()) return;  // a fresh start
+  } else {
+    dir = mode;
+    const auto problems = ckpt::verify(dir, ckpt::read_manifest(dir), world_.size(), world_.rank());
+    for (const std::string& p : problems) log::error("ckpt", p);
+    if (!world_.all_true(problems.empty())) throw Error("ckpt.resume: " + dir + " does not verify (see above)");
+  }
+  const ckpt::Manifest manifest = ckpt::read_manifest(dir);
+  if (manifest.reference_identity != reference_identity_) {
+    throw Error(str_cat("cannot resume from ", dir, ": it was trained against the reference '", manifest.reference_identity,
+                        "', this run's reference is '", reference_identity_, "' (model.path / reference_path changed?)"));
+  }
+  const ckpt::TrainingState state = ckpt::load(dir, *policy_, *optimizer_, world_);
+  step_ = state.step;
+  // Already saved if it came from this run's own checkpoint directory; a checkpoint from
+  // elsewhere (another world size, another run) is saved here again at the end.
+  const std::string parent = dir.substr(0, dir.find_last_of('/'));
+  if (parent == checkpoints_dir()) last_saved_step_ = state.step;
+  loader_->restore(state.sampler);
+  if (manifest.world_size != world_.size() && config_.data.global_batch == 0) {
+    log::warn("ckpt", "resumed on ", world_.size(), " ranks from ", manifest.world_size,
+              " without data.global_batch: the global batch changes with the world size");
+  }
+  // metrics.jsonl continues from the checkpoint: records of later (lost) steps are dropped.
+  if (world_.is_root()) {
+    const std::string path = join_path(config_.run.dir, "metrics.jsonl");
+    if (path_exists(path)) {
+      std::ifstream in(path);
+      std::string line, kept;
+      while (std::getline(in, line)) {
+        const size_t at = line.find("\"step\":");
+        if (at == std::string::npos || std::atof(line.c_str() + at + 7) <= static_cast<double>(step_)) kept += line + "\n";
+      }
+      write_text_file(path, kept);
+    }
+  }
+}
+
+void Trainer::save_checkpoint() {
+  ckpt::save(checkpoints_dir(), *policy_, *optimizer_, {step_, loader_->state()}, config::dump_config(config_),
+             reference_identity_, config_.model.path, config_.ckpt.keep, world_);
+  last_saved_step_ = step_;
 }
 
 void Trainer::export_final() {

@@ -161,6 +161,22 @@ struct TrainSection {
   }
 };
 
+struct CheckpointSection {
+  int64_t every = 0;  // 0: only at the end
+  int64_t keep = 3;
+  std::string dir;              // empty: run.dir/checkpoints
+  std::string resume = "auto";  // auto | never | a checkpoint directory
+
+  template <class V>
+  void visit(V& v) {
+    v.field("every", every, "save a checkpoint every this many steps (0: only at the end)");
+    v.field("keep", keep, "keep the newest this many checkpoints");
+    v.field("dir", dir, "checkpoint directory; empty: run.dir/checkpoints");
+    v.field("resume", resume,
+            "auto (newest complete checkpoint in dir, if any), never, or a checkpoint directory");
+  }
+};
+
 struct RunSection {
   std::string dir = "runs/kto";
   int64_t threads = 0;  // 0: OMP_NUM_THREADS, else all cores
@@ -181,6 +197,7 @@ struct Config {
   OptimSection optim;
   ScheduleSection schedule;
   TrainSection train;
+  CheckpointSection ckpt;
   RunSection run;
 
   template <class V>
@@ -191,6 +208,7 @@ struct Config {
     v.section("optim", optim, "optimizer");
     v.section("schedule", schedule, "learning-rate schedule");
     v.section("train", train, "training loop");
+    v.section("ckpt", ckpt, "checkpoints and resume");
     v.section("run", run, "run directory and process settings");
   }
   // Cross-key checks; throws kto::ConfigError naming `source` and the key.

@@ -112,6 +112,10 @@ class SafetensorsSet {
   std::unordered_map<std::string, size_t> file_of_tensor_;
 };
 
+// Writes `dir`/model.safetensors.index.json for a weight set split over several files.
+void write_safetensors_index(const std::string& dir, const std::vector<std::pair<std::string, std::string>>& weight_map,
+                             int64_t total_bytes);
+
 // Writes a Hugging Face weight set into `dir`: `model.safetensors` when the tensors fit into
 // `max_shard_bytes`, else `model-0000i-of-0000n.safetensors` plus `model.safetensors.index.json`.
 // Returns the file names written.

@@ -52,7 +52,10 @@ class Trainer {
   loss::LossOutput objective(const data::Microbatch& mb, const Forward& f, loss::Reducer& reducer) const;
   void setup_models();
   void setup_data();
+  void resume();
+  void save_checkpoint();
   void export_final();
+  std::string checkpoints_dir() const;
 
   config::Config config_;
   const comm::ProcessGroup& world_;
@@ -66,6 +69,8 @@ class Trainer {
   std::unique_ptr<loss::Reducer> reducer_;
   std::unique_ptr<MetricsLog> log_;
   std::string policy_config_json_;  // the HF config.json the policy came from, if any
+  std::string reference_identity_;  // what the reference model is, checked on resume
+  int64_t last_saved_step_ = -1;
   int64_t step_ = 0, total_steps_ = 0, grad_accum_ = 1, nonfinite_in_a_row_ = 0;
   double model_flops_per_token_ = 0, peak_flops_ = 0;
 };
