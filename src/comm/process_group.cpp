@@ -147,7 +147,11 @@ void abort_job(int code, const std::string& why) {
     if (process_identity().world_size > 1) MPI_Abort(MPI_COMM_WORLD, code);
     MPI_Finalize();
   }
-  std::exit(code);
+  // No atexit handlers: after a failure, library teardown (HDF5 closing a file whose write
+  // failed) can crash and hide the exit status.
+  std::fflush(stdout);
+  std::fflush(stderr);
+  std::_Exit(code);
 }
 
 int run_distributed_main(const char* program, int argc, char** argv,

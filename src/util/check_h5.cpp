@@ -5,7 +5,12 @@
 namespace kto::detail {
 namespace {
 
-herr_t collect_error(unsigned /*depth*/, const H5E_error2_t* entry, void* out) {
+// The innermost entries say what went wrong (e.g. "File too large"); the rest of a long stack
+// repeats it through HDF5's layers.
+constexpr unsigned kStackEntries = 2;
+
+herr_t collect_error(unsigned depth, const H5E_error2_t* entry, void* out) {
+  if (depth >= kStackEntries) return 0;
   auto* text = static_cast<std::string*>(out);
   if (!text->empty()) *text += "; ";
   char major[128] = {0};
