@@ -4,17 +4,18 @@
 #   1. checks kto's forward pass against real Hugging Face transformers output;
 #   2. prepares the bundled KTO demo set (300 rated conversations) with the bundled GPT-NeoX
 #      tokenizer into an HDF5 dataset (train + eval split);
-#   3. trains a tiny randomly initialised Llama on it with KTO for a couple of minutes on CPU;
-#   4. prints the final metrics and where everything is.
+#   3. trains a tiny randomly initialised Llama on it with KTO for a couple of minutes on CPU,
+#      on 2 ranks (launch/mpirun.sh; $KTO_DEMO_RANKS to change), sharded across them;
+#   4. prints the final metrics and where everything is, including the HTML report.
 # Outputs go to runs/demo/ (or $KTO_DEMO_DIR). Safe to run again (it starts over).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build_dir=${KTO_BUILD_DIR:-$root/build}
 out=${KTO_DEMO_DIR:-$root/runs/demo}
-ranks=${KTO_DEMO_RANKS:-1}
+ranks=${KTO_DEMO_RANKS:-2}
 
 "$root/scripts/install-deps.sh"
-KTO_BUILD_DIR="$build_dir" "$root/scripts/build.sh" kto-ckpt kto-data kto-train
+KTO_BUILD_DIR="$build_dir" "$root/scripts/build.sh" kto-ckpt kto-data kto-train kto-report
 bin="$build_dir/bin"
 ref="$root/tests/fixtures/hf_models/llama_gqa"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
@@ -36,9 +37,7 @@ echo "== 2. prepare the KTO demo set with the GPT-NeoX tokenizer"
 echo
 echo "== 3. train a tiny Llama with KTO (configs/demo.yaml) on $ranks rank(s)"
 rm -rf "$out/train"
-launcher=()
-if [[ $ranks -gt 1 ]]; then launcher=(mpirun -np "$ranks" --oversubscribe); fi
-"${launcher[@]}" "$bin/kto-train" --config configs/demo.yaml \
+KTO_BUILD_DIR="$build_dir" "$root/launch/mpirun.sh" --ranks "$ranks" -- "$bin/kto-train" --config configs/demo.yaml \
   --set "data.train=[$out/data/train.h5]" --set "data.eval=[$out/data/eval.h5]" --set "run.dir=$out/train"
 
 echo
@@ -62,3 +61,5 @@ echo "  data/                 the tokenized dataset (train.h5, eval.h5, summary.
 echo "  train/metrics.jsonl   one line per step (loss, kl, rewards per class, grad norm, tokens/s, MFU)"
 echo "  train/config.yaml     the resolved config"
 echo "  train/final/          the trained policy as a Hugging Face directory"
+echo "  train/report.html     charts of the run (loss, kl, rewards, accuracy, ...) and its facts;"
+echo "                        open it in a browser, or rebuild it with: $bin/kto-report $out/train"

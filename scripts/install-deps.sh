@@ -2,6 +2,9 @@
 # Installs every Debian 12 package kto needs to build, test and run its demo.
 # Idempotent: when all packages are already installed it does nothing (no apt-get update).
 # Used by launch/demo.sh and tests/run.sh; safe to run by hand (needs root or sudo).
+#   --test   also the packages only the test suite uses: a real Slurm (slurm-wlm, munge) for the
+#            launch/slurm tests, headless Chromium to render the HTML report, script(1) for the
+#            terminal-progress test.
 set -euo pipefail
 
 packages=(
@@ -18,7 +21,18 @@ packages=(
   zlib1g-dev                         # .gz inputs (data tools)
   libssl-dev                         # SHA-256 (tokenizer hashes, checkpoint checksums)
   python3 python3-numpy              # tooling scripts (Debian's /usr/bin/python3)
+  procps                             # pgrep/pkill (launch scripts)
 )
+if [[ "${1:-}" == "--test" ]]; then
+  packages+=(
+    slurm-wlm munge                  # tests/slurm: a private one-node Slurm cluster
+    chromium                         # renders report.html headless in the report test
+    bsdutils                         # script(1): runs kto-train on a pseudo-terminal
+  )
+elif [[ $# -gt 0 ]]; then
+  echo "usage: scripts/install-deps.sh [--test]" >&2
+  exit 2
+fi
 
 missing=()
 for p in "${packages[@]}"; do

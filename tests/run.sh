@@ -6,7 +6,7 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build_dir=${KTO_BUILD_DIR:-$root/build}
 
-"$root/scripts/install-deps.sh"
+"$root/scripts/install-deps.sh" --test
 KTO_BUILD_DIR="$build_dir" "$root/scripts/build.sh"
 
 # Open MPI refuses to run as root unless told; the multi-rank tests oversubscribe small machines.

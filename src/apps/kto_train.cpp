@@ -11,7 +11,7 @@
 #include "kto/train/trainer.h"
 #include "kto/util/cli.h"
 #include "kto/util/log.h"
-#include "kto/util/version.h"
+#include "kto/util/signals.h"
 
 int main(int argc, char** argv) {
   return kto::comm::run_distributed_main(
@@ -19,7 +19,7 @@ int main(int argc, char** argv) {
         std::string config_path;
         std::vector<std::string> overrides;
         bool print_config = false;
-    std::string resume;
+        std::string resume;
         kto::cli::Args args(
             "kto-train",
             "Aligns a language model with KTO (or DPO, SLiC, SFT, ... — loss.name) on prepared HDF5\n"
@@ -29,14 +29,19 @@ int main(int argc, char** argv) {
                     kto::cli::required)
             .list("--set", &overrides, "KEY=VALUE",
                   "override a config key (repeatable), e.g. --set optim.lr=1e-6")
-            .option("--resume", &resume, "auto|never|DIR",
+            .option(
+                "--resume", &resume, "auto|never|DIR",
                 "resume from the newest complete checkpoint (auto, the default), start over, or a given one")
-        .flag("--print-config", &print_config, "print the resolved config and exit")
+            .flag("--print-config", &print_config, "print the resolved config and exit")
             .epilog(
-                "Launch: mpirun -np N kto-train --config FILE (one rank per GPU), or alone for one process.");
+                "Launch: launch/mpirun.sh or launch/slurm/*.sbatch (docs/launching.md), mpirun -np N\n"
+                "kto-train --config FILE (one rank per GPU), or alone for one process.\n"
+                "Signals: SIGUSR1 or SIGTERM (or a first Ctrl-C) finishes the current step on every rank,\n"
+                "writes a checkpoint and exits with status 75; the next run resumes from it. A second\n"
+                "Ctrl-C exits at once (status 130).");
         if (!args.parse(argc, argv)) return 0;
         if (!resume.empty()) overrides.push_back("ckpt.resume=" + resume);
-    const kto::config::Config config = kto::config::load_config(config_path, overrides);
+        const kto::config::Config config = kto::config::load_config(config_path, overrides);
         if (print_config) {
           if (world.is_root()) std::cout << kto::config::dump_config(config, true);
           return 0;
@@ -50,9 +55,9 @@ int main(int argc, char** argv) {
                         : std::max<int64_t>(1, std::thread::hardware_concurrency() / world.local_size());
         }
         at::set_num_threads(static_cast<int>(threads));
-        kto::log::info("train", kto::build_summary());
+        kto::signals::install_stop_handlers(/*announce=*/world.is_root());
         kto::train::Trainer trainer(config, world);
         trainer.fit();
-        return 0;
+        return trainer.stopped() ? kto::signals::kExitStopped : 0;
       });
 }

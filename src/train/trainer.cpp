@@ -2,22 +2,30 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
+#include <ATen/Parallel.h>
+#include <ATen/detail/CUDAHooksInterface.h>
 #include <sys/resource.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 
+#include "kto/ckpt/checkpoint.h"
 #include "kto/io/hf_checkpoint.h"
 #include "kto/model/hf_config.h"
+#include "kto/train/report.h"
 #include "kto/train/schedule.h"
 #include "kto/util/check.h"
 #include "kto/util/files.h"
 #include "kto/util/log.h"
+#include "kto/util/process.h"
 #include "kto/util/sha256.h"
-#include "kto/ckpt/checkpoint.h"
+#include "kto/util/signals.h"
+#include "kto/util/version.h"
 
 namespace kto::train {
 
@@ -25,6 +33,23 @@ using detail::str_cat;
 using Clock = std::chrono::steady_clock;
 
 namespace {
+
+// `value` in the largest unit that keeps it under `base`: 6531390 parameters -> "6.53M",
+// 88931000 bytes -> "84.8MiB". Three significant digits.
+std::string scaled_text(double value, double base, const std::vector<const char*>& units) {
+  size_t u = 0;
+  while (value >= base && u + 1 < units.size()) {
+    value /= base;
+    ++u;
+  }
+  char text[32];
+  std::snprintf(text, sizeof(text),
+                value < 10    ? "%.2f%s"
+                : value < 100 ? "%.1f%s"
+                              : "%.0f%s",
+                value, units[u]);
+  return text;
+}
 
 at::ScalarType compute_dtype(const std::string& name) {
   if (name == "bf16") return at::kBFloat16;
@@ -91,13 +116,22 @@ double peak_rss_mib() {
   return static_cast<double>(u.ru_maxrss) / 1024.0;
 }
 
+// The local rank's GPU: with one GPU visible per task (srun --gpus-per-task=1, or a launcher
+// that narrows CUDA_VISIBLE_DEVICES) that one; with all of a node's GPUs visible, the local rank-th.
+at::Device pick_device(const comm::ProcessGroup& world) {
+  if (!at::hasCUDA()) return at::Device(at::kCPU);
+  const int gpus = at::detail::getCUDAHooks().getNumGPUs();
+  if (world.local_size() > gpus && gpus > 1) {
+    log::warn("train", world.local_size(), " ranks on this node share ", gpus,
+              " visible GPUs; launch one rank per GPU (launch/mpirun.sh does)");
+  }
+  return at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(world.local_rank() % gpus));
+}
+
 }  // namespace
 
 Trainer::Trainer(config::Config config, const comm::ProcessGroup& world)
-    : config_(std::move(config)),
-      world_(world),
-      device_(at::hasCUDA() ? at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(world.local_rank()))
-                            : at::Device(at::kCPU)) {
+    : config_(std::move(config)), world_(world), device_(pick_device(world)) {
   comm_ = std::shared_ptr<comm::Communicator>(comm::make_communicator(world_, device_));
   reducer_ = std::make_unique<CommReducer>(*comm_);
   setup_data();
@@ -215,7 +249,8 @@ void Trainer::setup_models() {
     if (ref_path.empty()) {
       reference_->init_random(static_cast<uint64_t>(m.init_seed), m.init_std);  // the initial policy
       reference_identity_ = str_cat("random init seed ", m.init_seed, " std ", m.init_std, " architecture ",
-                                    sha256_hex(model::hf_config_json(mc, "float32").data(), model::hf_config_json(mc, "float32").size()));
+                                    sha256_hex(model::hf_config_json(mc, "float32").data(),
+                                               model::hf_config_json(mc, "float32").size()));
     } else {
       reference_->load(io::SafetensorsSet::open_dir(ref_path));
       reference_identity_ = str_cat(ref_path, " ", directory_identity(ref_path));
@@ -324,34 +359,85 @@ std::map<std::string, double> Trainer::train_step() {
   return m;
 }
 
+void Trainer::print_banner() const {
+  const model::ModelConfig& mc = policy_->config();
+  // Per-rank facts, gathered and printed in rank order.
+  const auto ranks =
+      world_.all_gather(str_cat(process_identity().host, ", ", device_.str(), ", ", at::get_num_threads(),
+                                " thread(s), local rank ", world_.local_rank()));
+  const double n = static_cast<double>(mc.num_parameters()), W = static_cast<double>(world_.size());
+  const double compute_bytes = config_.model.dtype == "bf16" ? 2 : config_.model.dtype == "fp64" ? 8 : 4;
+  const double optimizer_bytes = config_.optim.name == "adamw" ? 8 : 4;
+  int64_t largest = 0;
+  for (const auto& u : policy_->layout().units) largest = std::max(largest, u.numel);
+  const double gathered =
+      static_cast<double>(largest) * compute_bytes * (config_.model.reshard_after_forward ? 2 : 1);
+  const double per_rank =
+      n * (4 + 4 + optimizer_bytes) / W + (reference_ ? n * compute_bytes / W : 0) + gathered;
+
+  // The same facts go to the log and to run.json, which the report shows.
+  std::vector<std::pair<std::string, std::string>> facts;
+  auto fact = [&](const std::string& key, const std::string& value) {
+    log::info("train", key, ": ", value);
+    facts.emplace_back(key, value);
+  };
+  fact("build", build_summary());
+  fact("world", str_cat(world_.size(), " rank(s), ", comm_->backend(), " collectives"));
+  for (size_t r = 0; r < ranks.size(); ++r) fact(str_cat("  rank ", r), ranks[r]);
+  fact("model", str_cat(mc.arch, ", ", scaled_text(n, 1000, {"", "K", "M", "B", "T"}), " parameters, ",
+                        config_.model.dtype, " compute, ",
+                        config_.model.reshard_after_forward ? "resharded" : "kept", " units"));
+  fact("memory", str_cat("~", scaled_text(per_rank, 1024, {" B", " KiB", " MiB", " GiB", " TiB"}),
+                         " per rank for weights, gradients, optimizer state", reference_ ? ", reference" : "",
+                         " and gathered units (activations extra)"));
+  fact("data", str_cat(train_data_->size(), " examples (", train_data_->count(true), " desirable, ",
+                       train_data_->count(false), " undesirable)", train_data_->paired() ? ", paired" : "",
+                       eval_data_ ? str_cat("; eval ", eval_data_->size(), " examples") : ""));
+  fact("batch", str_cat("global ", loader_->global_batch(), " = ", config_.data.micro_batch, " x ",
+                        grad_accum_, " x ", world_.size(), "; ", total_steps_, " steps",
+                        step_ > 0 ? str_cat(", resuming at step ", step_) : ""));
+  fact("loss", str_cat(loss_.name, ": beta ", loss_.beta, ", lambda_D ", loss_.desirable_weight,
+                       ", lambda_U ", loss_.undesirable_weight, ", z0 ", config_.loss.estimator, ", pairs ",
+                       config_.data.pairing, "/", config_.data.pair_scope));
+  if (const char* job = std::getenv("SLURM_JOB_ID")) {
+    const char* restarts = std::getenv("SLURM_RESTART_COUNT");
+    fact("slurm job", str_cat(job, restarts ? str_cat(" (restart ", restarts, ")") : ""));
+  }
+  if (world_.is_root()) write_run_facts(config_.run.dir, facts);
+}
+
 std::map<std::string, double> Trainer::fit() {
   if (world_.is_root()) {
     make_directories(config_.run.dir);
     write_text_file(join_path(config_.run.dir, "config.yaml"), config::dump_config(config_));
   }
-  const model::ModelConfig& mc = policy_->config();
-  log::info("train", "world ", world_.size(), " on ", device_.str(), "; policy ", mc.arch, " ",
-            mc.num_parameters(), " parameters (", config_.model.dtype, ", ",
-            config_.model.reshard_after_forward ? "reshard" : "kept", ")",
-            reference_ ? "; reference sharded" : "; no reference model");
-  log::info("train", "data: ", train_data_->size(), " examples (", train_data_->count(true), " desirable, ",
-            train_data_->count(false), " undesirable)", train_data_->paired() ? ", paired" : "",
-            "; global batch ", loader_->global_batch(), " = ", config_.data.micro_batch, " x ", grad_accum_,
-            " x ", world_.size(), "; ", total_steps_, " steps");
-  log::info("train", "loss ", loss_.name, ": beta ", loss_.beta, ", lambda_D ", loss_.desirable_weight,
-            ", lambda_U ", loss_.undesirable_weight, ", z0 ", config_.loss.estimator, ", pairs ",
-            config_.data.pairing, "/", config_.data.pair_scope);
+  print_banner();
+  write_status("running");
   std::map<std::string, double> last;
   const auto start = Clock::now();
+  const int64_t first_step = step_;
   while (step_ < total_steps_) {
     last = train_step();
     log_->write(last, {{"split", "train"}});
     const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
-    const double eta = elapsed / static_cast<double>(step_) * static_cast<double>(total_steps_ - step_);
+    const double eta =
+        elapsed / static_cast<double>(step_ - first_step) * static_cast<double>(total_steps_ - step_);
     if (step_ % config_.train.log_every == 0 || step_ == total_steps_) {
-      log::info("train", progress_line(last, step_, total_steps_, eta));
+      log::status("train", progress_line(last, step_, total_steps_, eta));
     }
-    if (config_.ckpt.every > 0 && step_ % config_.ckpt.every == 0) save_checkpoint();
+    // A signal on any rank stops every rank at this same step (one small all-reduce).
+    const bool stop =
+        world_.all_reduce(static_cast<int64_t>(signals::stop_requested()), comm::ReduceOp::max) > 0;
+    if (stop || (config_.ckpt.every > 0 && step_ % config_.ckpt.every == 0)) save_checkpoint();
+    if (stop) {
+      log::end_status();
+      if (world_.is_root()) write_report(config_.run.dir);
+      write_status("stopped");
+      log::info("train", "stopping at step ", step_, " on request (signal ", signals::stop_signal(),
+                "); checkpoint saved, exit status ", signals::kExitStopped);
+      stopped_ = true;
+      return last;
+    }
     const bool eval_now =
         eval_data_ &&
         ((config_.train.eval_every > 0 && step_ % config_.train.eval_every == 0) || step_ == total_steps_);
@@ -363,10 +449,23 @@ std::map<std::string, double> Trainer::fit() {
                 e.count("eval/rewards/margin") ? str_cat(", margin ", e["eval/rewards/margin"]) : "");
     }
   }
+  log::end_status();
   if (last_saved_step_ != step_) save_checkpoint();
   if (config_.train.export_final) export_final();
+  write_status("done");
+  if (world_.is_root()) {
+    const std::string report = write_report(config_.run.dir);
+    log::info("train", "report: ", report);
+  }
   log::info("train", "done: ", step_, " steps; metrics in ", log_->path());
   return last;
+}
+
+void Trainer::write_status(const char* state) const {
+  if (!world_.is_root()) return;
+  write_text_file(
+      join_path(config_.run.dir, "status.json"),
+      str_cat("{\"state\": \"", state, "\", \"step\": ", step_, ", \"steps\": ", total_steps_, "}\n"));
 }
 
 std::string Trainer::checkpoints_dir() const {
@@ -384,12 +483,14 @@ void Trainer::resume() {
     dir = mode;
     const auto problems = ckpt::verify(dir, ckpt::read_manifest(dir), world_.size(), world_.rank());
     for (const std::string& p : problems) log::error("ckpt", p);
-    if (!world_.all_true(problems.empty())) throw Error("ckpt.resume: " + dir + " does not verify (see above)");
+    if (!world_.all_true(problems.empty()))
+      throw Error("ckpt.resume: " + dir + " does not verify (see above)");
   }
   const ckpt::Manifest manifest = ckpt::read_manifest(dir);
   if (manifest.reference_identity != reference_identity_) {
-    throw Error(str_cat("cannot resume from ", dir, ": it was trained against the reference '", manifest.reference_identity,
-                        "', this run's reference is '", reference_identity_, "' (model.path / reference_path changed?)"));
+    throw Error(str_cat("cannot resume from ", dir, ": it was trained against the reference '",
+                        manifest.reference_identity, "', this run's reference is '", reference_identity_,
+                        "' (model.path / reference_path changed?)"));
   }
   const ckpt::TrainingState state = ckpt::load(dir, *policy_, *optimizer_, world_);
   step_ = state.step;
@@ -410,7 +511,8 @@ void Trainer::resume() {
       std::string line, kept;
       while (std::getline(in, line)) {
         const size_t at = line.find("\"step\":");
-        if (at == std::string::npos || std::atof(line.c_str() + at + 7) <= static_cast<double>(step_)) kept += line + "\n";
+        if (at == std::string::npos || std::atof(line.c_str() + at + 7) <= static_cast<double>(step_))
+          kept += line + "\n";
       }
       write_text_file(path, kept);
     }
@@ -418,8 +520,9 @@ void Trainer::resume() {
 }
 
 void Trainer::save_checkpoint() {
-  ckpt::save(checkpoints_dir(), *policy_, *optimizer_, {step_, loader_->state()}, config::dump_config(config_),
-             reference_identity_, config_.model.path, config_.ckpt.keep, world_);
+  ckpt::save(checkpoints_dir(), *policy_, *optimizer_, {step_, loader_->state()},
+             config::dump_config(config_), reference_identity_, config_.model.path, config_.ckpt.keep,
+             world_);
   last_saved_step_ = step_;
 }
 

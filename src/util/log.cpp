@@ -1,5 +1,7 @@
 #include "kto/util/log.h"
 
+#include <unistd.h>
+
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -29,8 +31,29 @@ Level& current_level() {
   return value;
 }
 
+std::string g_status;   // the live progress line on a terminal ("" when none)
 FILE* g_out = nullptr;  // nullptr: stdout / stderr
 FILE* g_err = nullptr;
+
+// Whether progress is one updating line (a person watching a terminal) or plain lines (a log
+// file, a batch job). KTO_PROGRESS=line|plain decides; otherwise: stdout is a terminal, and when
+// mpirun started us — mpirun gives its ranks a pseudo-terminal whatever its own output is — so is
+// mpirun's (our parent's) stdout.
+bool live_progress() {
+  static const bool live = [] {
+    const char* forced = std::getenv("KTO_PROGRESS");
+    if (forced != nullptr && std::string(forced) == "line") return true;
+    if (forced != nullptr && std::string(forced) == "plain") return false;
+    if (!::isatty(STDOUT_FILENO)) return false;
+    if (std::getenv("OMPI_COMM_WORLD_SIZE") == nullptr) return true;
+    char target[256] = {0};
+    const std::string link = "/proc/" + std::to_string(::getppid()) + "/fd/1";
+    const ssize_t n = ::readlink(link.c_str(), target, sizeof(target) - 1);
+    return n > 0 && (std::string(target, static_cast<size_t>(n)).rfind("/dev/pts/", 0) == 0 ||
+                     std::string(target, static_cast<size_t>(n)).rfind("/dev/tty", 0) == 0);
+  }();
+  return live;
+}
 
 std::mutex& output_mutex() {
   static std::mutex m;
@@ -57,6 +80,27 @@ Level parse_level(const std::string& text) {
   throw Error("unknown log level '" + text + "' (use debug|info|warn|error)");
 }
 
+void status(const char* tag, const std::string& text) {
+  if (process_identity().rank != 0 || !enabled(Level::info)) return;
+  if (g_out != nullptr || !live_progress()) {
+    write(Level::info, tag, false, text);
+    return;
+  }
+  std::lock_guard<std::mutex> lock(output_mutex());
+  g_status = detail::str_cat("[", tag, "] ", text);
+  std::fputs("\r\033[2K", stdout);
+  std::fputs(g_status.c_str(), stdout);
+  std::fflush(stdout);
+}
+
+void end_status() {
+  std::lock_guard<std::mutex> lock(output_mutex());
+  if (g_status.empty()) return;
+  std::fputs("\n", stdout);
+  std::fflush(stdout);
+  g_status.clear();
+}
+
 void write(Level value, const char* tag, bool all_ranks, const std::string& message) {
   const ProcessIdentity& id = process_identity();
   if (!all_ranks && id.rank != 0) return;
@@ -74,8 +118,13 @@ void write(Level value, const char* tag, bool all_ranks, const std::string& mess
   line += "\n";
   std::lock_guard<std::mutex> lock(output_mutex());
   FILE* stream = value >= Level::warn ? (g_err ? g_err : stderr) : (g_out ? g_out : stdout);
+  if (!g_status.empty()) std::fputs("\r\033[2K", stdout);  // lift the progress line out of the way
   std::fwrite(line.data(), 1, line.size(), stream);
   std::fflush(stream);
+  if (!g_status.empty()) {
+    std::fputs(g_status.c_str(), stdout);
+    std::fflush(stdout);
+  }
 }
 
 }  // namespace kto::log

@@ -13,6 +13,7 @@
 #include "kto/io/hf_checkpoint.h"
 #include "kto/io/safetensors.h"
 #include "kto/util/files.h"
+#include "runs.h"
 #include "synthetic.h"
 #include "test_support.h"
 
@@ -42,17 +43,6 @@ struct Run {
   }
 };
 
-std::vector<json> train_metrics(const std::string& run_dir) {
-  std::vector<json> out;
-  std::ifstream in(run_dir + "/metrics.jsonl");
-  std::string line;
-  while (std::getline(in, line)) {
-    json j = json::parse(line);
-    if (j.value("split", "") == "train") out.push_back(std::move(j));
-  }
-  return out;
-}
-
 // Every unit's parameters and optimizer state as saved in a checkpoint.
 std::vector<at::Tensor> saved_tensors(const std::string& checkpoint) {
   kto::ckpt::Reader reader(checkpoint);
@@ -67,12 +57,6 @@ std::vector<at::Tensor> saved_tensors(const std::string& checkpoint) {
   return out;
 }
 
-std::string step_dir(const std::string& run_dir, int step) {
-  char name[32];
-  std::snprintf(name, sizeof(name), "/checkpoints/step_%08d", step);
-  return run_dir + name;
-}
-
 }  // namespace
 
 TEST_CASE("resume is exact: 10 + 10 steps equal 20 straight, at 1, 2 and 4 ranks", "[e2e][ckpt]") {
@@ -84,11 +68,11 @@ TEST_CASE("resume is exact: 10 + 10 steps equal 20 straight, at 1, 2 and 4 ranks
       std::string log;
       REQUIRE(run.train(straight, ranks, {"train.steps=20", "train.export_final=true"}, &log) == 0);
       REQUIRE(run.train(resumed, ranks, {"train.steps=10"}, &log) == 0);
-      CHECK(kto::path_exists(step_dir(resumed, 10) + "/manifest.yaml"));
+      CHECK(kto::path_exists(kto::test::step_dir(resumed, 10) + "/manifest.yaml"));
       REQUIRE(run.train(resumed, ranks, {"train.steps=20", "train.export_final=true"}, &log) == 0);
       INFO(log);
       CHECK_THAT(log, Contains("resumed from") && Contains("step_00000010"));
-      const auto a = train_metrics(straight), b = train_metrics(resumed);
+      const auto a = kto::test::read_metrics(straight), b = kto::test::read_metrics(resumed);
       REQUIRE(a.size() == 20);
       REQUIRE(b.size() == 20);  // the first run's 10 records, then the resumed 10
       for (size_t i = 0; i < 20; ++i) {
@@ -98,12 +82,7 @@ TEST_CASE("resume is exact: 10 + 10 steps equal 20 straight, at 1, 2 and 4 ranks
           CHECK(a[i][key].get<double>() == b[i][key].get<double>());
         }
       }
-      const auto wa = kto::io::SafetensorsSet::open_dir(straight + "/final");
-      const auto wb = kto::io::SafetensorsSet::open_dir(resumed + "/final");
-      for (const std::string& name : wa.names()) {
-        INFO(name);
-        CHECK(at::equal(wa.read(name), wb.read(name)));  // bit-identical
-      }
+      kto::test::check_same_final_weights(straight, resumed);
     }
   }
 }
@@ -114,24 +93,25 @@ TEST_CASE("a 4-rank checkpoint resumes at 2 and 1 ranks with identical state and
   std::string log;
   const std::string four = run.dir.file("four");
   REQUIRE(run.train(four, 4, {"train.steps=10", "ckpt.keep=5"}, &log) == 0);
-  const auto saved = saved_tensors(step_dir(four, 10));
-  const auto saved_manifest = kto::ckpt::read_manifest(step_dir(four, 10));
+  const auto saved = saved_tensors(kto::test::step_dir(four, 10));
+  const auto saved_manifest = kto::ckpt::read_manifest(kto::test::step_dir(four, 10));
   for (int ranks : {2, 1}) {
     const std::string dir = run.dir.file("at" + std::to_string(ranks));
     // Load at the new world size and save again at the same step (no training in between).
-    REQUIRE(run.train(dir, ranks, {"train.steps=10", "ckpt.resume=" + step_dir(four, 10)}, &log) == 0);
+    REQUIRE(run.train(dir, ranks, {"train.steps=10", "ckpt.resume=" + kto::test::step_dir(four, 10)}, &log) ==
+            0);
     INFO(log);
-    const auto resaved = saved_tensors(step_dir(dir, 10));
+    const auto resaved = saved_tensors(kto::test::step_dir(dir, 10));
     REQUIRE(resaved.size() == saved.size());
     for (size_t i = 0; i < saved.size(); ++i) CHECK(at::equal(resaved[i], saved[i]));
-    const auto m = kto::ckpt::read_manifest(step_dir(dir, 10));
+    const auto m = kto::ckpt::read_manifest(kto::test::step_dir(dir, 10));
     CHECK(m.world_size == ranks);
     CHECK(m.sampler == saved_manifest.sampler);
     CHECK(m.optimizer_steps == saved_manifest.optimizer_steps);
     // Training on continues with the next examples of the global order: 16 per step.
     REQUIRE(run.train(dir, ranks, {"train.steps=13"}, &log) == 0);
-    const auto after = kto::ckpt::read_manifest(step_dir(dir, 13));
-    const auto metrics = train_metrics(dir);
+    const auto after = kto::ckpt::read_manifest(kto::test::step_dir(dir, 13));
+    const auto metrics = kto::test::read_metrics(dir);
     REQUIRE(metrics.size() == 3);  // this run's own steps 11-13
     for (const json& m : metrics) {
       CHECK(m["count/desirable"].get<double>() + m["count/undesirable"].get<double>() == 16.0);
@@ -151,9 +131,9 @@ TEST_CASE("export of a checkpoint loads in the HF loader and reproduces the trai
   REQUIRE(run.train(dir, 2, {"train.steps=6", "train.export_final=true"}, &log) == 0);
   const std::string exported = run.dir.file("exported");
   const std::string tok = kto::test::fixtures_dir() + "/tokenizers/gpt-neox-20b";
-  REQUIRE(kto::test::run_command(kto::test::bin_dir() + "/kto-ckpt export --checkpoint " + step_dir(dir, 6) +
-                                     " --out " + exported + " --dtype fp32 --max-shard-size 0 --tokenizer " +
-                                     tok,
+  REQUIRE(kto::test::run_command(kto::test::bin_dir() + "/kto-ckpt export --checkpoint " +
+                                     kto::test::step_dir(dir, 6) + " --out " + exported +
+                                     " --dtype fp32 --max-shard-size 0 --tokenizer " + tok,
                                  &log) == 0);
   INFO(log);
   CHECK(kto::path_exists(exported + "/model.safetensors.index.json"));  // sharded: --max-shard-size 0
@@ -173,8 +153,9 @@ TEST_CASE("export of a checkpoint loads in the HF loader and reproduces the trai
   const auto a = kto::io::SafetensorsSet::open_file(exported + "/logits.safetensors");
   const auto b = kto::io::SafetensorsSet::open_file(dir + "/final/logits.safetensors");
   CHECK(at::equal(a.read("logits"), b.read("logits")));
-  CHECK(kto::test::run_command(kto::test::bin_dir() + "/kto-ckpt inspect --checkpoint " + step_dir(dir, 6),
-                               &log) == 0);
+  CHECK(kto::test::run_command(
+            kto::test::bin_dir() + "/kto-ckpt inspect --checkpoint " + kto::test::step_dir(dir, 6), &log) ==
+        0);
   CHECK_THAT(log, Contains("world size 2") && Contains("all shards verify"));
 }
 
@@ -187,23 +168,24 @@ TEST_CASE("faults: killed mid-write, flipped byte, full disk — the previous ch
     const int rc =
         run.train(dir, 1, {"train.steps=10", "ckpt.every=5"}, &log, "KTO_FAULT_KILL_IN_CHECKPOINT=10 ");
     CHECK(rc != 0);  // killed by SIGKILL
-    CHECK(kto::path_exists(step_dir(dir, 10) + ".tmp"));
-    CHECK_FALSE(kto::path_exists(step_dir(dir, 10)));
+    CHECK(kto::path_exists(kto::test::step_dir(dir, 10) + ".tmp"));
+    CHECK_FALSE(kto::path_exists(kto::test::step_dir(dir, 10)));
     REQUIRE(run.train(dir, 1, {"train.steps=10", "ckpt.every=5"}, &log) == 0);
     INFO(log);
     CHECK_THAT(log,
                Contains("unfinished checkpoint") && Contains("resumed from") && Contains("step_00000005"));
-    CHECK(kto::path_exists(step_dir(dir, 10) + "/manifest.yaml"));
-    CHECK_FALSE(kto::path_exists(step_dir(dir, 10) + ".tmp"));
+    CHECK(kto::path_exists(kto::test::step_dir(dir, 10) + "/manifest.yaml"));
+    CHECK_FALSE(kto::path_exists(kto::test::step_dir(dir, 10) + ".tmp"));
   }
   SECTION("a flipped byte is detected by checksum and the previous checkpoint is used") {
     REQUIRE(run.train(dir, 1, {"train.steps=10", "ckpt.every=5"}, &log) == 0);
-    const std::string shard = step_dir(dir, 10) + "/shard_00000-of-00001.h5";
+    const std::string shard = kto::test::step_dir(dir, 10) + "/shard_00000-of-00001.h5";
     std::string bytes = kto::test::read_bytes(shard);
     bytes[bytes.size() / 2] ^= 0x10;
     kto::test::write_bytes(shard, bytes);
-    CHECK(kto::test::run_command(kto::test::bin_dir() + "/kto-ckpt inspect --checkpoint " + step_dir(dir, 10),
-                                 &log) == 1);
+    CHECK(kto::test::run_command(
+              kto::test::bin_dir() + "/kto-ckpt inspect --checkpoint " + kto::test::step_dir(dir, 10),
+              &log) == 1);
     CHECK_THAT(log, Contains("checksum mismatch"));
     REQUIRE(run.train(dir, 1, {"train.steps=12", "ckpt.every=5"}, &log) == 0);
     INFO(log);
@@ -220,8 +202,9 @@ TEST_CASE("faults: killed mid-write, flipped byte, full disk — the previous ch
     CHECK(rc == 1);
     CHECK_THAT(
         log, Contains("checkpoint") && Contains("failed") && Contains("previous checkpoints are untouched"));
-    CHECK(kto::test::run_command(kto::test::bin_dir() + "/kto-ckpt inspect --checkpoint " + step_dir(dir, 5),
-                                 &log) == 0);
+    CHECK(kto::test::run_command(
+              kto::test::bin_dir() + "/kto-ckpt inspect --checkpoint " + kto::test::step_dir(dir, 5), &log) ==
+          0);
     REQUIRE(run.train(dir, 1, {"train.steps=10"}, &log) == 0);  // with space again, it resumes from step 5
     CHECK_THAT(log, Contains("step_00000005"));
   }

@@ -11,6 +11,7 @@
 
 #include "kto/io/safetensors.h"
 #include "kto/util/files.h"
+#include "runs.h"
 #include "synthetic.h"
 #include "test_support.h"
 
@@ -20,17 +21,6 @@ using Catch::Matchers::Contains;
 namespace {
 
 std::string train_bin() { return kto::test::bin_dir() + "/kto-train"; }
-
-std::vector<json> read_metrics(const std::string& run_dir, const std::string& split) {
-  std::vector<json> out;
-  std::ifstream in(run_dir + "/metrics.jsonl");
-  std::string line;
-  while (std::getline(in, line)) {
-    json j = json::parse(line);
-    if (j.value("split", "") == split) out.push_back(std::move(j));
-  }
-  return out;
-}
 
 // Runs kto-train (under mpirun when ranks > 1); returns its exit status, output in `log`.
 int train(const std::string& config, const std::vector<std::string>& sets, int ranks, std::string* log) {
@@ -67,12 +57,12 @@ TEST_CASE("KTO learns the rule: held-out accuracy >= 0.9 and desirable rewards a
   std::string log;
   REQUIRE(train(task.config, {}, 1, &log) == 0);
   INFO(log);
-  const auto eval = read_metrics(task.run(), "eval");
+  const auto eval = kto::test::read_metrics(task.run(), "eval");
   REQUIRE_FALSE(eval.empty());
   CHECK(eval.back()["eval/accuracy"].get<double>() >= 0.9);
   CHECK(eval.back()["eval/rewards/desirable"].get<double>() >
         eval.back()["eval/rewards/undesirable"].get<double>());
-  const auto steps = read_metrics(task.run(), "train");
+  const auto steps = kto::test::read_metrics(task.run(), "train");
   REQUIRE(steps.size() == 60);
   CHECK(steps.back()["rewards/desirable"].get<double>() > steps.back()["rewards/undesirable"].get<double>());
   CHECK_THAT(log, Contains("step 60/60") && Contains("tok/s") && Contains("ETA"));
@@ -89,7 +79,7 @@ TEST_CASE("KTO with 90% of desirable examples dropped and auto weights still sep
   REQUIRE(train(task.config, {"train.steps=80"}, 1, &log) == 0);
   INFO(log);
   CHECK_THAT(log, Contains("lambda_D 8.8"));  // auto lifts lambda_D to n_U / n_D = 512 / 58
-  const auto eval = read_metrics(task.run(), "eval");
+  const auto eval = kto::test::read_metrics(task.run(), "eval");
   REQUIRE_FALSE(eval.empty());
   CHECK(eval.back()["eval/rewards/desirable"].get<double>() >
         eval.back()["eval/rewards/undesirable"].get<double>());
@@ -104,7 +94,7 @@ TEST_CASE("DPO learns the paired version of the task", "[e2e][train]") {
   std::string log;
   REQUIRE(train(task.config, {"data.micro_batch=4", "data.global_batch=8"}, 1, &log) == 0);
   INFO(log);
-  const auto eval = read_metrics(task.run(), "eval");
+  const auto eval = kto::test::read_metrics(task.run(), "eval");
   REQUIRE_FALSE(eval.empty());
   CHECK(eval.back()["eval/accuracy"].get<double>() >= 0.9);  // chosen reward above rejected
   CHECK(eval.back()["eval/rewards/margin"].get<double>() > 0);
@@ -115,7 +105,8 @@ TEST_CASE("two runs with the same seed produce bit-identical metrics", "[e2e][tr
   std::string log;
   REQUIRE(train(task.config, {"train.steps=15", "run.dir=" + task.dir.file("a")}, 1, &log) == 0);
   REQUIRE(train(task.config, {"train.steps=15", "run.dir=" + task.dir.file("b")}, 1, &log) == 0);
-  const auto a = read_metrics(task.dir.file("a"), "train"), b = read_metrics(task.dir.file("b"), "train");
+  const auto a = kto::test::read_metrics(task.dir.file("a"), "train"),
+             b = kto::test::read_metrics(task.dir.file("b"), "train");
   REQUIRE(a.size() == 15);
   REQUIRE(b.size() == 15);
   for (size_t i = 0; i < a.size(); ++i) {
@@ -147,7 +138,7 @@ TEST_CASE("the same config at 1, 2 and 4 ranks gives the same curves and weights
               ranks, &log);
     INFO(log);
     REQUIRE(rc == 0);
-    curves[ranks] = read_metrics(dir, "train");
+    curves[ranks] = kto::test::read_metrics(dir, "train");
     weights.emplace(ranks, kto::io::SafetensorsSet::open_dir(dir + "/final"));
   }
   bool positive_kl = false;
@@ -197,7 +188,7 @@ TEST_CASE("bf16 compute trains with fp32 masters", "[e2e][train][bf16]") {
   std::string log;
   REQUIRE(train(task.config, {"train.steps=3", "model.dtype=bf16", "train.export_final=true"}, 1, &log) == 0);
   INFO(log);
-  const auto steps = read_metrics(task.run(), "train");
+  const auto steps = kto::test::read_metrics(task.run(), "train");
   REQUIRE(steps.size() == 3);
   for (const json& s : steps) CHECK(s["skipped"].get<double>() == 0.0);
   // The exported weights come from the fp32 masters.
@@ -243,7 +234,7 @@ TEST_CASE("trains a policy loaded from a Hugging Face directory, reference from 
   kto::write_text_file(task.config, yaml);
   REQUIRE(train(task.config, {"train.steps=30", "train.export_final=true"}, 2, &log) == 0);
   INFO(log);
-  const auto steps = read_metrics(task.run(), "train");
+  const auto steps = kto::test::read_metrics(task.run(), "train");
   REQUIRE(steps.size() == 30);
   // The reference differs from the policy, so rewards are nonzero from the first step.
   CHECK(steps.front()["rewards/desirable"].get<double>() != 0.0);

@@ -30,6 +30,12 @@ class TempDir {
 // Runs a shell command; returns its exit status and fills `output` with stdout+stderr.
 int run_command(const std::string& command, std::string* output = nullptr);
 
+// Ends this test process with status 77, which ctest reports as Skipped, saying why on stderr.
+[[noreturn]] void skip_test(const std::string& why);
+
+// Whether `program` is an executable on PATH.
+bool have_program(const std::string& program);
+
 void write_bytes(const std::string& path, const std::string& bytes);
 std::string read_bytes(const std::string& path);
 

@@ -1,6 +1,10 @@
 // util: check macros (file:line, expression, rank, host), rank-aware logging, CLI parsing,
 // atomic files.
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <catch2/catch.hpp>
+#include <csignal>
 #include <cstdio>
 
 #include "kto/util/check.h"
@@ -9,6 +13,7 @@
 #include "kto/util/files.h"
 #include "kto/util/log.h"
 #include "kto/util/process.h"
+#include "kto/util/signals.h"
 #include "test_support.h"
 #ifdef KTO_TEST_NCCL
 #include "kto/util/check_cuda.h"
@@ -164,4 +169,47 @@ TEST_CASE("AtomicFile: all or nothing", "[util][files]") {
   CHECK_THROWS_WITH(kto::write_text_file(dir.file("no/such/dir/f"), "x"), Contains("no/such/dir/f"));
   kto::make_directories(dir.file("a/b/c"));
   CHECK(kto::is_directory(dir.file("a/b/c")));
+}
+
+// Each case runs in a forked child, so the handlers and flags never touch the test process.
+namespace {
+int in_child(void (*body)()) {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    body();
+    std::_Exit(0);
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+}  // namespace
+
+TEST_CASE("stop signals: USR1, TERM and a first Ctrl-C ask to stop; a second Ctrl-C exits at once (130)",
+          "[util][signals]") {
+  for (int sig : {SIGUSR1, SIGTERM, SIGINT}) {
+    static int s_sig;
+    s_sig = sig;
+    // The child exits 42 when the flag records this signal.
+    CHECK(in_child([] {
+            kto::signals::install_stop_handlers(/*announce=*/false);
+            if (kto::signals::stop_requested()) std::_Exit(1);
+            std::raise(s_sig);  // delivered before raise returns
+            std::_Exit(kto::signals::stop_requested() && kto::signals::stop_signal() == s_sig ? 42 : 2);
+          }) == 42);
+  }
+  CHECK(in_child([] {
+          kto::signals::install_stop_handlers(/*announce=*/false);
+          std::raise(SIGINT);
+          if (!kto::signals::stop_requested()) std::_Exit(1);
+          std::raise(SIGINT);  // the second: _exit(130) inside the handler
+          std::_Exit(2);
+        }) == 130);
+  CHECK(in_child([] {
+          kto::signals::install_stop_handlers(/*announce=*/false);
+          std::raise(SIGUSR1);
+          std::raise(SIGTERM);  // a later, different signal keeps the first as the reason
+          std::_Exit(kto::signals::stop_signal() == SIGUSR1 ? 42 : 2);
+        }) == 42);
+  CHECK(kto::signals::kExitStopped == 75);
 }

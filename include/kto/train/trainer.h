@@ -40,6 +40,8 @@ class Trainer {
   std::map<std::string, double> evaluate();
 
   int64_t step() const { return step_; }
+  // True when fit() returned early on a stop request (a signal), after checkpointing.
+  bool stopped() const { return stopped_; }
   int64_t total_steps() const { return total_steps_; }
   fsdp::ShardedModel& policy() { return *policy_; }
   const config::Config& config() const { return config_; }
@@ -55,6 +57,10 @@ class Trainer {
   void resume();
   void save_checkpoint();
   void export_final();
+  // run.dir/status.json: {"state": "running" | "stopped" | "done", "step": N, "steps": total}
+  // (rank 0), for job scripts and monitoring.
+  void write_status(const char* state) const;
+  void print_banner() const;
   std::string checkpoints_dir() const;
 
   config::Config config_;
@@ -71,6 +77,7 @@ class Trainer {
   std::string policy_config_json_;  // the HF config.json the policy came from, if any
   std::string reference_identity_;  // what the reference model is, checked on resume
   int64_t last_saved_step_ = -1;
+  bool stopped_ = false;
   int64_t step_ = 0, total_steps_ = 0, grad_accum_ = 1, nonfinite_in_a_row_ = 0;
   double model_flops_per_token_ = 0, peak_flops_ = 0;
 };

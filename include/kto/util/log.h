@@ -26,6 +26,11 @@ bool enabled(Level level);
 // Where lines go (default stdout for debug/info, stderr for warnings and errors).
 void set_streams(FILE* out, FILE* err);
 
+// Rank 0's progress line: on a terminal it is rewritten in place (other lines print above it);
+// otherwise it is an ordinary info line. end_status() finishes it with a newline.
+void status(const char* tag, const std::string& text);
+void end_status();
+
 // Writes one line. `all_ranks` false means only rank 0 writes.
 void write(Level level, const char* tag, bool all_ranks, const std::string& message);
 

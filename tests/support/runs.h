@@ -1,0 +1,39 @@
+// Helpers for tests that inspect kto-train run directories: the metrics log, checkpoint paths
+// and a bit-exact comparison of two runs' exported weights.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "synthetic.h"
+#include "test_support.h"
+
+namespace kto::test {
+
+// A scratch directory with a synthetic training set (train.h5; eval.h5 too when with_eval) and
+// a kto-train config for it (config.yaml, synthetic_config plus extra_yaml); runs go below it.
+struct SyntheticTask {
+  TempDir dir;
+  std::string config;
+  explicit SyntheticTask(const SyntheticSpec& spec = {}, bool with_eval = false,
+                         const std::string& extra_yaml = "");
+};
+
+// Starts `command` (one simple command: kto-train or a launcher) in the background, waits until
+// run_dir/metrics.jsonl holds at least `after_records` lines, then runs the shell snippet
+// `signal` (in which $PID is the command's pid) and waits for the command to end. Returns the
+// command's exit status; its output goes to *log.
+int run_and_signal(const std::string& command, const std::string& run_dir, int after_records,
+                   const std::string& signal, std::string* log);
+
+// The records of run_dir/metrics.jsonl whose "split" is `split` ("train" or "eval"), in order.
+std::vector<nlohmann::json> read_metrics(const std::string& run_dir, const std::string& split = "train");
+
+// run_dir/checkpoints/step_XXXXXXXX.
+std::string step_dir(const std::string& run_dir, int step);
+
+// Catch2 checks that a/final and b/final hold the same tensors, bit for bit.
+void check_same_final_weights(const std::string& run_a, const std::string& run_b);
+
+}  // namespace kto::test
