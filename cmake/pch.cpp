@@ -1,0 +1,1 @@
+// The translation unit that builds kto's shared precompiled header (cmake/KtoPrecompiledHeaders.cmake).
