@@ -32,7 +32,7 @@ echo
 echo "== 2. prepare the KTO demo set with the GPT-NeoX tokenizer"
 "$bin/kto-data" prepare --input tests/fixtures/data/kto/kto_en_demo.json \
   --tokenizer tests/fixtures/tokenizers/gpt-neox-20b/tokenizer.json \
-  --out "$out/data" --max-length 256 --max-prompt-length 128 --eval-fraction 0.1 --seed 1 --overwrite
+  --out "$out/data" --max-length 128 --max-prompt-length 64 --eval-fraction 0.1 --seed 1 --overwrite
 
 echo
 echo "== 3. train a tiny Llama with KTO (configs/demo.yaml) on $ranks rank(s)"
