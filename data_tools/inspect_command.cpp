@@ -36,6 +36,8 @@ int inspect_command(int argc, char** argv) {
               static_cast<long>(ds->count(true)), static_cast<long>(ds->count(false)),
               static_cast<long>(ds->num_tokens()),
               ds->has_reference_logps() ? ", with reference log-probs" : "");
+  if (a.paired) std::printf("paired: examples 2k (desirable) and 2k+1 (undesirable) are a pair\n");
+  if (!a.control_tokens.empty()) std::printf("control tokens (CSFT): %s\n", a.control_tokens.c_str());
   // Length histogram in powers of two.
   std::vector<int64_t> buckets(32, 0);
   int64_t longest = 0;

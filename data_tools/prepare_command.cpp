@@ -44,11 +44,15 @@ int prepare_command(int argc, char** argv) {
       .option("--eos-token", &o.eos_token, "TOKEN",
               "token appended to completions (default: the tokenizer's EOS)")
       .flag("--no-eos", &no_eos, "do not append EOS to completions")
+      .option("--control-tokens", &o.control_tokens, "GOOD,BAD",
+              "end every prompt with GOOD (desirable) or BAD (undesirable): conditioning for loss.name csft")
       .option("--keep-desirable", &keep_d, "P", "keep this fraction of desirable examples (default 1)")
       .option("--keep-undesirable", &keep_u, "P", "keep this fraction of undesirable examples (default 1)")
       .option("--seed", &seed, "N", "seed of subsampling, shuffling and the eval split (default 0)")
       .flag("--no-shuffle", &no_shuffle,
             "keep input order (by default examples are shuffled after unpairing)")
+      .flag("--keep-pairs", &o.keep_pairs,
+            "keep preference pairs, chosen right before its rejected (for dpo, cdpo, ipo, simpo, slic)")
       .option("--eval-fraction", &eval_fraction, "P", "fraction of rows held out as eval.h5 (default 0)")
       .option("--shards", &o.shards, "N", "split the train set into N files (default 1)")
       .option("--max-error-rate", &max_error_rate, "P",

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cmath>
 #include <cstdio>
@@ -154,18 +155,64 @@ class RowCollector {
   std::vector<std::string> first_errors_;
 };
 
-// Tokenizes and truncates (prompt from the left first, then the completion from the right).
-Tokenized tokenize(const Located& e, const tok::Tokenizer& tok, const PrepareOptions& o, bool add_bos,
-                   int32_t eos) {
+// The ids each prompt ends with, by label ([0] undesirable, [1] desirable); empty without
+// --control-tokens.
+using ControlIds = std::array<std::vector<int32_t>, 2>;
+
+ControlIds control_ids(const tok::Tokenizer& tok, const PrepareOptions& o) {
+  ControlIds ids;
+  if (o.control_tokens.empty()) return ids;
+  const size_t comma = o.control_tokens.find(',');
+  const std::string good = o.control_tokens.substr(0, comma);
+  const std::string bad = comma == std::string::npos ? "" : o.control_tokens.substr(comma + 1);
+  if (good.empty() || bad.empty() || bad.find(',') != std::string::npos || good == bad) {
+    throw Error("--control-tokens '" + o.control_tokens + "': give two different tokens, GOOD,BAD");
+  }
+  for (const auto& [label, text] : {std::pair<int, std::string>{1, good}, {0, bad}}) {
+    const int32_t id = tok.token_to_id(text);
+    ids[label] = id >= 0 ? std::vector<int32_t>{id} : tok.encode(text, false);
+    if (ids[label].empty()) throw Error("--control-tokens: '" + text + "' encodes to no tokens");
+    if (id < 0) {
+      log::warn("prepare", "control token '", text, "' is not a token of ", o.tokenizer,
+                ": encoded as text (", ids[label].size(), " ids)");
+    }
+  }
+  if (static_cast<int64_t>(std::max(ids[0].size(), ids[1].size())) + 1 > o.max_prompt_length) {
+    throw Error("--control-tokens: the control tokens do not fit in --max-prompt-length");
+  }
+  return ids;
+}
+
+// An example's ids before truncation.
+struct Encoded {
+  std::vector<int32_t> prompt, completion;
+};
+
+Encoded encode(const Located& e, const tok::Tokenizer& tok, bool add_bos, int32_t eos,
+               const ControlIds& control) {
+  Encoded x;
+  x.prompt = tok.encode(e.text.prompt, false);
+  if (add_bos) x.prompt.insert(x.prompt.begin(), tok.bos_id());
+  // At the end: prompt truncation keeps the end, so the control tokens always survive it.
+  const auto& cond = control[e.text.desirable ? 1 : 0];
+  x.prompt.insert(x.prompt.end(), cond.begin(), cond.end());
+  x.completion = tok.encode(e.text.completion, false);
+  if (eos >= 0) x.completion.push_back(eos);
+  return x;
+}
+
+// Truncates: the prompt from the left first (to --max-prompt-length, BOS kept) when it and the
+// longest completion that goes with it exceed --max-length, then the completion from the right.
+// `longest_completion` is the example's own length, or for a kept pair the longer of the two, so
+// that both halves keep the same prompt (as TRL's DPO data collator does).
+Tokenized truncate(Encoded x, const Located& e, const PrepareOptions& o, bool add_bos,
+                   size_t longest_completion) {
   Tokenized t;
   t.desirable = e.text.desirable;
-  std::vector<int32_t> prompt = tok.encode(e.text.prompt, false);
-  if (add_bos) prompt.insert(prompt.begin(), tok.bos_id());
-  std::vector<int32_t> completion = tok.encode(e.text.completion, false);
-  if (eos >= 0) completion.push_back(eos);
-  const int64_t total = static_cast<int64_t>(prompt.size() + completion.size());
+  std::vector<int32_t>& prompt = x.prompt;
+  std::vector<int32_t>& completion = x.completion;
+  const int64_t total = static_cast<int64_t>(prompt.size() + longest_completion);
   if (total > o.max_length && static_cast<int64_t>(prompt.size()) > o.max_prompt_length) {
-    // Keep the end of the prompt (the part next to the completion) and the BOS.
     const size_t keep_from = prompt.size() - static_cast<size_t>(o.max_prompt_length - (add_bos ? 1 : 0));
     std::vector<int32_t> cut;
     if (add_bos) cut.push_back(prompt.front());
@@ -235,6 +282,8 @@ PrepareSummary run_prepare(const PrepareOptions& o) {
     }
   }
 
+  const ControlIds control = control_ids(*tok, o);
+
   PrepareSummary s;
   RowCollector collector(o, tmpl, s);
   for (const std::string& input : o.inputs) {
@@ -256,8 +305,23 @@ PrepareSummary run_prepare(const PrepareOptions& o) {
   std::vector<Located>& texts = collector.examples();
   if (texts.empty()) throw Error("no usable examples in the input");
 
-  // Tokenize in parallel; the result does not depend on the thread count.
+  // Tokenize in parallel; the result does not depend on the thread count. A kept pair (chosen at
+  // 2k, rejected at 2k+1) is one unit of work: its halves are truncated together.
   std::vector<Tokenized> examples(texts.size());
+  const size_t unit = o.keep_pairs ? 2 : 1;
+  KTO_CHECK(texts.size() % unit == 0, "kept pairs must come as chosen, rejected");
+  auto tokenize_unit = [&](size_t first) {
+    std::vector<Encoded> encoded;
+    size_t longest = 0;
+    for (size_t i = first; i < first + unit; ++i) {
+      encoded.push_back(encode(texts[i], *tok, add_bos, eos, control));
+      longest = std::max(longest, encoded.back().completion.size());
+    }
+    for (size_t i = first; i < first + unit; ++i) {
+      const size_t budget = unit == 1 ? encoded[i - first].completion.size() : longest;
+      examples[i] = truncate(std::move(encoded[i - first]), texts[i], o, add_bos, budget);
+    }
+  };
   const int64_t threads =
       o.threads > 0 ? o.threads : std::max<int64_t>(1, std::thread::hardware_concurrency());
   std::atomic<size_t> next{0};
@@ -267,8 +331,7 @@ PrepareSummary run_prepare(const PrepareOptions& o) {
   for (int64_t t = 0; t < threads; ++t) {
     pool.emplace_back([&] {
       try {
-        for (size_t i = next++; i < texts.size(); i = next++)
-          examples[i] = tokenize(texts[i], *tok, o, add_bos, eos);
+        for (size_t u = next++; u < texts.size() / unit; u = next++) tokenize_unit(u * unit);
       } catch (...) {
         std::lock_guard<std::mutex> lock(failure_mutex);
         if (!failure) failure = std::current_exception();
@@ -327,6 +390,7 @@ PrepareSummary run_prepare(const PrepareOptions& o) {
     attrs.max_length = o.max_length;
     attrs.max_prompt_length = o.max_prompt_length;
     attrs.paired = o.keep_pairs ? 1 : 0;
+    attrs.control_tokens = o.control_tokens;
     for (const std::string& in : o.inputs) attrs.source += (attrs.source.empty() ? "" : ", ") + in;
     attrs.created = utc_now();
     attrs.producer = build_summary();
@@ -378,6 +442,7 @@ PrepareSummary run_prepare(const PrepareOptions& o) {
                     {"tokenizer_sha256", tok->sha256()},
                     {"add_bos", add_bos},
                     {"paired", o.keep_pairs},
+                    {"control_tokens", o.control_tokens},
                     {"eos_id", eos},
                     {"seed", o.seed},
                     {"inputs", o.inputs}};

@@ -24,6 +24,10 @@ struct PrepareOptions {
   uint64_t seed = 0;
   bool shuffle = true;
   bool keep_pairs = false;  // paired data for DPO-style losses: chosen, rejected adjacent
+  // CSFT conditioning (Korbak et al. 2023, as in the HALOs code): "GOOD,BAD" — every prompt ends
+  // with GOOD (desirable examples) or BAD (undesirable ones). Each is one token of the tokenizer
+  // when it has it (an added/special token), else its text encoding. Empty: none.
+  std::string control_tokens;
   double eval_fraction = 0.0;
   int64_t shards = 1;
   double max_error_rate = 0.01;

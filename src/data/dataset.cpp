@@ -46,6 +46,7 @@ DatasetAttributes read_attributes(const std::string& path) {
   a.max_length = h5::read_int_attr(file, "max_length", 0);
   a.max_prompt_length = h5::read_int_attr(file, "max_prompt_length", 0);
   a.paired = h5::read_int_attr(file, "paired", 0);
+  a.control_tokens = h5::read_string_attr(file, "control_tokens");  // absent in older files: none
   a.split = h5::read_string_attr(file, "split");
   a.shard_index = h5::read_int_attr(file, "shard_index", 0);
   a.num_shards = h5::read_int_attr(file, "num_shards", 1);
@@ -71,6 +72,9 @@ std::shared_ptr<Dataset> Dataset::open(const std::vector<std::string>& paths, in
     } else if (a.paired != ds->attributes_.paired) {
       throw Error(str_cat(path, ": paired = ", a.paired, " but ", paths.front(),
                           " has paired = ", ds->attributes_.paired));
+    } else if (a.control_tokens != ds->attributes_.control_tokens) {
+      throw Error(str_cat(path, ": control tokens '", a.control_tokens, "' but ", paths.front(), " has '",
+                          ds->attributes_.control_tokens, "'"));
     } else if (a.tokenizer_sha256 != ds->attributes_.tokenizer_sha256) {
       throw Error(str_cat(path, ": tokenized with a different tokenizer (sha256 ", a.tokenizer_sha256,
                           ") than ", paths.front(), " (", ds->attributes_.tokenizer_sha256, ")"));
@@ -278,6 +282,7 @@ void DatasetWriter::finish() {
   h5::write_int_attr(f, "max_length", a.max_length);
   h5::write_int_attr(f, "max_prompt_length", a.max_prompt_length);
   h5::write_int_attr(f, "paired", a.paired);
+  if (!a.control_tokens.empty()) h5::write_string_attr(f, "control_tokens", a.control_tokens);
   h5::write_string_attr(f, "split", a.split);
   h5::write_int_attr(f, "shard_index", a.shard_index);
   h5::write_int_attr(f, "num_shards", a.num_shards);

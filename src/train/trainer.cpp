@@ -187,6 +187,21 @@ void Trainer::setup_data() {
             ? str_cat("key 'loss.name': ", l.name, " needs paired data (kto-data prepare --keep-pairs)")
             : str_cat("key 'loss.name': ", l.name, " is an unpaired loss but data.train is paired"));
   }
+  // CSFT learns from the control tokens at the end of each prompt; other losses should not see them.
+  const std::string& control = train_data_->attributes().control_tokens;
+  if (eval_data_ && eval_data_->attributes().control_tokens != control) {
+    throw ConfigError(str_cat("key 'data.eval': control tokens '", eval_data_->attributes().control_tokens,
+                              "' but data.train has '", control,
+                              "' (prepare both with the same --control-tokens)"));
+  }
+  if (l.name == "csft" && control.empty()) {
+    log::warn("train",
+              "loss.name csft, but the training data has no control tokens (kto-data prepare "
+              "--control-tokens GOOD,BAD): this trains SFT on every completion, undesirable ones too");
+  } else if (l.name != "csft" && !control.empty()) {
+    log::warn("train", "the training data's prompts end with CSFT control tokens (", control,
+              "), which only loss.name csft expects");
+  }
   const auto [auto_d, auto_u] =
       data::recommended_class_weights(train_data_->count(true), train_data_->count(false));
   loss_.desirable_weight = parse_weight(l.desirable_weight, auto_d);

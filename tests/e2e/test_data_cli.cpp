@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "kto/data/dataset.h"
 #include "kto/util/files.h"
 #include "test_support.h"
 
@@ -61,6 +62,40 @@ TEST_CASE("kto-data encode reports malformed input with its line number", "[e2e]
   CHECK(kto::test::run_command(data_bin() + " encode --tokenizer /nonexistent/tok.json < /dev/null", &out) ==
         1);
   CHECK_THAT(out, Contains("/nonexistent/tok.json"));
+}
+
+// (Short limits: many HH prompts are truncated, and both halves of a pair keep the same prompt.)
+TEST_CASE("kto-data prepare --keep-pairs: chosen right before its rejected, in every shard and split",
+          "[e2e][prepare]") {
+  kto::test::TempDir tmp;
+  const std::string tok = kto::test::fixtures_dir() + "/tokenizers/gpt-neox-20b/tokenizer.json";
+  const std::string hh = kto::test::fixtures_dir() + "/data/hh-rlhf/harmless-base/test.jsonl.gz";
+  std::string out;
+  REQUIRE(kto::test::run_command(data_bin() + " prepare --input " + hh + " --tokenizer " + tok + " --out " +
+                                     tmp.file("pairs") + " --keep-pairs --shards 3 --eval-fraction 0.05" +
+                                     " --max-length 128 --max-prompt-length 64",
+                                 &out) == 0);
+  INFO(out);
+  for (const std::string name :
+       {"train-00000-of-00003.h5", "train-00001-of-00003.h5", "train-00002-of-00003.h5", "eval.h5"}) {
+    const auto ds = kto::data::Dataset::open({tmp.file("pairs/" + name)});
+    CHECK(ds->paired());
+    REQUIRE(ds->size() % 2 == 0);
+    for (int64_t k = 0; k < ds->size(); k += 2) {
+      const auto chosen = ds->read(k), rejected = ds->read(k + 1);
+      CHECK(chosen.desirable);
+      CHECK_FALSE(rejected.desirable);
+      CHECK(chosen.prompt_len == rejected.prompt_len);
+      CHECK(std::equal(chosen.tokens.begin(), chosen.tokens.begin() + chosen.prompt_len,
+                       rejected.tokens.begin()));
+    }
+  }
+  // Unpaired rows cannot be kept as pairs: each is skipped with its reason.
+  const std::string demo = kto::test::fixtures_dir() + "/data/kto/kto_en_demo.json";
+  CHECK(kto::test::run_command(data_bin() + " prepare --input " + demo + " --tokenizer " + tok + " --out " +
+                                   tmp.file("no_pairs") + " --keep-pairs",
+                               &out) == 1);
+  CHECK_THAT(out, Contains("not_paired"));
 }
 
 TEST_CASE("kto-data prepare and inspect, as a user runs them", "[e2e][prepare]") {

@@ -193,12 +193,18 @@ TEST_CASE("kto-report: a self-contained page whose charts headless Chromium draw
     kto::test::skip_test("no Chromium to render the report (scripts/install-deps.sh installs it)");
   const std::string profile = task.dir.file("chromium-profile");
   std::string dom;
-  REQUIRE(kto::test::run_command(
-              "timeout 120 " + browser +
-                  " --headless --no-sandbox --disable-gpu --disable-background-networking"
-                  " --disable-component-update --disable-sync --no-first-run --user-data-dir=" +
-                  profile + " --dump-dom file://" + run + "/report.html 2>/dev/null",
-              &dom) == 0);
+  // (--disable-dev-shm-usage: containers often have a tiny /dev/shm. Chromium's stderr is kept
+  // apart from the DOM on stdout, and shown if it fails.)
+  const int status = kto::test::run_command(
+      "timeout 120 " + browser +
+          " --headless --no-sandbox --disable-gpu --disable-dev-shm-usage --disable-background-networking"
+          " --disable-component-update --disable-sync --no-first-run --user-data-dir=" +
+          profile + " --dump-dom file://" + run + "/report.html 2>" + profile + ".stderr",
+      &dom);
+  const std::string browser_log =
+      kto::path_exists(profile + ".stderr") ? kto::read_text_file(profile + ".stderr") : "";
+  INFO(browser_log);
+  REQUIRE(status == 0);
   // The page's script records the size of what the browser drew in each chart as data-drawn.
   std::map<std::string, std::pair<double, double>> drawn;
   const std::regex svg("<svg[^>]*id=\"chart-([a-z_]+)\"[^>]*data-drawn=\"([0-9.]+)x([0-9.]+)\"");

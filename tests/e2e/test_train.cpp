@@ -183,6 +183,27 @@ TEST_CASE("bad training configs fail fast naming the key", "[e2e][train]") {
   CHECK_THAT(log, Contains("unknown key 'optim.lrr'"));
 }
 
+TEST_CASE("CSFT and control tokens: warnings for a mismatch, an error for train/eval disagreeing",
+          "[e2e][train]") {
+  std::string log;
+  {
+    Task plain({});
+    CHECK(train(plain.config, {"loss.name=csft", "train.steps=1"}, 1, &log) == 0);
+    CHECK_THAT(log, Contains("loss.name csft, but the training data has no control tokens"));
+  }
+  kto::test::SyntheticSpec spec;
+  spec.control_tokens = "<|good|>,<|bad|>";
+  Task conditioned(spec);
+  CHECK(train(conditioned.config, {"loss.name=csft", "train.steps=1"}, 1, &log) == 0);
+  CHECK_THAT(log, !Contains("control tokens"));
+  CHECK(train(conditioned.config, {"train.steps=1", "run.dir=" + conditioned.dir.file("kto")}, 1, &log) == 0);
+  CHECK_THAT(log, Contains("prompts end with CSFT control tokens (<|good|>,<|bad|>)"));
+  kto::test::write_synthetic_dataset(conditioned.dir.file("plain_eval.h5"), {});
+  CHECK(train(conditioned.config,
+              {"loss.name=csft", "data.eval=[" + conditioned.dir.file("plain_eval.h5") + "]"}, 1, &log) == 1);
+  CHECK_THAT(log, Contains("data.eval") && Contains("control tokens"));
+}
+
 TEST_CASE("bf16 compute trains with fp32 masters", "[e2e][train][bf16]") {
   Task task({});
   std::string log;

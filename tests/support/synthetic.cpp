@@ -22,6 +22,7 @@ int64_t write_synthetic_dataset(const std::string& path, const SyntheticSpec& sp
   attrs.max_length = spec.prompt_len + spec.completion_len + 1;
   attrs.paired = spec.paired ? 1 : 0;
   attrs.tokenizer_name = "synthetic";
+  attrs.control_tokens = spec.control_tokens;
   data::DatasetWriter writer(path, attrs);
   uint64_t state = spec.seed;
   const int64_t half = (spec.vocab - 2) / 2;  // completion tokens: 2 + 2k (even) or 3 + 2k (odd)

@@ -277,3 +277,78 @@ TEST_CASE("the paper's class-weight rule", "[prepare]") {
   CHECK(400 * d2 / (100 * u2) == Approx(4.0 / 3.0));
   CHECK(recommended_class_weights(0, 10) == std::make_pair(1.0, 1.0));
 }
+
+TEST_CASE("control tokens (CSFT): every prompt ends with its label's token, also when truncated",
+          "[prepare]") {
+  kto::test::TempDir tmp;
+  const auto tok = kto::tok::load_tokenizer(neox());
+  std::string long_prompt;
+  for (int i = 0; i < 40; ++i) long_prompt += "p" + std::to_string(i) + " ";
+  kto::write_text_file(tmp.file("in.jsonl"),
+                       json{{"prompt", long_prompt}, {"completion", " yes"}, {"label", true}}.dump() + "\n" +
+                           json{{"prompt", "short"}, {"completion", " no"}, {"label", false}}.dump() + "\n");
+
+  SECTION("tokens the tokenizer has: one id each") {
+    // (Any two of its added tokens do; real runs use reserved tokens such as Llama-3's.)
+    auto o = options(tmp.file("out"), {tmp.file("in.jsonl")}, neox());
+    o.control_tokens = "<|padding|>,<|endoftext|>";
+    o.max_length = 32;
+    o.max_prompt_length = 16;
+    o.shuffle = false;
+    const auto s = kto::data_tools::run_prepare(o);
+    CHECK(s.prompt_truncated == 1);
+    const auto ex = all_examples({tmp.file("out/train.h5")});
+    REQUIRE(ex.size() == 2);
+    const int32_t good = tok->token_to_id("<|padding|>"), bad = tok->token_to_id("<|endoftext|>");
+    REQUIRE(ex[0].desirable);
+    CHECK(ex[0].prompt_len == 16);
+    CHECK(ex[0].tokens[15] == good);  // the prompt's end, kept by truncation
+    const auto full_prompt = tok->encode(long_prompt, false);
+    CHECK(std::vector<int32_t>(ex[0].tokens.begin(), ex[0].tokens.begin() + 15) ==
+          std::vector<int32_t>(full_prompt.end() - 15, full_prompt.end()));
+    REQUIRE_FALSE(ex[1].desirable);
+    auto short_prompt = tok->encode("short", false);
+    short_prompt.push_back(bad);
+    CHECK(std::vector<int32_t>(ex[1].tokens.begin(), ex[1].tokens.begin() + ex[1].prompt_len) ==
+          short_prompt);
+    // Recorded in every file and in summary.json.
+    CHECK(kto::data::read_attributes(tmp.file("out/train.h5")).control_tokens == "<|padding|>,<|endoftext|>");
+    CHECK(json::parse(kto::read_text_file(tmp.file("out/summary.json")))["control_tokens"] ==
+          "<|padding|>,<|endoftext|>");
+  }
+  SECTION("strings that are not tokens: their text encoding") {
+    auto o = options(tmp.file("out"), {tmp.file("in.jsonl")}, neox());
+    o.control_tokens = "<|good|>,<|bad|>";
+    o.shuffle = false;
+    kto::data_tools::run_prepare(o);
+    const auto ex = all_examples({tmp.file("out/train.h5")});
+    REQUIRE(ex.size() == 2);
+    const auto good = tok->encode("<|good|>", false);
+    REQUIRE(good.size() > 1);
+    CHECK(std::vector<int32_t>(ex[0].tokens.begin() + ex[0].prompt_len - static_cast<long>(good.size()),
+                               ex[0].tokens.begin() + ex[0].prompt_len) == good);
+  }
+  SECTION("bad values name the option") {
+    auto o = options(tmp.file("out"), {tmp.file("in.jsonl")}, neox());
+    for (const char* bad : {"<|good|>", "a,a", "a,b,c", ",b"}) {
+      o.control_tokens = bad;
+      CHECK_THROWS_WITH(kto::data_tools::run_prepare(o), Contains("--control-tokens"));
+    }
+    CHECK_FALSE(kto::path_exists(tmp.file("out")));
+  }
+}
+
+TEST_CASE("datasets whose control tokens differ are not mixed", "[prepare]") {
+  kto::test::TempDir tmp;
+  kto::write_text_file(tmp.file("in.jsonl"),
+                       json{{"prompt", "a"}, {"completion", " b"}, {"label", true}}.dump() + "\n" +
+                           json{{"prompt", "c"}, {"completion", " d"}, {"label", false}}.dump() + "\n");
+  auto o = options(tmp.file("plain"), {tmp.file("in.jsonl")}, neox());
+  kto::data_tools::run_prepare(o);
+  o.out_dir = tmp.file("csft");
+  o.control_tokens = "<|padding|>,<|endoftext|>";
+  kto::data_tools::run_prepare(o);
+  CHECK(kto::data::read_attributes(tmp.file("plain/train.h5")).control_tokens.empty());
+  CHECK_THROWS_WITH(kto::data::Dataset::open({tmp.file("plain/train.h5"), tmp.file("csft/train.h5")}),
+                    Contains("control tokens"));
+}

@@ -36,7 +36,8 @@ struct DatasetAttributes {
   int64_t n_examples = 0, n_desirable = 0, n_undesirable = 0, n_tokens = 0;
   int64_t max_token_id = -1;
   int64_t max_length = 0, max_prompt_length = 0;
-  int64_t paired = 0;  // 1: examples 2k (desirable) and 2k+1 (undesirable) are a pair
+  int64_t paired = 0;          // 1: examples 2k (desirable) and 2k+1 (undesirable) are a pair
+  std::string control_tokens;  // "GOOD,BAD" when prompts end with CSFT control tokens, else ""
   std::string split = "train";
   int64_t shard_index = 0, num_shards = 1;
   std::string source, created, producer;
