@@ -1,7 +1,8 @@
 // kto-train end to end, on a synthetic task with a known rule (tests/support/synthetic.h):
 // KTO learns it, also with 90% of the desirable examples dropped and auto weights; DPO learns
-// its paired version; a second run with the same seed is bit-identical; the whole objective is
-// world-size invariant (1, 2, 4 ranks); bad configs fail naming the key.
+// its paired version; CSFT learns to follow its control token; a second run with the same seed is
+// bit-identical; the whole objective is world-size invariant (1, 2, 4 ranks); bad configs fail naming the
+// key.
 #include <ATen/ATen.h>
 
 #include <catch2/catch.hpp>
@@ -202,6 +203,59 @@ TEST_CASE("CSFT and control tokens: warnings for a mismatch, an error for train/
   CHECK(train(conditioned.config,
               {"loss.name=csft", "data.eval=[" + conditioned.dir.file("plain_eval.h5") + "]"}, 1, &log) == 1);
   CHECK_THAT(log, Contains("data.eval") && Contains("control tokens"));
+}
+
+TEST_CASE("CSFT learns to condition on the control token: good -> the rule, bad -> its opposite",
+          "[e2e][train]") {
+  kto::test::SyntheticSpec spec;
+  spec.control_tokens = "<|good|>,<|bad|>";  // prompts end with id 62 (desirable) or 63
+  Task task(spec);
+  std::string log;
+  REQUIRE(train(task.config, {"loss.name=csft", "train.export_final=true"}, 1, &log) == 0);
+  INFO(log);
+  // Held-out prompts, each with both control tokens and both kinds of completion (even ids
+  // follow the rule, odd ids break it): [good, even], [good, odd], [bad, even], [bad, odd].
+  const int64_t prompts = 64, P = spec.prompt_len, C = spec.completion_len + 1, T = P + C;
+  const int32_t good = static_cast<int32_t>(spec.vocab - 2), bad = static_cast<int32_t>(spec.vocab - 1);
+  at::Tensor ids = at::zeros({4 * prompts, T}, at::kLong), mask = at::zeros({4 * prompts, T}, at::kLong);
+  mask.narrow(1, P, C).fill_(1);
+  uint64_t state = 12345;
+  auto draw = [&](uint64_t n) {
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    return static_cast<int64_t>((state >> 33) % n);
+  };
+  for (int64_t p = 0; p < prompts; ++p) {
+    std::vector<int64_t> prompt(static_cast<size_t>(P - 1)), even, odd;
+    for (auto& t : prompt) t = 2 + draw(static_cast<uint64_t>(spec.vocab - 4));
+    for (int64_t k = 0; k < C - 1; ++k) {
+      even.push_back(2 + 2 * draw(30));
+      odd.push_back(3 + 2 * draw(30));
+    }
+    int64_t row = 4 * p;
+    for (int32_t control : {good, bad}) {
+      for (const auto* completion : {&even, &odd}) {
+        auto r = ids[row++];
+        for (int64_t t = 0; t < P - 1; ++t) r[t] = prompt[static_cast<size_t>(t)];
+        r[P - 1] = control;
+        for (int64_t t = 0; t < C - 1; ++t) r[P + t] = (*completion)[static_cast<size_t>(t)];
+        r[T - 1] = 1;  // eos
+      }
+    }
+  }
+  kto::io::write_safetensors(task.dir.file("probe.safetensors"),
+                             {{"input_ids", ids}, {"completion_mask", mask}});
+  REQUIRE(kto::test::run_command(kto::test::bin_dir() + "/kto-ckpt forward --model " + task.run() +
+                                     "/final --ids " + task.dir.file("probe.safetensors") + " --out " +
+                                     task.dir.file("probe_out.safetensors"),
+                                 &log) == 0);
+  const at::Tensor lp = kto::io::SafetensorsSet::open_file(task.dir.file("probe_out.safetensors"))
+                            .read("completion_logprob_sum")
+                            .view({prompts, 4});
+  // After "good" the model prefers completions that follow the rule; after "bad", ones that break it.
+  const double follows_good = lp.select(1, 0).gt(lp.select(1, 1)).to(at::kDouble).mean().item<double>();
+  const double breaks_bad = lp.select(1, 3).gt(lp.select(1, 2)).to(at::kDouble).mean().item<double>();
+  CHECK(follows_good >= 0.9);
+  CHECK(breaks_bad >= 0.9);
 }
 
 TEST_CASE("bf16 compute trains with fp32 masters", "[e2e][train][bf16]") {

@@ -41,6 +41,7 @@ int64_t write_synthetic_dataset(const std::string& path, const SyntheticSpec& sp
     for (int64_t k = 0; k < spec.prompt_len; ++k)
       prompt.push_back(static_cast<int32_t>(2 + next(state) % static_cast<uint64_t>(spec.vocab - 2)));
     const bool desirable = i % 2 == 0;
+    if (!spec.control_tokens.empty()) prompt.back() = static_cast<int32_t>(spec.vocab - (desirable ? 2 : 1));
     const double u = static_cast<double>(next(state) >> 11) / 9007199254740992.0;
     if (spec.paired) {
       for (bool even : {true, false}) {

@@ -16,7 +16,9 @@ struct SyntheticSpec {
   bool paired = false;  // chosen (even) and rejected (odd) for the same prompt
   int64_t vocab = 64;   // ids 0 (pad) and 1 (eos) are reserved
   int64_t prompt_len = 6, completion_len = 6;
-  std::string control_tokens;  // recorded as the dataset's attribute only (the ids are unchanged)
+  // CSFT conditioning: when set (recorded as the dataset's control_tokens attribute), the last
+  // prompt token is the control id, vocab-2 for desirable and vocab-1 for undesirable examples.
+  std::string control_tokens;
 };
 
 // Writes an HDF5 dataset (kto-data's schema); returns the number of examples written.
