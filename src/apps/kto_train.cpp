@@ -38,7 +38,9 @@ int main(int argc, char** argv) {
                 "kto-train --config FILE (one rank per GPU), or alone for one process.\n"
                 "Signals: SIGUSR1 or SIGTERM (or a first Ctrl-C) finishes the current step on every rank,\n"
                 "writes a checkpoint and exits with status 75; the next run resumes from it. A second\n"
-                "Ctrl-C exits at once (status 130).");
+                "Ctrl-C exits at once (status 130).\n"
+                "Progress: one updating line on a terminal, plain lines in logs; KTO_PROGRESS=line|plain\n"
+                "forces either. run.dir/status.json says running, stopped or done.");
         if (!args.parse(argc, argv)) return 0;
         if (!resume.empty()) overrides.push_back("ckpt.resume=" + resume);
         const kto::config::Config config = kto::config::load_config(config_path, overrides);
