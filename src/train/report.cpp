@@ -135,6 +135,9 @@ std::string write_report(const std::string& run_dir) {
     try {
       j = json::parse(line);
     } catch (const json::exception& e) {
+      // A last line without its newline is a record kto-train is still writing: not yet part
+      // of the run.
+      if (in.eof()) break;
       throw Error(str_cat(metrics_path, ":", line_no, ": not valid JSON: ", e.what()));
     }
     (j.value("split", "train") == "eval" ? eval : train).push_back(std::move(j));

@@ -219,6 +219,21 @@ TEST_CASE("kto-report: a self-contained page whose charts headless Chromium draw
   }
 }
 
+TEST_CASE("kto-report during a run: a record still being written is left out; a damaged one is named",
+          "[e2e][operate][report]") {
+  kto::test::SyntheticTask task;
+  const std::string run = task.dir.file("run");
+  std::string log;
+  REQUIRE(kto::test::run_command(train_bin() + train_args(task, run, {"train.steps=4"}), &log) == 0);
+  const std::string metrics = kto::read_text_file(run + "/metrics.jsonl");
+  kto::write_text_file(run + "/metrics.jsonl", metrics + "{\"step\": 5, \"lo");  // mid-write
+  CHECK(kto::test::run_command(kto::test::bin_dir() + "/kto-report " + run, &log) == 0);
+  INFO(log);
+  kto::write_text_file(run + "/metrics.jsonl", "{\"step\": 1, \"lo\n" + metrics);
+  CHECK(kto::test::run_command(kto::test::bin_dir() + "/kto-report " + run, &log) == 1);
+  CHECK_THAT(log, Contains("metrics.jsonl:1: not valid JSON"));
+}
+
 TEST_CASE("launch/mpirun.sh: one rank per GPU, binding, environment and its options", "[e2e][launch]") {
   kto::test::TempDir dir;
   std::string out;
