@@ -24,8 +24,9 @@ namespace {
 using detail::str_cat;
 
 // The tokenizer and generation files a Hugging Face directory carries besides the weights.
-constexpr const char* kTokenizerFiles[] = {"tokenizer.json",          "tokenizer.model", "tokenizer_config.json",
-                                           "special_tokens_map.json", "added_tokens.json", "generation_config.json"};
+constexpr const char* kTokenizerFiles[] = {"tokenizer.json",        "tokenizer.model",
+                                           "tokenizer_config.json", "special_tokens_map.json",
+                                           "added_tokens.json",     "generation_config.json"};
 
 model::ModelConfig model_config_of(const ckpt::Manifest& m) {
   if (!m.model_source.empty() && path_exists(join_path(m.model_source, "config.json"))) {
@@ -41,15 +42,18 @@ model::ModelConfig model_config_of(const ckpt::Manifest& m) {
 int ckpt_export(int argc, char** argv) {
   std::string checkpoint, out_dir, dtype_name = "bf16", tokenizer;
   int64_t max_shard_mb = 5000;
-  cli::Args args("kto-ckpt export",
-                 "Writes a checkpoint's policy as a Hugging Face directory: *.safetensors (+ index), config.json,\n"
-                 "and the tokenizer files of the model it was trained from. transformers, vLLM and kto-ckpt\n"
-                 "forward load it unchanged. Works for checkpoints of any world size.");
-  args.option("--checkpoint", &checkpoint, "DIR", "a checkpoint directory (run/checkpoints/step_...)", cli::required)
+  cli::Args args(
+      "kto-ckpt export",
+      "Writes a checkpoint's policy as a Hugging Face directory: *.safetensors (+ index), config.json,\n"
+      "and the tokenizer files of the model it was trained from. transformers, vLLM and kto-ckpt\n"
+      "forward load it unchanged. Works for checkpoints of any world size.");
+  args.option("--checkpoint", &checkpoint, "DIR", "a checkpoint directory (run/checkpoints/step_...)",
+              cli::required)
       .option("--out", &out_dir, "DIR", "output directory", cli::required)
       .option("--dtype", &dtype_name, "bf16|fp32", "stored weight dtype (default bf16)")
       .option("--max-shard-size", &max_shard_mb, "MB", "largest output file (default 5000)")
-      .option("--tokenizer", &tokenizer, "DIR", "copy tokenizer files from here (default: the model's source directory)");
+      .option("--tokenizer", &tokenizer, "DIR",
+              "copy tokenizer files from here (default: the model's source directory)");
   if (!args.parse(argc, argv, 2)) return 0;
   if (dtype_name != "bf16" && dtype_name != "fp32") throw cli::UsageError("--dtype: expected bf16 or fp32");
   const at::ScalarType dtype = dtype_name == "bf16" ? at::kBFloat16 : at::kFloat;
@@ -59,7 +63,8 @@ int ckpt_export(int argc, char** argv) {
   if (!problems.empty()) throw Error(checkpoint + ": " + problems.front());
   const model::ModelConfig cfg = model_config_of(m);
   const model::ModelLayout layout = model::ModelLayout::build(cfg);
-  if (layout.units.size() != m.units.size()) throw Error(checkpoint + ": the saved layout does not match its config");
+  if (layout.units.size() != m.units.size())
+    throw Error(checkpoint + ": the saved layout does not match its config");
 
   // Plan the output files in layout order, then fill them one at a time.
   struct Item {
@@ -91,20 +96,23 @@ int ckpt_export(int argc, char** argv) {
     }
     io::NamedTensors tensors;
     for (const Item& it : files[f]) {
-      at::Tensor values = at::empty({it.param->numel}, m.master_dtype == "float64" ? at::kDouble : at::kFloat);
+      at::Tensor values =
+          at::empty({it.param->numel}, m.master_dtype == "float64" ? at::kDouble : at::kFloat);
       reader.read(it.unit, "param", it.param->offset, values);
       tensors.emplace_back(it.param->name, values.view(it.param->shape).to(dtype));
       weight_map.emplace_back(it.param->name, name);
     }
-    io::write_safetensors(join_path(out_dir, name), tensors, {{"format", "pt"}, {"kto_step", std::to_string(m.step)}});
+    io::write_safetensors(join_path(out_dir, name), tensors,
+                          {{"format", "pt"}, {"kto_step", std::to_string(m.step)}});
   }
   if (files.size() > 1) io::write_safetensors_index(out_dir, weight_map, total_bytes);
   const std::string source = m.model_source;
   const std::string torch_dtype = io::hf_dtype_name(dtype);
-  write_text_file(join_path(out_dir, "config.json"),
-                  !source.empty() && path_exists(join_path(source, "config.json"))
-                      ? model::hf_config_with_dtype(read_text_file(join_path(source, "config.json")), torch_dtype)
-                      : model::hf_config_json(cfg, torch_dtype));
+  write_text_file(
+      join_path(out_dir, "config.json"),
+      !source.empty() && path_exists(join_path(source, "config.json"))
+          ? model::hf_config_with_dtype(read_text_file(join_path(source, "config.json")), torch_dtype)
+          : model::hf_config_json(cfg, torch_dtype));
   const std::string tok_dir = tokenizer.empty() ? source : tokenizer;
   int copied = 0;
   for (const char* f : kTokenizerFiles) {
@@ -113,31 +121,37 @@ int ckpt_export(int argc, char** argv) {
       ++copied;
     }
   }
-  log::info("export", "wrote ", out_dir, ": step ", m.step, ", ", files.size(), " weight file(s) (", dtype_name, "), ",
-            copied, " tokenizer file(s)", copied == 0 ? " — give --tokenizer DIR to include them" : "");
+  log::info("export", "wrote ", out_dir, ": step ", m.step, ", ", files.size(), " weight file(s) (",
+            dtype_name, "), ", copied, " tokenizer file(s)",
+            copied == 0 ? " — give --tokenizer DIR to include them" : "");
   return 0;
 }
 
 int ckpt_inspect(int argc, char** argv) {
   std::string checkpoint;
-  cli::Args args("kto-ckpt inspect", "Prints a checkpoint's step, world size, layouts and state, and verifies every\n"
-                                     "shard's size and sha256 (exit status 1 if one does not verify).");
+  cli::Args args("kto-ckpt inspect",
+                 "Prints a checkpoint's step, world size, layouts and state, and verifies every\n"
+                 "shard's size and sha256 (exit status 1 if one does not verify).");
   args.option("--checkpoint", &checkpoint, "DIR", "a checkpoint directory", cli::required);
   if (!args.parse(argc, argv, 2)) return 0;
   const ckpt::Manifest m = ckpt::read_manifest(checkpoint);
   std::printf("checkpoint %s\n  step %ld, world size %ld, created %s by %s\n", checkpoint.c_str(),
-              static_cast<long>(m.step), static_cast<long>(m.world_size), m.created.c_str(), m.producer.c_str());
+              static_cast<long>(m.step), static_cast<long>(m.world_size), m.created.c_str(),
+              m.producer.c_str());
   std::printf("  optimizer %s (%ld steps, %ld state tensors per unit), masters %s\n", m.optimizer.c_str(),
-              static_cast<long>(m.optimizer_steps), static_cast<long>(m.state_tensors), m.master_dtype.c_str());
-  std::printf("  data position: epoch %ld, example %ld of the epoch's order\n", static_cast<long>(m.sampler.epoch),
-              static_cast<long>(m.sampler.position));
-  std::printf("  model source: %s\n  reference: %s\n", m.model_source.empty() ? "(random init)" : m.model_source.c_str(),
+              static_cast<long>(m.optimizer_steps), static_cast<long>(m.state_tensors),
+              m.master_dtype.c_str());
+  std::printf("  data position: epoch %ld, example %ld of the epoch's order\n",
+              static_cast<long>(m.sampler.epoch), static_cast<long>(m.sampler.position));
+  std::printf("  model source: %s\n  reference: %s\n",
+              m.model_source.empty() ? "(random init)" : m.model_source.c_str(),
               m.reference_identity.c_str());
   int64_t total = 0;
   for (const ckpt::UnitEntry& u : m.units) total += u.numel;
   std::printf("  %zu units, %ld parameters\n", m.units.size(), static_cast<long>(total));
   const auto problems = ckpt::verify(checkpoint, m);
-  for (const ckpt::ShardEntry& s : m.shards) std::printf("  %s  %ld bytes  sha256 %s\n", s.file.c_str(), static_cast<long>(s.bytes), s.sha256.c_str());
+  for (const ckpt::ShardEntry& s : m.shards)
+    std::printf("  %s  %ld bytes  sha256 %s\n", s.file.c_str(), static_cast<long>(s.bytes), s.sha256.c_str());
   for (const std::string& p : problems) std::printf("  PROBLEM: %s\n", p.c_str());
   std::printf("  %s\n", problems.empty() ? "all shards verify" : "the checkpoint does NOT verify");
   return problems.empty() ? 0 : 1;

@@ -43,6 +43,7 @@ int main(int argc, char** argv) {
        {"compare", "max abs/rel differences between two safetensors files (checks against HF)", ckpt_compare},
        {"export", "a checkpoint (any world size) -> Hugging Face directory (safetensors, config, tokenizer)",
         ckpt_export},
-       {"inspect", "a checkpoint's step, world size, layouts; verifies every shard's checksum", ckpt_inspect}},
+       {"inspect", "a checkpoint's step, world size, layouts; verifies every shard's checksum",
+        ckpt_inspect}},
       argc, argv);
 }

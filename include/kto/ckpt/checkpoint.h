@@ -64,9 +64,9 @@ struct Manifest {
 // Collective. Writes step_<step> under `checkpoints_dir`, then deletes all but the newest
 // `keep` complete checkpoints. Returns the checkpoint directory.
 std::string save(const std::string& checkpoints_dir, const fsdp::ShardedModel& policy,
-                 const fsdp::ShardedOptimizer& optimizer, const TrainingState& state, const std::string& config_yaml,
-                 const std::string& reference_identity, const std::string& model_source, int64_t keep,
-                 const comm::ProcessGroup& group);
+                 const fsdp::ShardedOptimizer& optimizer, const TrainingState& state,
+                 const std::string& config_yaml, const std::string& reference_identity,
+                 const std::string& model_source, int64_t keep, const comm::ProcessGroup& group);
 
 // The newest complete checkpoint that verifies (manifest, shard sizes, checksums — each rank
 // checks a share, the verdict is collective); "" when none. Incomplete or corrupted ones are
@@ -82,8 +82,8 @@ std::vector<std::string> verify(const std::string& checkpoint_dir, const Manifes
 
 // Collective. Loads the slices this rank owns (at any world size) into the policy and the
 // optimizer state; returns the training state. Throws if the layouts do not match the model.
-TrainingState load(const std::string& checkpoint_dir, fsdp::ShardedModel& policy, fsdp::ShardedOptimizer& optimizer,
-                   const comm::ProcessGroup& group);
+TrainingState load(const std::string& checkpoint_dir, fsdp::ShardedModel& policy,
+                   fsdp::ShardedOptimizer& optimizer, const comm::ProcessGroup& group);
 
 // Elements [begin, begin + out.numel()) of unit `unit`'s `what` ("param", "state0", ...) from
 // the shards, converted to out's dtype; padding reads as zeros. For tools (export, inspect).

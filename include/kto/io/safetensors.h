@@ -113,7 +113,8 @@ class SafetensorsSet {
 };
 
 // Writes `dir`/model.safetensors.index.json for a weight set split over several files.
-void write_safetensors_index(const std::string& dir, const std::vector<std::pair<std::string, std::string>>& weight_map,
+void write_safetensors_index(const std::string& dir,
+                             const std::vector<std::pair<std::string, std::string>>& weight_map,
                              int64_t total_bytes);
 
 // Writes a Hugging Face weight set into `dir`: `model.safetensors` when the tensors fit into
