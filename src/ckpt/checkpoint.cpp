@@ -10,7 +10,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <ctime>
 #include <map>
 #include <sstream>
 #include <sys/stat.h>
@@ -96,15 +95,6 @@ std::string write_shard(const std::string& path, const fsdp::ShardedModel& polic
   struct stat st {};
   ::stat(path.c_str(), &st);
   return str_cat(shard_name(rank, world), " ", sha256_file(path), " ", st.st_size);
-}
-
-std::string utc_now() {
-  char text[32];
-  const std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  std::strftime(text, sizeof(text), "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return text;
 }
 
 }  // namespace

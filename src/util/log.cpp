@@ -49,8 +49,8 @@ bool live_progress() {
     char target[256] = {0};
     const std::string link = "/proc/" + std::to_string(::getppid()) + "/fd/1";
     const ssize_t n = ::readlink(link.c_str(), target, sizeof(target) - 1);
-    return n > 0 && (std::string(target, static_cast<size_t>(n)).rfind("/dev/pts/", 0) == 0 ||
-                     std::string(target, static_cast<size_t>(n)).rfind("/dev/tty", 0) == 0);
+    const std::string out = n > 0 ? std::string(target, static_cast<size_t>(n)) : "";
+    return out.rfind("/dev/pts/", 0) == 0 || out.rfind("/dev/tty", 0) == 0;
   }();
   return live;
 }

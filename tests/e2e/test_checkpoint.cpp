@@ -22,16 +22,14 @@ using Catch::Matchers::Contains;
 
 namespace {
 
-struct Run {
-  kto::test::TempDir dir;
-  std::string config;
-  Run() {
-    kto::test::SyntheticSpec spec;
-    spec.keep_undesirable = 0.35;  // z0 > 0: resume must restore everything z0 depends on
-    kto::test::write_synthetic_dataset(dir.file("train.h5"), spec);
-    config = dir.file("config.yaml");
-    kto::write_text_file(config, kto::test::synthetic_config(dir.file("train.h5"), "", dir.file("run")));
-  }
+kto::test::SyntheticSpec z0_spec() {
+  kto::test::SyntheticSpec spec;
+  spec.keep_undesirable = 0.35;  // z0 > 0: resume must restore everything z0 depends on
+  return spec;
+}
+
+struct Run : kto::test::SyntheticTask {
+  Run() : SyntheticTask(z0_spec()) {}
   int train(const std::string& run_dir, int ranks, const std::vector<std::string>& sets, std::string* log,
             const std::string& prefix = "") const {
     std::string cmd = prefix;

@@ -98,7 +98,7 @@ TEST_CASE("a signal to one rank stops every rank at the same step (2 ranks under
 TEST_CASE("SIGTERM to launch/mpirun.sh is a graceful stop too (mpirun alone would kill the ranks)",
           "[e2e][signals][mpi]") {
   kto::test::SyntheticTask task;
-  const std::string run = task.dir.file("run");
+  const std::string run = task.run();
   std::string log;
   const int status = kto::test::run_and_signal(
       mpirun_sh() + " -n 2 --threads 1 -- " + train_bin() + train_args(task, run, kLong), run, 5,
@@ -115,7 +115,7 @@ TEST_CASE("start-up banner: build, world, every rank in order, model, memory, da
   kto::test::SyntheticSpec spec;
   spec.keep_desirable = 0.5;
   kto::test::SyntheticTask task(spec);
-  const std::string run = task.dir.file("run");
+  const std::string run = task.run();
   std::string log;
   REQUIRE(kto::test::run_command(std::string(KTO_MPIEXEC) + " -np 2 --oversubscribe " + train_bin() +
                                      train_args(task, run, {"train.steps=2", "data.micro_batch=4"}),
@@ -169,7 +169,7 @@ TEST_CASE("progress: one updating line on a terminal, plain lines otherwise", "[
 TEST_CASE("kto-report: a self-contained page whose charts headless Chromium draws, none empty",
           "[e2e][operate][report]") {
   kto::test::SyntheticTask task({}, /*with_eval=*/true);
-  const std::string run = task.dir.file("run");
+  const std::string run = task.run();
   std::string log;
   REQUIRE(kto::test::run_command(
               train_bin() + train_args(task, run, {"train.steps=20", "train.eval_every=5"}), &log) == 0);
@@ -222,7 +222,7 @@ TEST_CASE("kto-report: a self-contained page whose charts headless Chromium draw
 TEST_CASE("kto-report during a run: a record still being written is left out; a damaged one is named",
           "[e2e][operate][report]") {
   kto::test::SyntheticTask task;
-  const std::string run = task.dir.file("run");
+  const std::string run = task.run();
   std::string log;
   REQUIRE(kto::test::run_command(train_bin() + train_args(task, run, {"train.steps=4"}), &log) == 0);
   const std::string metrics = kto::read_text_file(run + "/metrics.jsonl");

@@ -32,22 +32,10 @@ int train(const std::string& config, const std::vector<std::string>& sets, int r
   return kto::test::run_command(cmd, log);
 }
 
-struct Task {
-  kto::test::TempDir dir;
-  std::string config;
-  explicit Task(const kto::test::SyntheticSpec& spec, const std::string& extra_yaml = "") {
-    kto::test::SyntheticSpec eval_spec = spec;
-    eval_spec.seed = spec.seed + 1000;
-    eval_spec.examples = 256;
-    eval_spec.keep_desirable = eval_spec.keep_undesirable = 1.0;  // a balanced held-out set
-    kto::test::write_synthetic_dataset(dir.file("train.h5"), spec);
-    kto::test::write_synthetic_dataset(dir.file("eval.h5"), eval_spec);
-    config = dir.file("config.yaml");
-    kto::write_text_file(
-        config,
-        kto::test::synthetic_config(dir.file("train.h5"), dir.file("eval.h5"), dir.file("run")) + extra_yaml);
-  }
-  std::string run() const { return dir.file("run"); }
+// The synthetic task with a balanced held-out set of 256 examples.
+struct Task : kto::test::SyntheticTask {
+  explicit Task(const kto::test::SyntheticSpec& spec, const std::string& extra_yaml = "")
+      : SyntheticTask(spec, /*with_eval=*/true, extra_yaml, 256) {}
 };
 
 }  // namespace

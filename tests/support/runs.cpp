@@ -11,12 +11,14 @@
 
 namespace kto::test {
 
-SyntheticTask::SyntheticTask(const SyntheticSpec& spec, bool with_eval, const std::string& extra_yaml) {
+SyntheticTask::SyntheticTask(const SyntheticSpec& spec, bool with_eval, const std::string& extra_yaml,
+                             int64_t eval_examples) {
   write_synthetic_dataset(dir.file("train.h5"), spec);
   if (with_eval) {
     SyntheticSpec eval_spec = spec;
     eval_spec.seed = spec.seed + 1000;
-    eval_spec.examples = 128;
+    eval_spec.examples = eval_examples;
+    eval_spec.keep_desirable = eval_spec.keep_undesirable = 1.0;  // a balanced held-out set
     write_synthetic_dataset(dir.file("eval.h5"), eval_spec);
   }
   config = dir.file("config.yaml");

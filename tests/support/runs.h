@@ -11,13 +11,15 @@
 
 namespace kto::test {
 
-// A scratch directory with a synthetic training set (train.h5; eval.h5 too when with_eval) and
-// a kto-train config for it (config.yaml, synthetic_config plus extra_yaml); runs go below it.
+// A scratch directory with a synthetic training set (train.h5; with_eval, also a balanced
+// held-out eval.h5 of eval_examples from another seed) and a kto-train config for it
+// (config.yaml, synthetic_config plus extra_yaml); the run directory is run().
 struct SyntheticTask {
   TempDir dir;
   std::string config;
   explicit SyntheticTask(const SyntheticSpec& spec = {}, bool with_eval = false,
-                         const std::string& extra_yaml = "");
+                         const std::string& extra_yaml = "", int64_t eval_examples = 128);
+  std::string run() const { return dir.file("run"); }
 };
 
 // Starts `command` (one simple command: kto-train or a launcher) in the background, waits until
