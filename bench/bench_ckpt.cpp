@@ -37,13 +37,18 @@ int main(int argc, char** argv) {
           at::NoGradGuard no_grad;
           for (at::Tensor& s : model.shards()) s.normal_(0.0, 0.02);
         }
-        kto::fsdp::ShardedOptimizer opt(model.shards(), model.decay_segments(), {}, &world);
+        kto::fsdp::ShardedOptimizer opt(model.shards(), model.decay_segments(), {}, comm.get());
         const double bytes = static_cast<double>(model.shard_bytes() + opt.state_bytes());
         const double total = world.all_reduce(bytes, kto::comm::ReduceOp::sum);
 
         world.barrier();
         auto t0 = std::chrono::steady_clock::now();
-        const std::string saved = kto::ckpt::save(dir, model, opt, {1, {}}, "", "bench", "", 1, world);
+        kto::ckpt::SaveRequest request;
+        request.checkpoints_dir = dir;
+        request.state = {1, {}};
+        request.reference_identity = "bench";
+        request.keep = 1;
+        const std::string saved = kto::ckpt::save(request, model, opt, world);
         const double write_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         world.barrier();
         t0 = std::chrono::steady_clock::now();

@@ -10,7 +10,7 @@ namespace kto::bench {
 
 inline model::ModelConfig llama_config(int64_t hidden, int64_t layers, int64_t vocab) {
   model::ModelConfig c;
-  c.arch = "llama";
+  c.arch = kto::model::Arch::llama;
   c.vocab_size = vocab;
   c.hidden_size = hidden;
   c.intermediate_size = hidden * 8 / 3 / 16 * 16;

@@ -74,7 +74,7 @@ int main(int argc, char** argv) {
             at::NoGradGuard no_grad;  // random slices straight away: no full model on any rank
             for (at::Tensor& s : model.shards()) s.normal_(0.0, 0.02);
           }
-          kto::fsdp::ShardedOptimizer opt(model.shards(), model.decay_segments(), {}, &world);
+          kto::fsdp::ShardedOptimizer opt(model.shards(), model.decay_segments(), {}, comm.get());
           const int64_t rss_state = current_rss_bytes() - rss0;
 
           at::Tensor ids = at::randint(vocab, {batch, seq}, at::kLong);
@@ -87,7 +87,7 @@ int main(int argc, char** argv) {
             world.barrier();
             const auto t0 = Clock::now();
             model.sequence_logprobs(ids, {}, sel).mean().backward();
-            opt.step(1e-5);
+            opt.step(1e-5, opt.grad_norm());
             opt.zero_grad();
             world.barrier();
             step_seconds = std::chrono::duration<double>(Clock::now() - t0).count();

@@ -48,7 +48,7 @@ int main(int argc, char** argv) {
           if (world.is_root()) std::cout << kto::config::dump_config(config, true);
           return 0;
         }
-        kto::log::set_level(kto::log::parse_level(config.run.log_level));
+        kto::log::set_level(config.run.log_level);
         int64_t threads = config.run.threads;
         if (threads <= 0) {
           const char* omp = std::getenv("OMP_NUM_THREADS");
@@ -60,6 +60,7 @@ int main(int argc, char** argv) {
         kto::signals::install_stop_handlers(/*announce=*/world.is_root());
         kto::train::Trainer trainer(config, world);
         trainer.fit();
+        if (trainer.failed()) return 1;  // every rank alike: an orderly end, no abort
         return trainer.stopped() ? kto::signals::kExitStopped : 0;
       });
 }

@@ -68,9 +68,9 @@ void fsync_path(const std::string& path) {
 hid_t file_type_of(const at::Tensor& t) { return t.scalar_type() == at::kDouble ? H5T_IEEE_F64LE : H5T_IEEE_F32LE; }
 hid_t mem_type_of(const at::Tensor& t) { return t.scalar_type() == at::kDouble ? H5T_NATIVE_DOUBLE : H5T_NATIVE_FLOAT; }
 
-// Writes this rank's slices; returns "file sha256 bytes".
-std::string write_shard(const std::string& path, const fsdp::ShardedModel& policy,
-                        const fsdp::ShardedOptimizer& optimizer, int64_t step, int rank, int world) {
+// Writes this rank's slices; returns the shard's entry of the manifest.
+ShardEntry write_shard(const std::string& path, const fsdp::ShardedModel& policy,
+                       const fsdp::ShardedOptimizer& optimizer, int64_t step, int rank, int world) {
   {
     h5::Handle file(KTO_H5_CHECK(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT)));
     h5::write_int_attr(file, "format_version", kFormatVersion);
@@ -78,7 +78,7 @@ std::string write_shard(const std::string& path, const fsdp::ShardedModel& polic
     h5::write_int_attr(file, "world_size", world);
     h5::write_int_attr(file, "step", step);
     h5::Handle units(KTO_H5_CHECK(H5Gcreate2(file, "units", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)));
-    auto& state = const_cast<fsdp::ShardedOptimizer&>(optimizer).state();
+    const auto& state = optimizer.state();
     for (size_t u = 0; u < policy.shards().size(); ++u) {
       h5::Handle group(KTO_H5_CHECK(
           H5Gcreate2(units, policy.layout().units[u].name.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)));
@@ -93,16 +93,34 @@ std::string write_shard(const std::string& path, const fsdp::ShardedModel& polic
   }
   fsync_path(path);
   struct stat st {};
-  ::stat(path.c_str(), &st);
-  return str_cat(shard_name(rank, world), " ", sha256_file(path), " ", st.st_size);
+  if (::stat(path.c_str(), &st) != 0) throw Error(str_cat(path, ": cannot stat: ", std::strerror(errno)));
+  return {shard_name(rank, world), sha256_file(path), static_cast<int64_t>(st.st_size)};
+}
+
+// The test seam documented at ckpt::save: the one place a fault is injected.
+void fault_point_between_shards_and_manifest(int64_t step, const comm::ProcessGroup& group) {
+  const char* kill_at = std::getenv("KTO_FAULT_KILL_IN_CHECKPOINT");
+  if (kill_at != nullptr && std::atoll(kill_at) == step && group.is_root()) std::raise(SIGKILL);
+}
+
+// Every rank's shard entry, in rank order (on every rank).
+std::vector<ShardEntry> gather_entries(const ShardEntry& mine, const comm::ProcessGroup& group) {
+  const std::vector<std::string> sha = group.all_gather(mine.sha256);
+  std::vector<int64_t> bytes(static_cast<size_t>(group.size()), 0);
+  bytes[static_cast<size_t>(group.rank())] = mine.bytes;
+  group.all_reduce(bytes.data(), group.size(), comm::ReduceOp::sum);  // each rank fills its own slot
+  std::vector<ShardEntry> out;
+  for (int r = 0; r < group.size(); ++r)
+    out.push_back({shard_name(r, group.size()), sha[static_cast<size_t>(r)], bytes[static_cast<size_t>(r)]});
+  return out;
 }
 
 }  // namespace
 
-std::string save(const std::string& checkpoints_dir, const fsdp::ShardedModel& policy,
-                 const fsdp::ShardedOptimizer& optimizer, const TrainingState& state, const std::string& config_yaml,
-                 const std::string& reference_identity, const std::string& model_source, int64_t keep,
-                 const comm::ProcessGroup& group) {
+std::string save(const SaveRequest& request, const fsdp::ShardedModel& policy,
+                 const fsdp::ShardedOptimizer& optimizer, const comm::ProcessGroup& group) {
+  const std::string& checkpoints_dir = request.checkpoints_dir;
+  const TrainingState& state = request.state;
   const int W = group.size(), r = group.rank();
   const std::string final_dir = join_path(checkpoints_dir, step_name(state.step));
   const std::string tmp_dir = final_dir + ".tmp";
@@ -113,41 +131,32 @@ std::string save(const std::string& checkpoints_dir, const fsdp::ShardedModel& p
   }
   group.barrier();
   const std::string path = join_path(tmp_dir, shard_name(r, W));
-  std::string entry;
+  ShardEntry entry;
   try {
     entry = write_shard(path, policy, optimizer, state.step, r, W);
   } catch (const std::exception& e) {
     throw Error(str_cat("checkpoint ", final_dir, ": writing ", path, " failed (disk full or quota?): ", e.what(),
                         "; the previous checkpoints are untouched"));
   }
-  // Test hook for crash-consistency tests: die between the shards and the manifest.
-  if (const char* kill_at = std::getenv("KTO_FAULT_KILL_IN_CHECKPOINT");
-      kill_at != nullptr && std::atoll(kill_at) == state.step && group.is_root()) {
-    std::raise(SIGKILL);
-  }
-  const std::vector<std::string> entries = group.all_gather(entry);  // every shard's checksum, in rank order
+  fault_point_between_shards_and_manifest(state.step, group);
+  const std::vector<ShardEntry> entries = gather_entries(entry, group);  // every shard's checksum
   if (group.is_root()) {
     Manifest m;
     m.step = state.step;
     m.world_size = W;
-    m.optimizer = optimizer.options().name;
+    m.optimizer = choice_name(fsdp::kOptimizerNames, optimizer.options().name);
     m.optimizer_steps = optimizer.step_count();
-    m.state_tensors = static_cast<int64_t>(const_cast<fsdp::ShardedOptimizer&>(optimizer).state().front().size());
+    m.state_tensors = static_cast<int64_t>(optimizer.state().front().size());
     m.master_dtype = policy.shards().front().scalar_type() == at::kDouble ? "float64" : "float32";
     m.sampler = state.sampler;
     for (size_t u = 0; u < policy.layout().units.size(); ++u) {
       const fsdp::ShardRange& range = policy.range(u);
       m.units.push_back({policy.layout().units[u].name, range.numel, range.padded_numel, range.shard_numel});
     }
-    for (const std::string& e : entries) {
-      std::istringstream in(e);
-      ShardEntry s;
-      in >> s.file >> s.sha256 >> s.bytes;
-      m.shards.push_back(s);
-    }
-    m.reference_identity = reference_identity;
-    m.model_source = model_source;
-    m.config_yaml = config_yaml;
+    m.shards = entries;
+    m.reference_identity = request.reference_identity;
+    m.model_source = request.model_source;
+    m.config_yaml = request.config_yaml;
     m.created = utc_now();
     m.producer = build_summary();
     write_text_file(join_path(tmp_dir, "manifest.yaml"), manifest_yaml(m));
@@ -158,7 +167,7 @@ std::string save(const std::string& checkpoints_dir, const fsdp::ShardedModel& p
     }
     fsync_path(checkpoints_dir);
     const auto complete = list_steps(checkpoints_dir, false);
-    for (size_t i = static_cast<size_t>(std::max<int64_t>(keep, 1)); i < complete.size(); ++i) remove_tree(complete[i].second);
+    for (size_t i = static_cast<size_t>(std::max<int64_t>(request.keep, 1)); i < complete.size(); ++i) remove_tree(complete[i].second);
   }
   group.barrier();
   log::info("ckpt", "saved ", final_dir);
@@ -241,8 +250,9 @@ TrainingState load(const std::string& dir, fsdp::ShardedModel& policy, fsdp::Sha
     }
   }
   auto& state = optimizer.state();
-  if (m.optimizer != optimizer.options().name || m.state_tensors != static_cast<int64_t>(state.front().size())) {
-    throw Error(str_cat(dir, ": saved with optimizer ", m.optimizer, ", this run uses ", optimizer.options().name));
+  const char* optimizer_name = choice_name(fsdp::kOptimizerNames, optimizer.options().name);
+  if (m.optimizer != optimizer_name || m.state_tensors != static_cast<int64_t>(state.front().size())) {
+    throw Error(str_cat(dir, ": saved with optimizer ", m.optimizer, ", this run uses ", optimizer_name));
   }
   at::NoGradGuard no_grad;
   for (size_t u = 0; u < units.size(); ++u) {

@@ -1,6 +1,5 @@
 #include "kto/config/config.h"
 
-#include <cstdlib>
 
 #include "kto/util/files.h"
 #include "yaml_io.h"
@@ -71,29 +70,10 @@ void Config::validate(const std::string& source) const {
   if (has_architecture) model.architecture.validate(source, "model.architecture.");
   if (!(model.init_std > 0))
     throw ConfigError(str_cat(source, ": key 'model.init_std': must be positive, got ", model.init_std));
-  auto fail = [&](const char* key, const std::string& what) {
-    throw ConfigError(str_cat(source, ": key '", key, "': ", what));
-  };
-  if (data.micro_batch < 1) fail("data.micro_batch", str_cat("must be >= 1, got ", data.micro_batch));
-  if (data.global_batch < 0) fail("data.global_batch", str_cat("must be >= 0, got ", data.global_batch));
-  if (data.grad_accum < 1) fail("data.grad_accum", str_cat("must be >= 1, got ", data.grad_accum));
-  if (data.pad_to_multiple_of < 1) fail("data.pad_to_multiple_of", "must be >= 1");
-  if (!(loss.beta > 0)) fail("loss.beta", str_cat("must be positive, got ", loss.beta));
-  for (const auto& [key, text] :
-       {std::pair<const char*, std::string>{"loss.desirable_weight", loss.desirable_weight},
-        {"loss.undesirable_weight", loss.undesirable_weight}}) {
-    if (text == "auto") continue;
-    char* end = nullptr;
-    const double w = std::strtod(text.c_str(), &end);
-    if (text.empty() || *end != '\0' || !(w > 0))
-      fail(key, "must be a positive number or auto, got '" + text + "'");
-  }
-  if (!(optim.lr > 0)) fail("optim.lr", str_cat("must be positive, got ", optim.lr));
-  if (!(optim.eps > 0)) fail("optim.eps", "must be positive");
-  if (optim.weight_decay < 0) fail("optim.weight_decay", "must be >= 0");
-  if (optim.max_grad_norm < 0) fail("optim.max_grad_norm", "must be >= 0 (0: no clipping)");
-  if (!(optim.beta1 >= 0 && optim.beta1 < 1)) fail("optim.beta1", "must be in [0, 1)");
-  if (!(optim.beta2 >= 0 && optim.beta2 < 1)) fail("optim.beta2", "must be in [0, 1)");
+  auto fail = [&](const char* key, const std::string& what) { throw key_error(source, key, what); };
+  data.validate(source, "data.");
+  loss.validate(source, "loss.");
+  optim.validate(source, "optim.");
   if (schedule.warmup_steps < 0) fail("schedule.warmup_steps", "must be >= 0");
   if (!(schedule.min_lr_ratio >= 0 && schedule.min_lr_ratio <= 1))
     fail("schedule.min_lr_ratio", "must be in [0, 1]");

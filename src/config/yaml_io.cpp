@@ -116,7 +116,18 @@ bool read_scalar(const YAML::Node& node, std::vector<std::string>& out) {
   return true;
 }
 
+bool read_scalar(const YAML::Node& node, loss::ClassWeight& out) {
+  if (!node.IsScalar()) return false;
+  if (node.Scalar() == "auto") {
+    out = {true, 1.0};
+    return true;
+  }
+  out.automatic = false;
+  return read_scalar(node, out.value);
+}
+
 const char* type_name(const std::vector<std::string>&) { return "list of strings"; }
+const char* type_name(const loss::ClassWeight&) { return "number or auto"; }
 const char* type_name(const bool&) { return "bool"; }
 const char* type_name(const int64_t&) { return "int"; }
 const char* type_name(const double&) { return "float"; }

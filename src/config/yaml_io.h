@@ -5,12 +5,14 @@
 #include <yaml-cpp/yaml.h>
 
 #include <cstdint>
-#include <initializer_list>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
 
+#include "kto/loss/options.h"
 #include "kto/util/check.h"
+#include "kto/util/choice.h"
 
 namespace kto::config {
 
@@ -32,11 +34,14 @@ bool read_scalar(const YAML::Node& node, double& out);
 bool read_scalar(const YAML::Node& node, std::string& out);
 // A list of strings (a single string is a one-element list).
 bool read_scalar(const YAML::Node& node, std::vector<std::string>& out);
+// A positive number or `auto`.
+bool read_scalar(const YAML::Node& node, loss::ClassWeight& out);
 const char* type_name(const bool&);
 const char* type_name(const int64_t&);
 const char* type_name(const double&);
 const char* type_name(const std::string&);
 const char* type_name(const std::vector<std::string>&);
+const char* type_name(const loss::ClassWeight&);
 std::string node_text(const YAML::Node& node);
 // The shortest decimal text that reads back as exactly `value` ("1e-05", not 1.0000000000000001e-05).
 std::string shortest_double(double value);
@@ -46,6 +51,7 @@ const T& emit_form(const T& value) {
   return value;
 }
 inline std::string emit_form(const double& value) { return shortest_double(value); }
+inline std::string emit_form(const loss::ClassWeight& w) { return w.automatic ? "auto" : shortest_double(w.value); }
 
 class YamlReader {
  public:
@@ -60,15 +66,15 @@ class YamlReader {
   void required(const char* key, T& value, const char* /*doc*/) {
     read(key, value, true);
   }
-  void choice(const char* key, std::string& value, std::initializer_list<const char*> options,
-              const char* /*doc*/) {
-    if (!read(key, value, false)) return;
-    std::string list;
-    for (const char* option : options) {
-      if (value == option) return;
-      list += (list.empty() ? "" : ", ") + std::string(option);
+  template <class E, size_t N>
+  void choice(const char* key, E& value, const ChoiceTable<E, N>& table, const char* /*doc*/) {
+    std::string text;
+    if (!read(key, text, false)) return;
+    if (const std::optional<E> parsed = parse_choice(table, text)) {
+      value = *parsed;
+      return;
     }
-    fail(key, node_[key], "'" + value + "' is not one of: " + list);
+    fail(key, node_[key], "'" + text + "' is not one of: " + choice_names(table));
   }
   template <class S>
   void section(const char* key, S& sub, const char* /*doc*/) {
@@ -119,8 +125,10 @@ class YamlWriter {
   void required(const char* key, T& value, const char* doc) {
     field(key, value, doc);
   }
-  void choice(const char* key, std::string& value, std::initializer_list<const char*>, const char* doc) {
-    field(key, value, doc);
+  template <class E, size_t N>
+  void choice(const char* key, E& value, const ChoiceTable<E, N>& table, const char* doc) {
+    std::string text = choice_name(table, value);
+    field(key, text, doc);
   }
   template <class S>
   void section(const char* key, S& sub, const char* doc) {
@@ -148,11 +156,9 @@ class MarkdownWriter {
   void required(const char* key, T& value, const char* doc) {
     row(key, type_name(value), "required", doc);
   }
-  void choice(const char* key, std::string& value, std::initializer_list<const char*> options,
-              const char* doc) {
-    std::string type;
-    for (const char* option : options) type += (type.empty() ? "" : " \\| ") + std::string(option);
-    row(key, type, default_text(value), doc);
+  template <class E, size_t N>
+  void choice(const char* key, E& value, const ChoiceTable<E, N>& table, const char* doc) {
+    row(key, choice_names(table, " \\| "), default_text(std::string(choice_name(table, value))), doc);
   }
   template <class S>
   void section(const char* key, S& sub, const char* doc) {

@@ -10,13 +10,6 @@ namespace kto::data {
 
 using detail::str_cat;
 
-Pairing parse_pairing(const std::string& name) {
-  if (name == "next") return Pairing::next;
-  if (name == "prev") return Pairing::prev;
-  if (name == "reverse") return Pairing::reverse;
-  throw ConfigError("unknown KL pairing '" + name + "' (use next, prev or reverse)");
-}
-
 int64_t paired_index(Pairing pairing, int64_t i, int64_t n) {
   switch (pairing) {
     case Pairing::next: return (i + 1) % n;
@@ -24,6 +17,18 @@ int64_t paired_index(Pairing pairing, int64_t i, int64_t n) {
     case Pairing::reverse: return n - 1 - i;
   }
   return i;
+}
+
+BatchOptions batch_options(const DataOptions& data, const Dataset& dataset, bool kl_pass) {
+  const DatasetAttributes& a = dataset.attributes();
+  BatchOptions o;
+  o.pairing = data.pairing;
+  o.pad_id = a.pad_id >= 0 ? a.pad_id : (a.eos_id >= 0 ? a.eos_id : 0);
+  o.max_length = a.max_length;
+  o.pad_to_multiple_of = data.pad_to_multiple_of;
+  o.with_reference_logps = dataset.has_reference_logps();
+  o.build_kl = kl_pass && !dataset.paired();
+  return o;
 }
 
 namespace {
@@ -87,7 +92,6 @@ Microbatch assemble_microbatch(const std::vector<Example>& examples, const std::
   std::vector<Sequence> target, kl;
   Microbatch mb;
   mb.desirable = at::empty({n}, at::kBool);
-  mb.kl_empty = at::zeros({n}, at::kBool);
   for (int64_t i = 0; i < n; ++i) {
     const Example& e = examples[static_cast<size_t>(i)];
     target.push_back({e.tokens.data(), e.prompt_len, e.tokens.data() + e.prompt_len, e.completion_len()});
@@ -97,7 +101,6 @@ Microbatch assemble_microbatch(const std::vector<Example>& examples, const std::
       if (o.max_length > 0 && e.prompt_len + borrowed > o.max_length) {
         borrowed = std::max<int64_t>(0, o.max_length - e.prompt_len);
       }
-      if (borrowed == 0) mb.kl_empty[i] = true;
       kl.push_back({e.tokens.data(), e.prompt_len, other.tokens.data() + other.prompt_len, borrowed});
     }
     mb.desirable[i] = e.desirable;

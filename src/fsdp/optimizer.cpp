@@ -9,40 +9,36 @@
 namespace kto::fsdp {
 
 ShardedOptimizer::ShardedOptimizer(std::vector<at::Tensor> params, std::vector<std::vector<Segment>> decay,
-                                   OptimizerOptions options, const comm::ProcessGroup* group)
-    : params_(std::move(params)), decay_(std::move(decay)), options_(std::move(options)), group_(group) {
-  if (options_.name != "adamw" && options_.name != "rmsprop") {
-    throw ConfigError("unknown optimizer '" + options_.name + "' (use adamw or rmsprop)");
-  }
+                                   OptimizerOptions options, comm::Communicator* comm)
+    : params_(std::move(params)), decay_(std::move(decay)), options_(options), comm_(comm) {
   KTO_CHECK(decay_.size() == params_.size(), "one list of decay segments per parameter");
   for (const at::Tensor& p : params_) {
     KTO_CHECK(p.scalar_type() == at::kFloat || p.scalar_type() == at::kDouble,
               "optimizer parameters must be fp32/fp64 masters");
     std::vector<at::Tensor> s;
-    if (options_.name == "adamw") s.push_back(at::zeros_like(p, at::MemoryFormat::Contiguous).detach());
+    if (options_.name == OptimizerName::adamw) s.push_back(at::zeros_like(p, at::MemoryFormat::Contiguous).detach());
     s.push_back(at::zeros_like(p, at::MemoryFormat::Contiguous).detach());
     state_.push_back(std::move(s));
   }
 }
 
 double ShardedOptimizer::grad_norm() const {
-  double sq = 0;
+  // On the device, in fp64, added unit by unit in order (the same sum on every device kind
+  // and world size); no host sync until the single copy at the end.
+  at::Tensor sq = at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(params_.front().device()));
   for (const at::Tensor& p : params_) {
-    if (p.grad().defined()) sq += p.grad().to(at::kDouble).pow(2).sum().item<double>();
+    if (p.grad().defined()) sq = sq + p.grad().to(at::kDouble).pow(2).sum();
   }
   // Each rank holds a disjoint slice: the global squared norm is the sum over ranks.
-  if (group_ != nullptr) sq = group_->all_reduce(sq, comm::ReduceOp::sum);
-  return std::sqrt(sq);
+  if (comm_ != nullptr) comm_->all_reduce(sq, comm::ReduceOp::sum)->wait();
+  return std::sqrt(sq.item<double>());
 }
 
-StepResult ShardedOptimizer::step(double lr) {
-  StepResult result;
-  result.grad_norm = grad_norm();
-  result.finite = std::isfinite(result.grad_norm);
-  if (!result.finite) return result;  // identical norm on every rank: every rank skips
+void ShardedOptimizer::step(double lr, double grad_norm) {
+  KTO_CHECK(std::isfinite(grad_norm), "a non-finite gradient norm must skip the step, not reach it");
   double scale = 1.0;
-  if (options_.max_grad_norm > 0 && result.grad_norm > options_.max_grad_norm) {
-    scale = options_.max_grad_norm / (result.grad_norm + 1e-6);  // torch.nn.utils.clip_grad_norm_
+  if (options_.max_grad_norm > 0 && grad_norm > options_.max_grad_norm) {
+    scale = options_.max_grad_norm / (grad_norm + 1e-6);  // torch.nn.utils.clip_grad_norm_
   }
   ++steps_;
   at::NoGradGuard no_grad;
@@ -52,7 +48,7 @@ StepResult ShardedOptimizer::step(double lr) {
     if (!p.grad().defined()) continue;
     at::Tensor g = p.grad();
     if (scale != 1.0) g = g * scale;
-    if (options_.name == "adamw") {
+    if (options_.name == OptimizerName::adamw) {
       at::Tensor& m = state_[i][0];
       at::Tensor& v = state_[i][1];
       if (wd != 0) {
@@ -75,7 +71,6 @@ StepResult ShardedOptimizer::step(double lr) {
       p.addcdiv_(g, v.sqrt().add_(options_.eps), -lr);
     }
   }
-  return result;
 }
 
 void ShardedOptimizer::zero_grad() {

@@ -5,10 +5,9 @@
 #include <chrono>
 
 #include "kto/io/hf_checkpoint.h"
-#include "kto/model/blocks.h"
 #include "kto/model/dense_model.h"
 #include "kto/util/check.h"
-#include "unit_function.h"
+#include "runners.h"
 
 namespace kto::fsdp {
 
@@ -59,6 +58,16 @@ std::vector<Segment> decay_segments(const model::UnitLayout& unit, int64_t begin
   return out;
 }
 
+double training_bytes_per_rank(const model::ModelConfig& config, const model::ModelLayout& layout, int world_size,
+                               int compute_bytes, int optimizer_state_tensors, bool with_reference,
+                               bool reshard_after_forward) {
+  const double n = static_cast<double>(config.num_parameters()), W = static_cast<double>(world_size);
+  int64_t largest = 0;
+  for (const model::UnitLayout& u : layout.units) largest = std::max(largest, u.numel);
+  const double gathered = static_cast<double>(largest) * compute_bytes * (reshard_after_forward ? 2 : 1);
+  return n * (4 + 4 + 4.0 * optimizer_state_tensors) / W + (with_reference ? n * compute_bytes / W : 0) + gathered;
+}
+
 // ---------------------------------------------------------------------------------------------
 // UnitGatherer
 
@@ -98,7 +107,11 @@ at::Tensor UnitGatherer::get(size_t unit) {
   return p->full.narrow(0, 0, model_.range(unit).numel);
 }
 
-at::Tensor UnitGatherer::reduce_scatter(size_t unit, const at::Tensor& full_grad, at::ScalarType out_dtype) {
+const model::ModelLayout& UnitGatherer::layout() const { return model_.layout(); }
+const at::Tensor& UnitGatherer::slice(size_t unit) const { return model_.shards()[unit]; }
+bool UnitGatherer::prefetching() const { return model_.options().prefetch; }
+
+at::Tensor UnitGatherer::reduce_scatter(size_t unit, const at::Tensor& full_grad) {
   const ShardRange& r = model_.range(unit);
   const auto opts = at::TensorOptions().dtype(model_.options().compute_dtype).device(model_.options().device);
   at::Tensor padded = at::zeros({r.padded_numel}, opts);
@@ -109,7 +122,7 @@ at::Tensor UnitGatherer::reduce_scatter(size_t unit, const at::Tensor& full_grad
   stats.wait_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   stats.reduce_scatter_bytes += padded.numel() * padded.element_size();
   ++stats.reduce_scatters;
-  return shard.to(out_dtype);
+  return shard.to(model_.shards()[unit].scalar_type());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -186,88 +199,20 @@ int64_t ShardedModel::shard_bytes() const {
 const CommStats& ShardedModel::comm_stats() const { return gatherer_->stats; }
 void ShardedModel::reset_comm_stats() { gatherer_->stats = CommStats{}; }
 
-std::vector<at::Tensor> ShardedModel::RunContext::as_list() const {
-  return {cos, sin, causal, keys, sel_rows, sel_targets, sel_seq};
-}
-
-ShardedModel::RunContext ShardedModel::RunContext::from_list(const std::vector<at::Tensor>& l, int64_t batch,
-                                                             int64_t seq_len) {
-  KTO_CHECK(l.size() == 7, "RunContext needs 7 tensors, got ", l.size());
-  RunContext c{l[0], l[1], l[2], l[3], l[4], l[5], l[6]};
-  c.batch = batch;
-  c.seq_len = seq_len;
-  return c;
-}
-
-at::Tensor ShardedModel::run_unit(size_t unit, const std::vector<at::Tensor>& full, const at::Tensor& x,
-                                  const RunContext& ctx) const {
-  const model::UnitLayout& layout = layout_.units[unit];
-  switch (layout.kind) {
-    case model::UnitKind::embed: return model::embed_forward(model::bind_embed(layout, full[0]), x);
-    case model::UnitKind::block: {
-      model::AttentionInputs attn;
-      attn.cos = ctx.cos;
-      attn.sin = ctx.sin;
-      attn.causal_TT = ctx.causal;
-      if (ctx.keys.numel() > 0) attn.keys_B11T = ctx.keys;
-      attn.causal_only = config_.sliding_window == 0 && !attn.keys_B11T.defined();
-      return model::block_forward(config_, model::bind_block(layout, full[0]), x, attn);
-    }
-    case model::UnitKind::head: {
-      const model::HeadWeights head = model::bind_head(layout, full[0]);
-      const at::Tensor hidden = model::head_norm_forward(config_, head, x);
-      const at::Tensor lm_head =
-          head.lm_head.defined() ? head.lm_head : model::bind_embed(layout_.embed(), full.at(1)).table;
-      model::TokenSelection sel;
-      sel.rows = ctx.sel_rows;
-      sel.targets = ctx.sel_targets;
-      sel.seq = ctx.sel_seq;
-      sel.batch = ctx.batch;
-      sel.seq_len = ctx.seq_len;
-      return model::sequence_logprob_sums(hidden, lm_head, sel, options_.logprob_chunk_rows);
-    }
-  }
-  KTO_CHECK(false, "unknown unit kind");
-}
-
 at::Tensor ShardedModel::sequence_logprobs(const at::Tensor& ids_BT, const at::Tensor& attention_mask_BT,
                                            const model::TokenSelection& selection) {
   KTO_CHECK(ids_BT.dim() == 2, "input_ids must be [B, T], got ", ids_BT.sizes());
   const at::Device device = options_.device;
-  const model::AttentionInputs attn = model::make_attention_inputs(config_, attention_mask_BT, ids_BT.size(1),
-                                                                   options_.compute_dtype, device);
-  const model::TokenSelection sel = selection.to(device);
-  RunContext ctx;
-  ctx.cos = attn.cos;
-  ctx.sin = attn.sin;
-  ctx.causal = attn.causal_TT;
-  ctx.keys = attn.keys_B11T.defined() ? attn.keys_B11T : at::empty({0}, attn.causal_TT.options());
-  ctx.sel_rows = sel.rows;
-  ctx.sel_targets = sel.targets;
-  ctx.sel_seq = sel.seq;
-  ctx.batch = sel.batch;
-  ctx.seq_len = sel.seq_len;
-  const at::Tensor ids = ids_BT.to(device);
-  const bool with_grad = options_.trainable && at::GradMode::is_enabled();
-  return with_grad ? forward_with_grad(ids, ctx) : forward_no_grad(ids, ctx);
-}
-
-at::Tensor ShardedModel::forward_no_grad(const at::Tensor& ids, const RunContext& ctx) {
-  at::NoGradGuard no_grad;
-  const size_t n = layout_.units.size();
-  at::Tensor x = ids;
-  for (size_t u = 0; u < n; ++u) {
-    const at::Tensor full = gatherer_->get(u);
-    if (options_.prefetch && u + 1 < n) gatherer_->prefetch(u + 1);
-    std::vector<at::Tensor> fulls{full};
-    if (u == head_unit() && tied()) fulls.push_back(gatherer_->get(0));
-    x = run_unit(u, fulls, x, ctx);
-  }
-  return x;
-}
-
-at::Tensor ShardedModel::forward_with_grad(const at::Tensor& ids, const RunContext& ctx) {
-  return options_.reshard_after_forward ? forward_resharded(*this, ids, ctx) : forward_kept(*this, ids, ctx);
+  auto context = std::make_shared<model::ForwardContext>();
+  context->attention = model::make_attention_inputs(config_, attention_mask_BT, ids_BT.size(1),
+                                                    options_.compute_dtype, device);
+  context->selection = selection.to(device);
+  context->logprob_chunk_rows = options_.logprob_chunk_rows;
+  const RunMode mode = !(options_.trainable && at::GradMode::is_enabled()) ? RunMode::no_grad
+                       : options_.reshard_after_forward                    ? RunMode::resharded
+                                                                           : RunMode::kept;
+  const std::unique_ptr<model::UnitRunner> runner = make_runner(mode, *gatherer_);
+  return model::forward_units(config_, layout_, *runner, ids_BT.to(device), context);
 }
 
 }  // namespace kto::fsdp

@@ -3,11 +3,14 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <cstring>
+#include <fstream>
 
 #include "kto/model/hf_config.h"
 #include "kto/util/check.h"
 #include "kto/util/files.h"
 #include "kto/util/log.h"
+#include "kto/util/sha256.h"
 
 namespace kto::io {
 namespace {
@@ -102,7 +105,7 @@ model::DenseModel load_hf_model(const std::string& dir, at::ScalarType dtype) {
   check_hf_weights(weights, m.layout());
   for (size_t u = 0; u < m.units().size(); ++u)
     read_unit_range(weights, m.layout().units[u], 0, m.units()[u]);
-  log::info("io", "loaded ", dir, ": ", config.arch, ", ", config.num_parameters(), " parameters as ",
+  log::info("io", "loaded ", dir, ": ", model::name(config.arch), ", ", config.num_parameters(), " parameters as ",
             c10::toString(dtype));
   return m;
 }
@@ -124,6 +127,30 @@ void save_hf_model(const std::string& dir, const model::ModelConfig& config, con
   write_text_file(join_path(dir, "config.json"), config_json.empty()
                                                      ? model::hf_config_json(config, torch_dtype)
                                                      : model::hf_config_with_dtype(config_json, torch_dtype));
+}
+
+std::string hf_directory_identity(const std::string& dir) {
+  std::string text = read_text_file(join_path(dir, "config.json"));
+  const std::string index = join_path(dir, "model.safetensors.index.json");
+  if (path_exists(index)) {
+    text += read_text_file(index);
+  } else {
+    // The header only: 8 bytes of length, then the JSON (the file may be many gigabytes).
+    const std::string file = join_path(dir, "model.safetensors");
+    std::ifstream in(file, std::ios::binary | std::ios::ate);
+    if (!in) throw Error(file + ": cannot open");
+    const auto size = static_cast<uint64_t>(std::max<std::streamoff>(0, in.tellg()));
+    in.seekg(0);
+    std::string header(8, '\0');
+    in.read(header.data(), 8);
+    uint64_t n = 0;
+    if (in.gcount() == 8) std::memcpy(&n, header.data(), 8);
+    header.resize(static_cast<size_t>(8 + std::min<uint64_t>(n, size > 8 ? size - 8 : 0)));
+    in.read(header.data() + 8, static_cast<std::streamsize>(header.size() - 8));
+    header.resize(8 + static_cast<size_t>(std::max<std::streamsize>(0, in.gcount())));
+    text += header;
+  }
+  return "sha256 " + sha256_hex(text.data(), text.size());
 }
 
 }  // namespace kto::io

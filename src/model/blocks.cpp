@@ -53,12 +53,15 @@ at::Tensor norm(const ModelConfig& c, const at::Tensor& x, const at::Tensor& w, 
   return c.uses_layer_norm() ? layer_norm(x, w, b, c.norm_eps) : rms_norm(x, w, c.norm_eps);
 }
 
-at::Tensor activation(const std::string& name, const at::Tensor& x) {
-  if (name == "silu") return at::silu(x);
-  if (name == "gelu") return at::gelu(x);
-  if (name == "gelu_new" || name == "gelu_pytorch_tanh") return at::gelu(x, "tanh");
-  if (name == "relu") return at::relu(x);
-  KTO_CHECK(false, "unsupported activation ", name);
+at::Tensor activation(Activation a, const at::Tensor& x) {
+  switch (a) {
+    case Activation::silu: return at::silu(x);
+    case Activation::gelu: return at::gelu(x);
+    case Activation::gelu_new:
+    case Activation::gelu_pytorch_tanh: return at::gelu(x, "tanh");
+    case Activation::relu: return at::relu(x);
+  }
+  KTO_CHECK(false, "unsupported activation");
 }
 
 at::Tensor rotate_half(const at::Tensor& x) {
@@ -88,7 +91,7 @@ at::Tensor attention(const ModelConfig& c, const BlockWeights& w, const at::Tens
   const int64_t H = c.num_attention_heads, Hkv = c.kv_heads(), D = c.head_size();
   const at::Tensor qkv = at::linear(h_BTC, w.qkv_w, w.qkv_b);
   at::Tensor q, k, v;
-  if (c.arch_kind() == Arch::gpt_neox) {
+  if (c.arch == Arch::gpt_neox) {
     const at::Tensor per_head = qkv.view({B, T, H, 3 * D});  // per head [q k v]
     q = per_head.narrow(-1, 0, D);
     k = per_head.narrow(-1, D, D);
@@ -168,11 +171,13 @@ BlockWeights bind_block(const UnitLayout& unit, const at::Tensor& flat) {
   return w;
 }
 
-HeadWeights bind_head(const UnitLayout& unit, const at::Tensor& flat) {
+HeadWeights bind_head(const ModelLayout& layout, const std::vector<at::Tensor>& flats) {
+  const UnitLayout& unit = layout.head();
+  KTO_CHECK(flats.size() == (layout.tied_head() ? 2u : 1u), "head: ", flats.size(), " weight buffers");
   HeadWeights w;
-  w.norm_w = view_of(flat, unit.at(Role::norm_w));
-  w.norm_b = optional_view(flat, unit, Role::norm_b);
-  w.lm_head = optional_view(flat, unit, Role::lm_head);
+  w.norm_w = view_of(flats[0], unit.at(Role::norm_w));
+  w.norm_b = optional_view(flats[0], unit, Role::norm_b);
+  w.lm_head = layout.tied_head() ? bind_embed(layout.embed(), flats[1]).table : view_of(flats[0], unit.at(Role::lm_head));
   return w;
 }
 
@@ -181,8 +186,8 @@ at::Tensor rope_inv_freq(const ModelConfig& c) {
   const at::Tensor inv =
       1.0 / at::pow(c.rope_theta, at::arange(0, dim, 2, at::kDouble) / static_cast<double>(dim));
   const RopeScaling& rs = c.rope_scaling;
-  if (rs.type == "linear") return inv / rs.factor;
-  if (rs.type == "llama3") {
+  if (rs.type == RopeType::linear) return inv / rs.factor;
+  if (rs.type == RopeType::llama3) {
     // Llama 3.1: long wavelengths are scaled by 1/factor, short ones kept, and the band between
     // interpolated smoothly in 1/wavelength.
     const double old_len = static_cast<double>(rs.original_max_position_embeddings);

@@ -4,6 +4,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include "kto/model/blocks.h"
+#include "kto/model/forward.h"
 #include "kto/util/check.h"
 
 namespace kto::model {
@@ -57,23 +58,39 @@ DenseModel DenseModel::to(at::ScalarType dtype) const {
   return out;
 }
 
+namespace {
+
+// A dense model's units are all in memory: a unit's buffers are handed out as they are.
+class LocalUnits : public UnitRunner {
+ public:
+  LocalUnits(const ModelLayout& layout, const std::vector<at::Tensor>& units) : layout_(layout), units_(units) {}
+  at::Tensor run(size_t unit, const at::Tensor& x, const UnitFn& fn) override { return fn(buffers(unit), x); }
+  std::vector<at::Tensor> buffers(size_t unit) const {
+    std::vector<at::Tensor> flats;
+    for (size_t u : layout_.weight_units(unit)) flats.push_back(units_[u]);
+    return flats;
+  }
+
+ private:
+  const ModelLayout& layout_;
+  const std::vector<at::Tensor>& units_;
+};
+
+}  // namespace
+
 at::Tensor DenseModel::lm_head() const {
-  const HeadWeights head = bind_head(layout_.head(), units_.back());
-  return head.lm_head.defined() ? head.lm_head : bind_embed(layout_.embed(), units_.front()).table;
+  return bind_head(layout_, LocalUnits(layout_, units_).buffers(layout_.units.size() - 1)).lm_head;
 }
 
 at::Tensor DenseModel::forward_hidden(const at::Tensor& ids_BT, const at::Tensor& attention_mask_BT,
                                       bool mask_padded_keys) const {
   KTO_CHECK(ids_BT.dim() == 2, "input_ids must be [B, T], got ", ids_BT.sizes());
   const at::Device device = units_.front().device();
-  const AttentionInputs attn =
+  auto context = std::make_shared<ForwardContext>();
+  context->attention =
       make_attention_inputs(config_, attention_mask_BT, ids_BT.size(1), dtype_, device, mask_padded_keys);
-  at::Tensor x = embed_forward(bind_embed(layout_.embed(), units_.front()), ids_BT.to(device));
-  for (int layer = 0; layer < layout_.num_blocks(); ++layer) {
-    x = block_forward(config_, bind_block(layout_.block(layer), units_[static_cast<size_t>(layer) + 1]), x,
-                      attn);
-  }
-  return head_norm_forward(config_, bind_head(layout_.head(), units_.back()), x);
+  LocalUnits runner(layout_, units_);
+  return forward_units(config_, layout_, runner, ids_BT.to(device), context);  // no selection: hidden states
 }
 
 }  // namespace kto::model

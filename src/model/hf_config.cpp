@@ -1,6 +1,7 @@
 #include "kto/model/hf_config.h"
 
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "kto/util/check.h"
 #include "kto/util/files.h"
@@ -74,15 +75,16 @@ void parse_rope_scaling(const Keys& keys, RopeScaling& out) {
   if (!rs.is_object()) keys.fail("rope_scaling", "expected an object or null, got " + rs.dump());
   Keys sub(rs, keys.source());
   // Newer configs say "rope_type", older ones "type".
-  std::string type = sub.string("rope_type", sub.string("type", "default"));
+  const std::string type = sub.string("rope_type", sub.string("type", "default"));
   if (type == "default") return;
-  if (type != "linear" && type != "llama3") {
+  const std::optional<RopeType> parsed = parse_choice(kRopeTypes, type);
+  if (!parsed || *parsed == RopeType::none) {
     keys.fail("rope_scaling",
               "rope type '" + type + "' is not supported (supported: default, linear, llama3)");
   }
-  out.type = type;
+  out.type = *parsed;
   out.factor = sub.number("factor", 1.0);
-  if (type == "llama3") {
+  if (out.type == RopeType::llama3) {
     out.low_freq_factor = sub.number("low_freq_factor", 1.0);
     out.high_freq_factor = sub.number("high_freq_factor", 4.0);
     out.original_max_position_embeddings = sub.integer("original_max_position_embeddings", 8192);
@@ -104,10 +106,9 @@ ModelConfig parse_hf_config(const std::string& json_text, const std::string& sou
   ModelConfig c;
   const std::string model_type = keys.string("model_type", "");
   if (model_type.empty()) keys.fail("model_type", "missing (required)");
-  if (model_type != "llama" && model_type != "mistral" && model_type != "qwen2" && model_type != "gpt_neox") {
-    keys.fail("model_type", "unsupported '" + model_type + "' (supported: llama, mistral, qwen2, gpt_neox)");
-  }
-  c.arch = model_type;
+  const std::optional<Arch> arch = parse_choice(kArchs, model_type);
+  if (!arch) keys.fail("model_type", "unsupported '" + model_type + "' (supported: " + choice_names(kArchs) + ")");
+  c.arch = *arch;
   c.vocab_size = keys.required_integer("vocab_size");
   c.hidden_size = keys.required_integer("hidden_size");
   c.intermediate_size = keys.required_integer("intermediate_size");
@@ -119,12 +120,21 @@ ModelConfig parse_hf_config(const std::string& json_text, const std::string& sou
   c.pad_token_id = keys.token_id("pad_token_id");
   parse_rope_scaling(keys, c.rope_scaling);
 
-  if (model_type == "gpt_neox") {
+  auto activation = [&](const char* fallback) {
+    const std::string text = keys.string("hidden_act", fallback);
+    const std::optional<Activation> a = parse_choice(kActivations, text);
+    if (!a) {
+      keys.fail("hidden_act",
+                "unsupported activation '" + text + "' (supported: " + choice_names(kActivations) + ")");
+    }
+    return *a;
+  };
+  if (c.arch == Arch::gpt_neox) {
     c.num_key_value_heads = c.num_attention_heads;
     c.norm_eps = keys.number("layer_norm_eps", 1e-5);
     c.rope_theta = keys.number("rope_theta", keys.number("rotary_emb_base", 10000.0));
     c.partial_rotary_factor = keys.number("partial_rotary_factor", keys.number("rotary_pct", 0.25));
-    c.hidden_act = keys.string("hidden_act", "gelu");
+    c.hidden_act = activation("gelu");
     c.parallel_residual = keys.boolean("use_parallel_residual", true);
     c.attention_bias = keys.boolean("attention_bias", true);
     c.tie_word_embeddings = keys.boolean("tie_word_embeddings", false);
@@ -134,17 +144,17 @@ ModelConfig parse_hf_config(const std::string& json_text, const std::string& sou
     c.norm_eps = keys.number("rms_norm_eps", 1e-6);
     c.rope_theta = keys.number("rope_theta", 10000.0);
     c.partial_rotary_factor = keys.number("partial_rotary_factor", 1.0);
-    c.hidden_act = keys.string("hidden_act", "silu");
+    c.hidden_act = activation("silu");
     c.tie_word_embeddings = keys.boolean("tie_word_embeddings", false);
-    if (model_type == "qwen2") {
+    if (c.arch == Arch::qwen2) {
       if (keys.boolean("use_sliding_window", false)) {
         keys.fail("use_sliding_window", "Qwen2 sliding-window layers are not supported");
       }
-    } else if (model_type == "llama") {
+    } else if (c.arch == Arch::llama) {
       c.attention_bias = keys.boolean("attention_bias", false);
       c.mlp_bias = keys.boolean("mlp_bias", false);
     }
-    if (model_type == "mistral") c.sliding_window = keys.integer("sliding_window", 0);
+    if (c.arch == Arch::mistral) c.sliding_window = keys.integer("sliding_window", 0);
   }
   c.resolve_defaults();
   c.validate(source);
@@ -158,14 +168,14 @@ ModelConfig read_hf_config(const std::string& dir) {
 
 std::string hf_config_json(const ModelConfig& c, const std::string& torch_dtype) {
   json j;
-  j["model_type"] = c.arch;
+  j["model_type"] = name(c.arch);
   j["vocab_size"] = c.vocab_size;
   j["hidden_size"] = c.hidden_size;
   j["intermediate_size"] = c.intermediate_size;
   j["num_hidden_layers"] = c.num_hidden_layers;
   j["num_attention_heads"] = c.num_attention_heads;
   j["max_position_embeddings"] = c.max_position_embeddings;
-  j["hidden_act"] = c.hidden_act;
+  j["hidden_act"] = choice_name(kActivations, c.hidden_act);
   j["tie_word_embeddings"] = c.tie_word_embeddings;
   j["torch_dtype"] = torch_dtype;
   auto id_or_null = [](int64_t id) { return id >= 0 ? json(id) : json(nullptr); };
@@ -173,16 +183,16 @@ std::string hf_config_json(const ModelConfig& c, const std::string& torch_dtype)
   j["eos_token_id"] = id_or_null(c.eos_token_id);
   if (c.pad_token_id >= 0) j["pad_token_id"] = c.pad_token_id;
   json rope = nullptr;
-  if (c.rope_scaling.type != "none") {
-    rope = {{"rope_type", c.rope_scaling.type}, {"factor", c.rope_scaling.factor}};
-    if (c.rope_scaling.type == "llama3") {
+  if (c.rope_scaling.type != RopeType::none) {
+    rope = {{"rope_type", choice_name(kRopeTypes, c.rope_scaling.type)}, {"factor", c.rope_scaling.factor}};
+    if (c.rope_scaling.type == RopeType::llama3) {
       rope["low_freq_factor"] = c.rope_scaling.low_freq_factor;
       rope["high_freq_factor"] = c.rope_scaling.high_freq_factor;
       rope["original_max_position_embeddings"] = c.rope_scaling.original_max_position_embeddings;
     }
   }
   j["rope_scaling"] = rope;
-  if (c.arch == "gpt_neox") {
+  if (c.arch == Arch::gpt_neox) {
     j["architectures"] = {"GPTNeoXForCausalLM"};
     j["layer_norm_eps"] = c.norm_eps;
     j["rotary_pct"] = c.partial_rotary_factor;
@@ -192,8 +202,8 @@ std::string hf_config_json(const ModelConfig& c, const std::string& torch_dtype)
     j["use_parallel_residual"] = c.parallel_residual;
     j["attention_bias"] = c.attention_bias;
   } else {
-    const char* arch_class = c.arch == "llama"     ? "LlamaForCausalLM"
-                             : c.arch == "mistral" ? "MistralForCausalLM"
+    const char* arch_class = c.arch == Arch::llama     ? "LlamaForCausalLM"
+                             : c.arch == Arch::mistral ? "MistralForCausalLM"
                                                    : "Qwen2ForCausalLM";
     j["architectures"] = {arch_class};
     j["num_key_value_heads"] = c.kv_heads();
@@ -201,13 +211,13 @@ std::string hf_config_json(const ModelConfig& c, const std::string& torch_dtype)
     j["rms_norm_eps"] = c.norm_eps;
     j["rope_theta"] = c.rope_theta;
     if (c.partial_rotary_factor != 1.0) j["partial_rotary_factor"] = c.partial_rotary_factor;
-    if (c.arch == "llama") {
+    if (c.arch == Arch::llama) {
       j["attention_bias"] = c.attention_bias;
       j["mlp_bias"] = c.mlp_bias;
     }
-    if (c.arch == "mistral")
+    if (c.arch == Arch::mistral)
       j["sliding_window"] = c.sliding_window > 0 ? json(c.sliding_window) : json(nullptr);
-    if (c.arch == "qwen2") j["use_sliding_window"] = false;
+    if (c.arch == Arch::qwen2) j["use_sliding_window"] = false;
   }
   return j.dump(2) + "\n";
 }

@@ -94,7 +94,7 @@ UnitLayout neox_block(const ModelConfig& c, int layer) {
 }  // namespace
 
 ModelLayout ModelLayout::build(const ModelConfig& c) {
-  const bool neox = c.arch_kind() == Arch::gpt_neox;
+  const bool neox = c.arch == Arch::gpt_neox;
   const int64_t V = c.vocab_size, C = c.hidden_size;
   ModelLayout layout;
 

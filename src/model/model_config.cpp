@@ -6,14 +6,6 @@ namespace kto::model {
 
 using detail::str_cat;
 
-Arch ModelConfig::arch_kind() const {
-  if (arch == "llama") return Arch::llama;
-  if (arch == "mistral") return Arch::mistral;
-  if (arch == "qwen2") return Arch::qwen2;
-  if (arch == "gpt_neox") return Arch::gpt_neox;
-  throw ConfigError("unknown model arch '" + arch + "' (supported: llama, mistral, qwen2, gpt_neox)");
-}
-
 int64_t ModelConfig::rotary_dim() const {
   // Hugging Face: int(head_dim * partial_rotary_factor); rotate_half needs it even.
   return static_cast<int64_t>(static_cast<double>(head_size()) * partial_rotary_factor);
@@ -41,8 +33,8 @@ void ModelConfig::resolve_defaults() {
   if (head_dim == 0 && num_attention_heads > 0 && hidden_size % num_attention_heads == 0) {
     head_dim = hidden_size / num_attention_heads;
   }
-  if (arch == "gpt_neox") mlp_bias = true;     // every GPT-NeoX MLP projection has a bias
-  if (arch == "qwen2") attention_bias = true;  // every Qwen2 q/k/v projection has a bias
+  if (arch == Arch::gpt_neox) mlp_bias = true;     // every GPT-NeoX MLP projection has a bias
+  if (arch == Arch::qwen2) attention_bias = true;  // every Qwen2 q/k/v projection has a bias
 }
 
 void ModelConfig::validate(const std::string& source, const std::string& prefix) const {
@@ -52,9 +44,6 @@ void ModelConfig::validate(const std::string& source, const std::string& prefix)
   auto positive = [&](const char* key, int64_t value) {
     if (value <= 0) fail(key, str_cat("must be positive, got ", value));
   };
-  if (arch != "llama" && arch != "mistral" && arch != "qwen2" && arch != "gpt_neox") {
-    fail("arch", "unknown model family '" + arch + "' (supported: llama, mistral, qwen2, gpt_neox)");
-  }
   positive("vocab_size", vocab_size);
   positive("hidden_size", hidden_size);
   positive("intermediate_size", intermediate_size);
@@ -71,7 +60,7 @@ void ModelConfig::validate(const std::string& source, const std::string& prefix)
     fail("hidden_size", str_cat(hidden_size, " is not divisible by num_attention_heads (",
                                 num_attention_heads, "); set head_dim explicitly"));
   }
-  if (arch == "gpt_neox") {
+  if (arch == Arch::gpt_neox) {
     if (kv_heads() != num_attention_heads) {
       fail("num_key_value_heads", "gpt_neox has no grouped-query attention (must equal num_attention_heads)");
     }
@@ -80,8 +69,8 @@ void ModelConfig::validate(const std::string& source, const std::string& prefix)
                                " * ", num_attention_heads, " != ", hidden_size, ")"));
     }
   }
-  if (arch == "mistral" && attention_bias) fail("attention_bias", "mistral has no attention biases");
-  if ((arch == "mistral" || arch == "qwen2") && mlp_bias) fail("mlp_bias", arch + " has no MLP biases");
+  if (arch == Arch::mistral && attention_bias) fail("attention_bias", "mistral has no attention biases");
+  if ((arch == Arch::mistral || arch == Arch::qwen2) && mlp_bias) fail("mlp_bias", std::string(name(arch)) + " has no MLP biases");
   if (!(norm_eps > 0)) fail("norm_eps", str_cat("must be positive, got ", norm_eps));
   if (!(rope_theta > 0)) fail("rope_theta", str_cat("must be positive, got ", rope_theta));
   if (!(partial_rotary_factor > 0 && partial_rotary_factor <= 1)) {
@@ -92,22 +81,14 @@ void ModelConfig::validate(const std::string& source, const std::string& prefix)
          str_cat("rotates ", rotary_dim(), " of ", head_size(), " head dims; needs an even number >= 2"));
   }
   const RopeScaling& rs = rope_scaling;
-  if (rs.type != "none" && rs.type != "linear" && rs.type != "llama3") {
-    fail("rope_scaling.type", "unsupported '" + rs.type + "' (supported: none, linear, llama3)");
-  }
-  if (rs.type != "none" && !(rs.factor > 0)) fail("rope_scaling.factor", "must be positive");
-  if (rs.type == "llama3") {
+  if (rs.type != RopeType::none && !(rs.factor > 0)) fail("rope_scaling.factor", "must be positive");
+  if (rs.type == RopeType::llama3) {
     if (!(rs.low_freq_factor > 0 && rs.high_freq_factor > rs.low_freq_factor)) {
       fail("rope_scaling.high_freq_factor", "llama3 needs 0 < low_freq_factor < high_freq_factor");
     }
     if (rs.original_max_position_embeddings <= 0) {
       fail("rope_scaling.original_max_position_embeddings", "must be positive");
     }
-  }
-  if (hidden_act != "silu" && hidden_act != "gelu" && hidden_act != "gelu_new" &&
-      hidden_act != "gelu_pytorch_tanh" && hidden_act != "relu") {
-    fail("hidden_act", "unsupported activation '" + hidden_act +
-                           "' (supported: silu, gelu, gelu_new, gelu_pytorch_tanh, relu)");
   }
   if (sliding_window < 0) fail("sliding_window", "must not be negative (0 = full attention)");
   for (const auto& [key, id] : {std::pair<const char*, int64_t>{"bos_token_id", bos_token_id},

@@ -33,17 +33,11 @@ std::map<std::string, double> Trainer::evaluate() {
   }
   const int64_t rounds = world_.all_reduce(static_cast<int64_t>(groups.size()), comm::ReduceOp::max);
 
-  data::BatchOptions bo;
-  bo.pairing = data::parse_pairing(config_.data.pairing);
-  bo.pad_id = std::max<int64_t>(0, ds.attributes().pad_id);
-  bo.max_length = ds.attributes().max_length;
-  bo.pad_to_multiple_of = config_.data.pad_to_multiple_of;
-  bo.build_kl = loss::uses_kl(loss_.name);
-  bo.with_reference_logps = ds.has_reference_logps();
-
+  const data::BatchOptions bo = data::batch_options(config_.data, ds, loss::uses_kl(loss_.name));
   struct Done {
     data::Microbatch mb;
-    Forward f;
+    LogProbs lp;
+    at::Tensor kl;  // KL terms (KTO)
     bool real;
   };
   std::vector<Done> done;
@@ -63,29 +57,29 @@ std::map<std::string, double> Trainer::evaluate() {
     }
     data::Microbatch mb = data::assemble_microbatch(examples, bo);
     mb.paired = paired;
-    Forward f = forward(mb, /*with_grad=*/false);
-    done.push_back({std::move(mb), std::move(f), real});
+    const at::Tensor kl = bo.build_kl ? kl_terms(mb) : at::Tensor();
+    LogProbs lp = target_logprobs(mb, /*with_grad=*/false);
+    done.push_back({std::move(mb), std::move(lp), kl, real});
   }
 
-  // z0 over the whole eval set: this rank's KL statistics, summed over ranks once.
-  at::Tensor stats;
-  if (loss::uses_kl(loss_.name)) {
+  // z0 over the whole eval set: this rank's KL (sum, count), all-reduced across ranks once.
+  at::Tensor z0 = zero_z0();
+  if (bo.build_kl) {
     std::vector<at::Tensor> kl;
     for (const Done& d : done) {
-      if (d.real) kl.push_back(d.f.kl_logp - d.f.kl_ref);
+      if (d.real) kl.push_back(d.kl);
     }
-    const at::Tensor all =
-        kl.empty() ? at::zeros({0}, at::TensorOptions().dtype(at::kFloat).device(device_)) : at::cat(kl);
-    stats = loss::reference_point_stats(all, loss_.estimator);
-    reducer_->sum_(stats);  // global eval statistics, all-reduced across ranks
+    const at::Tensor all = kl.empty() ? at::zeros({0}, z0.options()) : at::cat(kl);
+    at::Tensor stats = loss::kl_statistics(all, loss_.estimator);
+    comm_->all_reduce(stats, comm::ReduceOp::sum)->wait();
+    z0 = loss::reference_point(stats, loss_.estimator).z0;
   }
-  loss::PresetReducer preset(stats.defined() ? stats : at::zeros({2}, at::kDouble), world_.size());
 
   // Sums: loss, examples, correct, and per-class rewards (as in training) and z0.
   at::Tensor sums = at::zeros({8}, at::TensorOptions().dtype(at::kDouble).device(device_));
   for (const Done& d : done) {
     if (!d.real) continue;
-    const loss::LossOutput out = objective(d.mb, d.f, preset);
+    const loss::LossOutput out = objective(d.mb, d.lp, z0);
     const at::Tensor rewards = out.rewards.to(at::kDouble);
     at::Tensor correct, rd, ru, nd, nu;
     if (paired) {
@@ -97,7 +91,7 @@ std::map<std::string, double> Trainer::evaluate() {
     } else {
       const at::Tensor des = d.mb.desirable.to(device_).to(at::kDouble);
       // Classification by the sign of r - z0 (beta r vs beta z0: same sign).
-      const at::Tensor predicted = (rewards - loss_.beta * out.z0.to(at::kDouble) > 0).to(at::kDouble);
+      const at::Tensor predicted = (rewards - loss_.beta * z0.to(at::kDouble) > 0).to(at::kDouble);
       correct = (predicted == des).to(at::kDouble).sum();
       rd = (rewards * des).sum();
       ru = (rewards * (1.0 - des)).sum();
@@ -106,7 +100,7 @@ std::map<std::string, double> Trainer::evaluate() {
     }
     const double examples = static_cast<double>(out.per_example.size(0));
     sums.add_(at::stack({out.per_example.to(at::kDouble).sum(), at::full({}, examples, sums.options()),
-                         correct, rd, ru, nd, nu, out.z0.to(at::kDouble)}));
+                         correct, rd, ru, nd, nu, z0.to(at::kDouble)}));
   }
   comm_->all_reduce(sums, comm::ReduceOp::sum)->wait();
   const at::Tensor s = sums.cpu();
@@ -116,11 +110,7 @@ std::map<std::string, double> Trainer::evaluate() {
   const double judged = paired ? v(5) : v(5) + v(6);
   out["eval/accuracy"] = judged > 0 ? v(2) / judged : 0.0;
   out["eval/examples"] = v(5) + v(6);
-  if (stats.defined()) {
-    const auto [z0, unclamped] =
-        loss::reference_point(at::zeros({0}, stats.options()), loss_.estimator, preset);
-    out["eval/kl"] = z0.item<double>();
-  }
+  if (bo.build_kl) out["eval/kl"] = z0.item<double>();
   if (v(5) > 0) out["eval/rewards/desirable"] = v(3) / v(5);
   if (v(6) > 0) out["eval/rewards/undesirable"] = v(4) / v(6);
   if (v(5) > 0 && v(6) > 0)

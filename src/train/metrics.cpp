@@ -20,7 +20,8 @@ enum Slot { kLoss, kZ0, kMicro, kNd, kNu, kRewD, kRewU, kLogpD, kLogpU, kTokens,
 StepSums::StepSums(at::Device device)
     : sums_(at::zeros({kSlots}, at::TensorOptions().dtype(at::kDouble).device(device))) {}
 
-void StepSums::add(const data::Microbatch& mb, const loss::LossOutput& out, const at::Tensor& policy_logps) {
+void StepSums::add(const data::Microbatch& mb, const loss::LossOutput& out, const at::Tensor& z0,
+                   const at::Tensor& policy_logps) {
   at::NoGradGuard no_grad;
   const at::Tensor logp = policy_logps.detach().to(at::kDouble);
   const at::Tensor rewards = out.rewards.to(at::kDouble);
@@ -42,11 +43,13 @@ void StepSums::add(const data::Microbatch& mb, const loss::LossOutput& out, cons
     lu = logp * u;
   }
   const at::Tensor values =
-      at::stack({out.loss.detach().to(at::kDouble), out.z0.to(at::kDouble), at::ones({}, logp.options()),
+      at::stack({out.loss.detach().to(at::kDouble), z0.to(logp.device()).to(at::kDouble), at::ones({}, logp.options()),
                  d.sum(), u.sum(), rd.sum(), ru.sum(), ld.sum(), lu.sum(),
                  at::full({}, static_cast<double>(mb.target.num_tokens), logp.options())});
   sums_.add_(values);
 }
+
+bool StepSums::loss_is_finite() const { return std::isfinite(sums_[kLoss].item<double>()); }
 
 std::map<std::string, double> StepSums::reduce(comm::Communicator& comm) {
   comm.all_reduce(sums_, comm::ReduceOp::sum)->wait();  // one all-reduce per step for every metric
@@ -81,6 +84,27 @@ MetricsLog::MetricsLog(const std::string& run_dir, bool is_root)
 
 MetricsLog::~MetricsLog() {
   if (file_) std::fclose(file_);
+}
+
+void MetricsLog::rewind(int64_t step) {
+  if (file_ == nullptr) return;
+  std::fclose(file_);
+  file_ = nullptr;
+  const std::string text = read_text_file(path_);
+  std::string kept;
+  for (size_t begin = 0; begin < text.size();) {
+    const size_t end = text.find('\n', begin);
+    if (end == std::string::npos) break;  // cut short by a crash: not a record
+    const std::string line = text.substr(begin, end - begin);
+    begin = end + 1;
+    const nlohmann::json record = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    const bool later = record.is_object() && record.contains("step") && record["step"].is_number() &&
+                       record["step"].get<double>() > static_cast<double>(step);
+    if (!later) kept += line + "\n";
+  }
+  write_text_file(path_, kept);
+  file_ = std::fopen(path_.c_str(), "a");
+  if (file_ == nullptr) throw Error(path_ + ": cannot open for appending");
 }
 
 void MetricsLog::write(const std::map<std::string, double>& values,

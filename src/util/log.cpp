@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <optional>
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
@@ -73,10 +74,8 @@ void set_streams(FILE* out, FILE* err) {
 }
 
 Level parse_level(const std::string& text) {
-  if (text == "debug") return Level::debug;
-  if (text == "info") return Level::info;
-  if (text == "warn" || text == "warning") return Level::warn;
-  if (text == "error") return Level::error;
+  if (const std::optional<Level> level = parse_choice(kLevels, text)) return *level;
+  if (text == "warning") return Level::warn;
   throw Error("unknown log level '" + text + "' (use debug|info|warn|error)");
 }
 

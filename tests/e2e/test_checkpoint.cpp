@@ -41,19 +41,7 @@ struct Run : kto::test::SyntheticTask {
   }
 };
 
-// Every unit's parameters and optimizer state as saved in a checkpoint.
-std::vector<at::Tensor> saved_tensors(const std::string& checkpoint) {
-  kto::ckpt::Reader reader(checkpoint);
-  std::vector<at::Tensor> out;
-  for (size_t u = 0; u < reader.manifest().units.size(); ++u) {
-    for (std::string what : {"param", "state0", "state1"}) {
-      at::Tensor t = at::empty({reader.manifest().units[u].numel});
-      reader.read(u, what, 0, t);
-      out.push_back(t);
-    }
-  }
-  return out;
-}
+using kto::test::saved_tensors;
 
 }  // namespace
 

@@ -17,6 +17,19 @@
 namespace kto::test {
 const comm::ProcessGroup* g_world = nullptr;
 const comm::ProcessGroup& world() { return *g_world; }
+std::string shared_temp_dir(const std::string& prefix) {
+  std::string dir;
+  if (g_world->is_root()) {
+    const char* tmp = std::getenv("TMPDIR");
+    std::string pattern = std::string(tmp && *tmp ? tmp : "/tmp") + "/" + prefix + "-XXXXXX";
+    const char* made = ::mkdtemp(pattern.data());
+    if (made == nullptr) throw std::runtime_error("mkdtemp " + pattern + " failed");
+    dir = made;
+  }
+  g_world->broadcast(dir, 0);
+  return dir;
+}
+
 }  // namespace kto::test
 
 int main(int argc, char** argv) {

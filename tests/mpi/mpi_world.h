@@ -3,6 +3,11 @@
 
 #include "kto/comm/process_group.h"
 
+#include <string>
+
 namespace kto::test {
 const comm::ProcessGroup& world();
+// A fresh directory under $TMPDIR (or /tmp) made by rank 0, its path broadcast to every rank
+// (collective). The caller removes it.
+std::string shared_temp_dir(const std::string& prefix);
 }  // namespace kto::test

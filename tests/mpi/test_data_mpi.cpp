@@ -1,6 +1,5 @@
 // The dataset reader under mpirun: every rank reads its own examples (HDF5 hyperslabs) from a
 // file written by rank 0, and over an epoch the ranks together see every example exactly once.
-#include <unistd.h>
 
 #include <catch2/catch.hpp>
 #include <set>
@@ -21,15 +20,13 @@ std::vector<int32_t> tokens_of(int64_t i) {
 TEST_CASE("ranks read disjoint examples that cover each epoch exactly", "[mpi][data]") {
   const auto& w = kto::test::world();
   const int64_t n = 37;
-  std::string dir;
+  const std::string dir = kto::test::shared_temp_dir("kto-mpi-data");
   if (w.rank() == 0) {
-    char pattern[] = "/tmp/kto-mpi-data-XXXXXX";
-    dir = ::mkdtemp(pattern);
     kto::data::DatasetWriter writer(dir + "/d.h5", kto::data::DatasetAttributes{});
     for (int64_t i = 0; i < n; ++i) writer.add(tokens_of(i), 1, i % 2 == 0);
     writer.finish();
   }
-  w.broadcast(dir, 0);
+  w.barrier();  // rank 0 has written the files
   const auto ds = kto::data::Dataset::open({dir + "/d.h5"});
   REQUIRE(ds->size() == n);
 

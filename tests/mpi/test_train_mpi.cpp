@@ -2,7 +2,6 @@
 // running the model on "prompt of i + completion of j" directly, one unpadded sequence at a
 // time — with prompts and completions of different lengths, pairs crossing rank boundaries.
 #include <ATen/ATen.h>
-#include <unistd.h>
 
 #include <catch2/catch.hpp>
 
@@ -27,10 +26,8 @@ TEST_CASE("mismatched-pair log-probs from token batches equal the concatenated s
   c.resolve_defaults();
   c.validate("test");
 
-  std::string dir;
+  const std::string dir = kto::test::shared_temp_dir("kto-mpi-kl");
   if (world.is_root()) {
-    char pattern[] = "/tmp/kto-mpi-kl-XXXXXX";
-    dir = ::mkdtemp(pattern);
     kto::data::DatasetAttributes attrs;
     attrs.pad_id = 0;
     kto::data::DatasetWriter w(dir + "/d.h5", attrs);
@@ -42,19 +39,18 @@ TEST_CASE("mismatched-pair log-probs from token batches equal the concatenated s
     }
     w.finish();
   }
-  world.broadcast(dir, 0);
+  world.barrier();  // rank 0 has written the files
   const auto ds = kto::data::Dataset::open({dir + "/d.h5"});
 
   for (const auto scope : {kto::data::PairScope::global, kto::data::PairScope::rank}) {
     for (const auto pairing : {kto::data::Pairing::next, kto::data::Pairing::prev}) {
-      kto::data::LoaderOptions lo;
+      kto::data::DataOptions lo;
       lo.seed = 3;
       lo.micro_batch = 3;
-      lo.grad_accum = 2;
       lo.pair_scope = scope;
-      lo.batch.pairing = pairing;
-      lo.batch.pad_to_multiple_of = 4;
-      kto::data::DataLoader loader(ds, lo, W, rank);
+      lo.pairing = pairing;
+      lo.pad_to_multiple_of = 4;
+      kto::data::DataLoader loader(ds, lo, 2, kto::data::batch_options(lo, *ds, /*kl_pass=*/true), W, rank);
       kto::data::BatchSampler sampler(ds->size(), 3, 3, 2, W, rank);  // the same stream, to know the pairs
 
       auto comm = std::shared_ptr<kto::comm::Communicator>(kto::comm::make_communicator(world, at::kCPU));

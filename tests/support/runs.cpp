@@ -6,10 +6,24 @@
 #include <cstdio>
 #include <fstream>
 
+#include "kto/ckpt/checkpoint.h"
 #include "kto/io/safetensors.h"
 #include "kto/util/files.h"
 
 namespace kto::test {
+
+std::vector<at::Tensor> saved_tensors(const std::string& checkpoint) {
+  ckpt::Reader reader(checkpoint);
+  std::vector<at::Tensor> out;
+  for (size_t u = 0; u < reader.manifest().units.size(); ++u) {
+    for (std::string what : {"param", "state0", "state1"}) {
+      at::Tensor t = at::empty({reader.manifest().units[u].numel});
+      reader.read(u, what, 0, t);
+      out.push_back(t);
+    }
+  }
+  return out;
+}
 
 SyntheticTask::SyntheticTask(const SyntheticSpec& spec, bool with_eval, const std::string& extra_yaml,
                              int64_t eval_examples) {

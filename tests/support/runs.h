@@ -2,6 +2,8 @@
 // and a bit-exact comparison of two runs' exported weights.
 #pragma once
 
+#include <ATen/core/Tensor.h>
+
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -34,6 +36,9 @@ std::vector<nlohmann::json> read_metrics(const std::string& run_dir, const std::
 
 // run_dir/checkpoints/step_XXXXXXXX.
 std::string step_dir(const std::string& run_dir, int step);
+
+// Every unit's parameters and AdamW moments (param, state0, state1) as saved in a checkpoint.
+std::vector<at::Tensor> saved_tensors(const std::string& checkpoint);
 
 // Catch2 checks that a/final and b/final hold the same tensors, bit for bit.
 void check_same_final_weights(const std::string& run_a, const std::string& run_b);

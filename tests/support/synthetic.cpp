@@ -42,6 +42,9 @@ int64_t write_synthetic_dataset(const std::string& path, const SyntheticSpec& sp
       prompt.push_back(static_cast<int32_t>(2 + next(state) % static_cast<uint64_t>(spec.vocab - 2)));
     const bool desirable = i % 2 == 0;
     if (!spec.control_tokens.empty()) prompt.back() = static_cast<int32_t>(spec.vocab - (desirable ? 2 : 1));
+    for (int64_t marked : spec.rare_token_examples) {
+      if (marked == written) prompt.front() = static_cast<int32_t>(spec.vocab);
+    }
     const double u = static_cast<double>(next(state) >> 11) / 9007199254740992.0;
     if (spec.paired) {
       for (bool even : {true, false}) {

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace kto::test {
 
@@ -19,6 +20,10 @@ struct SyntheticSpec {
   // CSFT conditioning: when set (recorded as the dataset's control_tokens attribute), the last
   // prompt token is the control id, vocab-2 for desirable and vocab-1 for undesirable examples.
   std::string control_tokens;
+  // Examples whose first prompt token is the id `vocab`, which the task never uses otherwise (a
+  // model then needs vocab + 1 rows): with that embedding row set to NaN, exactly the steps that
+  // hold one of these examples are non-finite. Indices count written examples.
+  std::vector<int64_t> rare_token_examples;
 };
 
 // Writes an HDF5 dataset (kto-data's schema); returns the number of examples written.

@@ -46,13 +46,14 @@ TEST_CASE("microbatches: padded targets and mismatched KL pairs of the right len
   const auto prev = kto::data::assemble_microbatch(ex, o);
   CHECK(at::equal(prev.kl.input_ids[0].narrow(0, 0, 4), at::tensor({11, 12, 34, 35}, at::kLong)));
   CHECK(at::equal(prev.kl.input_ids[2].narrow(0, 0, 4), at::tensor({31, 32, 33, 22}, at::kLong)));
-  CHECK_FALSE(prev.kl_empty.any().item<bool>());
-  o.max_length = 3;  // prompt_2 alone fills it: its KL completion is empty
+  CHECK(at::equal(prev.kl.loss_mask.sum(1), at::tensor({2, 1, 1}, at::kLong)));
+  o.max_length = 3;  // prompt_2 alone fills it: its KL completion is empty (no selected token)
   const auto empty = kto::data::assemble_microbatch(ex, o);
-  CHECK(at::equal(empty.kl_empty, at::tensor({0, 0, 1}, at::kLong).to(at::kBool)));
+  CHECK(at::equal(empty.kl.loss_mask.sum(1), at::tensor({1, 1, 0}, at::kLong)));
+  CHECK((empty.kl.selection.seq == 2).sum().item<int64_t>() == 0);
 
   CHECK_THROWS_WITH(kto::data::assemble_microbatch({ex[0]}, o), Contains("micro_batch >= 2"));
-  CHECK_THROWS_AS(kto::data::parse_pairing("random"), kto::ConfigError);
+  CHECK_FALSE(kto::parse_choice(kto::data::kPairings, "random"));
 }
 
 TEST_CASE("the data loader reads this rank's microbatches and resumes exactly", "[data][batch]") {
@@ -63,11 +64,13 @@ TEST_CASE("the data loader reads this rank's microbatches and resumes exactly", 
   for (int i = 0; i < 20; ++i) w.add({100 + i, 200 + i, 300 + i}, 1 + i % 2, i % 3 == 0);
   w.finish();
   const auto ds = kto::data::Dataset::open({tmp.file("d.h5")});
-  kto::data::LoaderOptions o;
+  kto::data::DataOptions o;
   o.seed = 4;
   o.micro_batch = 3;
-  o.grad_accum = 2;
-  kto::data::DataLoader a(ds, o, 2, 1), b(ds, o, 2, 1);
+  o.pad_to_multiple_of = 1;
+  const kto::data::BatchOptions bo = kto::data::batch_options(o, *ds, /*kl_pass=*/true);
+  CHECK(bo.pad_id == 5);  // the dataset's
+  kto::data::DataLoader a(ds, o, 2, bo, 2, 1), b(ds, o, 2, bo, 2, 1);
   const auto first = a.next_step();
   REQUIRE(first.size() == 2);
   CHECK(first[0].size() == 3);
@@ -83,5 +86,5 @@ TEST_CASE("the data loader reads this rank's microbatches and resumes exactly", 
   const auto x = a.next_step(), y = b.next_step();
   for (size_t m = 0; m < x.size(); ++m) CHECK(x[m].example_ids == y[m].example_ids);
   o.micro_batch = 1;
-  CHECK_THROWS_WITH(kto::data::DataLoader(ds, o, 1, 0), Contains("at least 2"));
+  CHECK_THROWS_WITH(kto::data::DataLoader(ds, o, 2, bo, 1, 0), Contains("at least 2"));
 }

@@ -106,9 +106,9 @@ TEST_CASE("overrides (--set) replace, add and are checked like file keys", "[con
                                  "model.architecture.rope_scaling.type=llama3", "run.threads=3"});
   CHECK(cfg.model.architecture.hidden_size == 64);
   CHECK(cfg.model.architecture.head_dim == 16);
-  CHECK(cfg.model.architecture.rope_scaling.type == "llama3");
+  CHECK(cfg.model.architecture.rope_scaling.type == kto::model::RopeType::llama3);
   CHECK(cfg.run.dir == "elsewhere");
-  CHECK(cfg.model.dtype == "bf16");
+  CHECK(cfg.model.dtype == kto::config::Dtype::bf16);
   CHECK(cfg.run.threads == 3);
   CHECK_THAT(error_of(kTiny, {"run.thread=2"}),
              Contains("--set run.thread") && Contains("unknown key") && Contains("did you mean 'threads'"));
@@ -145,7 +145,7 @@ TEST_CASE("Hugging Face config.json maps onto ModelConfig for every family", "[c
     CHECK(c.kv_heads() == 2);
     CHECK(c.head_size() == 8);
     CHECK(c.eos_token_id == 5);
-    CHECK(c.rope_scaling.type == "llama3");
+    CHECK(c.rope_scaling.type == kto::model::RopeType::llama3);
     CHECK(c.rope_scaling.factor == 8.0);
     CHECK(c.tie_word_embeddings);
     CHECK_FALSE(c.qkv_bias());

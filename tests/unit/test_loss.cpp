@@ -3,8 +3,8 @@
 // in that schema). Every case, implementation mode and variant: z0 (clamped and unclamped),
 // per-example losses, microbatch and effective losses, metrics, and gradients with respect to
 // the policy log-probs by autograd, within 1e-9 in fp64; no gradient reaches the KL terms.
-// Multi-rank, multi-step cases are simulated in one process: the reducer hands every rank the
-// sums over all ranks of its microbatch, exactly what the all-reduce does in training.
+// Multi-rank, multi-step cases are simulated in one process: every rank's KL statistics are
+// summed per accumulation step, exactly what the all-reduce does in training, and z0 follows.
 #include <ATen/ATen.h>
 
 #include <catch2/catch.hpp>
@@ -24,28 +24,8 @@ namespace {
 
 constexpr double kTol = 1e-9;
 
-// Records what a rank would contribute to the all-reduce.
-class CapturingReducer : public kto::loss::Reducer {
- public:
-  void sum_(at::Tensor& t) override { captured = t.clone(); }
-  int64_t world_size() const override { return 1; }
-  at::Tensor captured;
-};
-
-// Replaces a rank's contribution by the sum over all ranks (what the all-reduce returns).
-class FixedReducer : public kto::loss::Reducer {
- public:
-  explicit FixedReducer(at::Tensor total, int64_t world) : total_(std::move(total)), world_(world) {}
-  void sum_(at::Tensor& t) override { t.copy_(total_); }
-  int64_t world_size() const override { return world_; }
-
- private:
-  at::Tensor total_;
-  int64_t world_;
-};
-
 struct Mode {
-  std::string loss;  // our loss name
+  kto::loss::LossName loss;
   Estimator estimator;
   kto::data::Pairing pairing;
   bool scaled_rewards;
@@ -72,14 +52,15 @@ bool mode_for(const json& result, const json& c, Mode& m, std::string& why) {
     return why = "implementation " + impl, false;
   m.w_d = c.at("desirable_weight");
   m.w_u = c.at("undesirable_weight");
+  using kto::loss::LossName;
   if (variant == "kto")
-    m.loss = "kto";
+    m.loss = LossName::kto;
   else if (variant == "kto_logsigmoid")
-    m.loss = "kto_logsigmoid";
+    m.loss = LossName::kto_logsigmoid;
   else if (variant == "apo_zero_unpaired")
-    m.loss = "apo_zero";
+    m.loss = LossName::apo_zero;
   else if (variant == "kto_zero")
-    m.loss = "kto_zero", m.w_d = m.w_u = 1.0;
+    m.loss = LossName::kto_zero, m.w_d = m.w_u = 1.0;
   else
     return why = "variant " + variant, false;
   m.scaled_rewards = result.at("reward_metric_scale").get<std::string>() == "beta*r";
@@ -96,8 +77,8 @@ void check_unpaired_case(const json& c, const std::string& label, const json& re
   kto::loss::LossOptions o;
   o.name = mode.loss;
   o.beta = c.at("beta");
-  o.desirable_weight = mode.w_d;
-  o.undesirable_weight = mode.w_u;
+  o.desirable_weight.value = mode.w_d;
+  o.undesirable_weight.value = mode.w_u;
   o.estimator = mode.estimator;
   const int64_t W = c.at("world_size"), GA = c.at("grad_accum");
 
@@ -130,13 +111,13 @@ void check_unpaired_case(const json& c, const std::string& label, const json& re
     m.desirable = vec(des).to(at::kBool);
     micros[{mb.at("rank").get<int64_t>(), mb.at("ga_step").get<int64_t>()}] = std::move(m);
   }
-  // All-reduce simulation: per ga_step, the sum of every rank's reference-point statistics.
+  // All-reduce simulation: per ga_step, the sum of every rank's KL statistics. The KL terms
+  // carry requires_grad here, so the checks below also show that no gradient reaches them.
   std::map<int64_t, at::Tensor> totals;
   for (auto& [key, m] : micros) {
     if (!kto::loss::uses_kl(o.name)) break;
-    CapturingReducer cap;
-    kto::loss::reference_point(m.kl_logp.detach() - m.kl_ref, o.estimator, cap);
-    totals[key.second] = totals.count(key.second) ? totals[key.second] + cap.captured : cap.captured;
+    const at::Tensor mine = kto::loss::kl_statistics(m.kl_logp - m.kl_ref, o.estimator);
+    totals[key.second] = totals.count(key.second) ? totals[key.second] + mine : mine;
   }
 
   double effective = 0, sum_reward_d = 0, sum_reward_u = 0, sum_logp_d = 0, sum_logp_u = 0, sum_loss = 0;
@@ -144,14 +125,16 @@ void check_unpaired_case(const json& c, const std::string& label, const json& re
   for (const json& expected_mb : result.at("microbatches")) {
     const int64_t rank = expected_mb.at("rank"), ga = expected_mb.at("ga_step");
     Micro& m = micros.at({rank, ga});
-    FixedReducer reducer(totals.count(ga) ? totals[ga] : at::zeros({2}, at::kDouble), W);
-    kto::loss::UnpairedInputs in{m.logp, m.ref, m.kl_logp, m.kl_ref, m.desirable, {}};
-    const auto out = kto::loss::unpaired_loss(in, o, reducer);
+    // Losses without a reference point get z0 = 0 (they do not read it).
+    const kto::loss::ReferencePoint z =
+        totals.count(ga) ? kto::loss::reference_point(totals[ga], o.estimator)
+                         : kto::loss::ReferencePoint{at::zeros({}, at::kDouble), at::zeros({}, at::kDouble)};
+    kto::loss::UnpairedInputs in{m.logp, m.ref, m.desirable, {}};
+    const auto out = kto::loss::unpaired_loss(in, z.z0, o);
     out.loss.backward();
     INFO("rank " << rank << " ga_step " << ga);
-    CHECK(out.z0.item<double>() == Approx(expected_mb.at("z0").get<double>()).margin(kTol));
-    CHECK(out.z0_unclamped.item<double>() ==
-          Approx(expected_mb.at("z0_unclamped").get<double>()).margin(kTol));
+    CHECK(z.z0.item<double>() == Approx(expected_mb.at("z0").get<double>()).margin(kTol));
+    CHECK(z.z0_unclamped.item<double>() == Approx(expected_mb.at("z0_unclamped").get<double>()).margin(kTol));
     CHECK(out.loss.item<double>() == Approx(expected_mb.at("microbatch_loss").get<double>()).margin(kTol));
     effective += out.loss.item<double>() / static_cast<double>(W * GA);
     const json& examples = expected_mb.at("examples");
@@ -206,15 +189,17 @@ void check_paired_case(const json& c) {
     const json& e = examples[k];
     for (auto it = results[k].begin(); it != results[k].end(); ++it) {
       kto::loss::LossOptions o;
-      o.name = it.key();
+      const auto name = kto::parse_choice(kto::loss::kLossNames, it.key());
+      if (!name) FAIL("unknown paired loss " << it.key() << " in the reference vectors");
+      o.name = *name;
       o.beta = c.value("dpo_beta", 0.1);
       o.cdpo_epsilon = c.value("cdpo_epsilon", 0.2);
       o.ipo_tau = c.value("ipo_tau", 0.1);
-      if (o.name == "simpo") {
+      if (o.name == kto::loss::LossName::simpo) {
         o.beta = c.at("simpo_beta");
         o.simpo_gamma_beta_ratio = c.at("simpo_gamma_beta_ratio");
       }
-      INFO("example " << k << " loss " << o.name);
+      INFO("example " << k << " loss " << it.key());
       kto::loss::PairedInputs in;
       in.policy_chosen = vec({e.at("policy_chosen")}).requires_grad_(true);
       in.policy_rejected = vec({e.at("policy_rejected")}).requires_grad_(true);
@@ -267,27 +252,27 @@ TEST_CASE("HALO losses reproduce the reference vectors in fp64", "[loss]") {
 TEST_CASE("loss options are validated with the key named", "[loss]") {
   kto::loss::LossOptions o;
   o.beta = -0.1;
-  CHECK_THROWS_WITH(kto::loss::validate(o, "loss."), Catch::Contains("'loss.beta'"));
+  CHECK_THROWS_WITH(o.validate("cfg.yaml", "loss."), Catch::Contains("'loss.beta'"));
   o = {};
-  o.name = "kto2";
-  CHECK_THROWS_WITH(kto::loss::validate(o, "loss."),
-                    Catch::Contains("'loss.name'") && Catch::Contains("kto2"));
-  CHECK_THROWS_AS(kto::loss::parse_estimator("median"), kto::ConfigError);
-  CHECK(kto::loss::is_paired("dpo"));
-  CHECK_FALSE(kto::loss::is_paired("kto"));
+  o.desirable_weight.value = 0;
+  CHECK_THROWS_WITH(o.validate("cfg.yaml", "loss."), Catch::Contains("'loss.desirable_weight'"));
+  CHECK_FALSE(kto::parse_choice(kto::loss::kLossNames, "kto2"));
+  CHECK_FALSE(kto::parse_choice(kto::loss::kEstimators, "median"));
+  CHECK(kto::loss::is_paired(kto::loss::LossName::dpo));
+  CHECK_FALSE(kto::loss::is_paired(kto::loss::LossName::kto));
 }
 
 TEST_CASE("SFT and CSFT are token-mean negative log-likelihoods", "[loss]") {
   kto::loss::LossOptions o;
-  o.name = "sft";
+  o.name = kto::loss::LossName::sft;
   kto::loss::UnpairedInputs in;
   in.policy_logps = at::tensor({-10.0, -20.0}, at::kDouble).requires_grad_(true);
   in.desirable = at::tensor({1, 0}, at::kLong).to(at::kBool);
   in.num_tokens = at::tensor({5.0, 4.0}, at::kDouble);
-  kto::loss::LocalReducer local;
-  auto out = kto::loss::unpaired_loss(in, o, local);
+  const at::Tensor no_z0 = at::zeros({}, at::kDouble);
+  auto out = kto::loss::unpaired_loss(in, no_z0, o);
   CHECK(out.loss.item<double>() == Approx((2.0 + 0.0) / 2));  // undesirable: no loss
-  o.name = "csft";
-  out = kto::loss::unpaired_loss(in, o, local);
+  o.name = kto::loss::LossName::csft;
+  out = kto::loss::unpaired_loss(in, no_z0, o);
   CHECK(out.loss.item<double>() == Approx((2.0 + 5.0) / 2));
 }

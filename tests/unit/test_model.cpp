@@ -20,7 +20,7 @@ namespace {
 
 ModelConfig tiny(const std::string& arch) {
   ModelConfig c;
-  c.arch = arch;
+  c.arch = *kto::parse_choice(kto::model::kArchs, arch);
   c.vocab_size = 61;
   c.hidden_size = 32;
   c.intermediate_size = 48;
@@ -30,7 +30,7 @@ ModelConfig tiny(const std::string& arch) {
   c.max_position_embeddings = 64;
   if (arch == "gpt_neox") {
     c.partial_rotary_factor = 0.5;
-    c.hidden_act = "gelu";
+    c.hidden_act = kto::model::Activation::gelu;
     c.parallel_residual = true;
     c.attention_bias = true;
   }
@@ -154,7 +154,7 @@ TEST_CASE("llama3 rope scaling follows the Llama 3.1 frequency rule", "[model]")
   c.head_dim = 128;
   c.hidden_size = 512;
   c.rope_theta = 500000.0;
-  c.rope_scaling.type = "llama3";
+  c.rope_scaling.type = kto::model::RopeType::llama3;
   c.rope_scaling.factor = 8.0;
   c.rope_scaling.low_freq_factor = 1.0;
   c.rope_scaling.high_freq_factor = 4.0;
@@ -181,7 +181,7 @@ TEST_CASE("llama3 rope scaling follows the Llama 3.1 frequency rule", "[model]")
   CHECK(low > 0);  // the test covers all three bands
   CHECK(medium > 0);
   CHECK(high > 0);
-  c.rope_scaling.type = "linear";
+  c.rope_scaling.type = kto::model::RopeType::linear;
   c.rope_scaling.factor = 4.0;
   CHECK(kto::model::rope_inv_freq(c)[5].item<double>() ==
         Approx(1.0 / std::pow(500000.0, 10.0 / 128.0) / 4.0));
@@ -281,7 +281,7 @@ TEST_CASE("HF export then import restores the model exactly, sharded or not", "[
     ModelConfig c = tiny(arch);
     c.tie_word_embeddings = arch == "qwen2";
     if (arch == "llama") {
-      c.rope_scaling.type = "llama3";
+      c.rope_scaling.type = kto::model::RopeType::llama3;
       c.rope_scaling.factor = 8;
       c.eos_token_id = 2;
     }

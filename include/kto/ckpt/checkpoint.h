@@ -61,12 +61,24 @@ struct Manifest {
   std::string created, producer;
 };
 
-// Collective. Writes step_<step> under `checkpoints_dir`, then deletes all but the newest
-// `keep` complete checkpoints. Returns the checkpoint directory.
-std::string save(const std::string& checkpoints_dir, const fsdp::ShardedModel& policy,
-                 const fsdp::ShardedOptimizer& optimizer, const TrainingState& state,
-                 const std::string& config_yaml, const std::string& reference_identity,
-                 const std::string& model_source, int64_t keep, const comm::ProcessGroup& group);
+// What a checkpoint records besides the model and optimizer state.
+struct SaveRequest {
+  std::string checkpoints_dir;  // step_<step>/ is written here
+  TrainingState state;
+  std::string config_yaml;         // the resolved config
+  std::string reference_identity;  // what the reference model is (checked on resume)
+  std::string model_source;        // the policy's Hugging Face directory, or "" for a random init
+  int64_t keep = 3;                // complete checkpoints to keep (the newest)
+};
+
+// Collective. Writes step_<step> under request.checkpoints_dir, then deletes all but the newest
+// request.keep complete checkpoints. Returns the checkpoint directory.
+//
+// Test seam (docs/testing.md): with KTO_FAULT_KILL_IN_CHECKPOINT=<step> in the environment,
+// rank 0 dies by SIGKILL after every shard of that step is written and before the manifest, so
+// tests can check that an interrupted checkpoint is never taken for a complete one.
+std::string save(const SaveRequest& request, const fsdp::ShardedModel& policy,
+                 const fsdp::ShardedOptimizer& optimizer, const comm::ProcessGroup& group);
 
 // The newest complete checkpoint that verifies (manifest, shard sizes, checksums — each rank
 // checks a share, the verdict is collective); "" when none. Incomplete or corrupted ones are

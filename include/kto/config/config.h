@@ -1,5 +1,7 @@
 // The typed configuration of a kto run: one struct per component, parsed and validated in one
-// place (STYLE 9). Every struct lists its keys once, in visit(); reading YAML, applying
+// place (STYLE 9). The data, loss and optimizer sections are those components' own option
+// structs (kto/data/options.h, kto/loss/options.h, kto/fsdp/optimizer_options.h); choices are
+// enums, parsed from their names once (kto/util/choice.h). Every struct lists its keys once, in visit(); reading YAML, applying
 // `--set a.b=value` overrides, dumping the resolved config and generating the reference docs
 // all walk that same list, so they cannot drift apart.
 //
@@ -11,14 +13,26 @@
 #include <string>
 #include <vector>
 
+#include "kto/data/options.h"
+#include "kto/fsdp/optimizer_options.h"
+#include "kto/loss/options.h"
 #include "kto/model/model_config.h"
+#include "kto/util/choice.h"
+#include "kto/util/log.h"
 
 namespace kto::config {
+
+// Compute dtype of forward and backward passes.
+enum class Dtype { fp32, bf16, fp64 };
+inline constexpr ChoiceTable<Dtype, 3> kDtypes{{{Dtype::fp32, "fp32"}, {Dtype::bf16, "bf16"}, {Dtype::fp64, "fp64"}}};
+inline const char* name(Dtype d) { return choice_name(kDtypes, d); }
+// Bytes per element.
+inline int dtype_bytes(Dtype d) { return d == Dtype::bf16 ? 2 : d == Dtype::fp64 ? 8 : 4; }
 
 struct ModelSection {
   std::string path;            // Hugging Face directory; empty = random init from `architecture`
   std::string reference_path;  // empty: the reference is the initial policy
-  std::string dtype = "fp32";  // compute dtype
+  Dtype dtype = Dtype::fp32;   // compute dtype
   model::ModelConfig architecture;
   int64_t init_seed = 1234;
   double init_std = 0.02;
@@ -32,7 +46,7 @@ struct ModelSection {
             "`architecture`");
     v.field("reference_path", reference_path,
             "reference model directory; empty: a frozen copy of the initial policy");
-    v.choice("dtype", dtype, {"fp32", "bf16", "fp64"},
+    v.choice("dtype", dtype, kDtypes,
              "compute dtype of the forward and backward passes (master weights stay fp32)");
     v.section("architecture", architecture, "architecture of a randomly initialised model (tests, demo)");
     v.field("init_seed", init_seed, "seed of the random initialisation");
@@ -43,96 +57,19 @@ struct ModelSection {
   }
 };
 
-struct DataSection {
-  std::vector<std::string> train;  // HDF5 files from kto-data prepare
-  std::vector<std::string> eval;
-  int64_t micro_batch = 4;   // examples (pairs for paired losses) per rank per forward
-  int64_t global_batch = 0;  // 0: micro_batch * grad_accum * world size
-  int64_t grad_accum = 1;
-  int64_t seed = 0;
-  std::string pairing = "next";
-  std::string pair_scope = "global";
-  int64_t pad_to_multiple_of = 8;
-
-  template <class V>
-  void visit(V& v) {
-    v.field("train", train, "training dataset files (kto-data prepare output; several shards allowed)");
-    v.field("eval", eval, "held-out dataset files (empty: no eval)");
-    v.field("micro_batch", micro_batch,
-            "examples per rank per forward pass (pairs for paired losses); KTO needs >= 2");
-    v.field("global_batch", global_batch,
-            "examples per optimizer step over all ranks; 0: micro_batch * grad_accum * world size");
-    v.field("grad_accum", grad_accum,
-            "microbatches per optimizer step (derived from global_batch when that is set)");
-    v.field("seed", seed, "seed of the per-epoch shuffles");
-    v.choice("pairing", pairing, {"next", "prev", "reverse"},
-             "KL mismatched pairs: the completion of (i+1), (i-1) or (n-1-i)");
-    v.choice("pair_scope", pair_scope, {"global", "rank"},
-             "pair within the global microbatch (world-size invariant) or within each rank's (TRL, HALOs)");
-    v.field("pad_to_multiple_of", pad_to_multiple_of,
-            "round padded sequence lengths up to a multiple of this");
-  }
-};
-
-struct LossSection {
-  std::string name = "kto";
-  double beta = 0.1;
-  std::string desirable_weight = "1";  // a number or "auto"
-  std::string undesirable_weight = "1";
-  std::string estimator = "pooled";
-  double cdpo_epsilon = 0.2, ipo_tau = 0.1, simpo_gamma_beta_ratio = 0.5, slic_margin = 1.0,
-         slic_lambda = 0.1;
-
-  template <class V>
-  void visit(V& v) {
-    v.choice("name", name,
-             {"kto", "kto_logsigmoid", "kto_zero", "apo_zero", "sft", "csft", "dpo", "cdpo", "ipo", "simpo",
-              "slic"},
-             "the objective (paired losses need data prepared with --keep-pairs)");
-    v.field("beta", beta, "KTO/DPO temperature beta");
-    v.field("desirable_weight", desirable_weight,
-            "lambda_D: a number, or auto (the paper's rule from the class counts)");
-    v.field("undesirable_weight", undesirable_weight, "lambda_U: a number, or auto");
-    v.choice(
-        "estimator", estimator, {"pooled", "trl", "halos"},
-        "z0 estimator: pooled over the global microbatch, TRL's mean of rank means, HALOs' nonzero mean");
-    v.field("cdpo_epsilon", cdpo_epsilon, "cDPO label smoothing");
-    v.field("ipo_tau", ipo_tau, "IPO tau");
-    v.field("simpo_gamma_beta_ratio", simpo_gamma_beta_ratio, "SimPO gamma / beta");
-    v.field("slic_margin", slic_margin, "SLiC calibration margin");
-    v.field("slic_lambda", slic_lambda, "SLiC weight of the chosen-completion NLL");
-  }
-};
-
-struct OptimSection {
-  std::string name = "adamw";
-  double lr = 5e-6;
-  double beta1 = 0.9, beta2 = 0.999, alpha = 0.99, eps = 1e-8;
-  double weight_decay = 0.0;
-  double max_grad_norm = 1.0;
-
-  template <class V>
-  void visit(V& v) {
-    v.choice("name", name, {"adamw", "rmsprop"}, "optimizer (the paper's HALOs recipe uses rmsprop)");
-    v.field("lr", lr, "peak learning rate");
-    v.field("beta1", beta1, "AdamW beta1");
-    v.field("beta2", beta2, "AdamW beta2");
-    v.field("alpha", alpha, "RMSprop smoothing constant");
-    v.field("eps", eps, "epsilon");
-    v.field("weight_decay", weight_decay, "weight decay (AdamW decoupled; not on norms and biases)");
-    v.field("max_grad_norm", max_grad_norm, "clip the global gradient norm to this (0: no clipping)");
-  }
-};
+enum class Decay { constant, linear, cosine };
+inline constexpr ChoiceTable<Decay, 3> kDecays{
+    {{Decay::constant, "constant"}, {Decay::linear, "linear"}, {Decay::cosine, "cosine"}}};
 
 struct ScheduleSection {
   int64_t warmup_steps = 0;
-  std::string decay = "constant";
+  Decay decay = Decay::constant;
   double min_lr_ratio = 0.0;
 
   template <class V>
   void visit(V& v) {
     v.field("warmup_steps", warmup_steps, "linear warmup from 0 over this many steps");
-    v.choice("decay", decay, {"constant", "linear", "cosine"}, "learning-rate shape after warmup");
+    v.choice("decay", decay, kDecays, "learning-rate shape after warmup");
     v.field("min_lr_ratio", min_lr_ratio, "final learning rate as a fraction of lr (linear, cosine)");
   }
 };
@@ -180,21 +117,21 @@ struct CheckpointSection {
 struct RunSection {
   std::string dir = "runs/kto";
   int64_t threads = 0;  // 0: OMP_NUM_THREADS, else all cores
-  std::string log_level = "info";
+  log::Level log_level = log::Level::info;
 
   template <class V>
   void visit(V& v) {
     v.field("dir", dir, "run directory: metrics, checkpoints, resolved config");
     v.field("threads", threads, "CPU threads per rank for LibTorch (0: OMP_NUM_THREADS or all cores)");
-    v.choice("log_level", log_level, {"debug", "info", "warn", "error"}, "log verbosity");
+    v.choice("log_level", log_level, log::kLevels, "log verbosity");
   }
 };
 
 struct Config {
   ModelSection model;
-  DataSection data;
-  LossSection loss;
-  OptimSection optim;
+  data::DataOptions data;
+  loss::LossOptions loss;
+  fsdp::OptimizerOptions optim;
   ScheduleSection schedule;
   TrainSection train;
   CheckpointSection ckpt;

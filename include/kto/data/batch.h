@@ -4,8 +4,8 @@
 // Sequence i of the target batch is prompt_i + completion_i; sequence i of the KL batch is
 // prompt_i + completion_j with j = (i + 1) mod n ("next", the paper's code) or (i - 1) mod n
 // ("prev", TRL). A KL sequence longer than max_length keeps its prompt and loses the end of the
-// borrowed completion; if nothing of it is left the sequence is marked empty (the `halos` z0
-// estimator excludes those). Everything is built on the host (CPU tensors), including the
+// borrowed completion; if nothing of it is left the sequence has no selected token and its KL
+// term is exactly 0 (the `halos` z0 estimator excludes those). Everything is built on the host (CPU tensors), including the
 // token selections, so the device never syncs for batch bookkeeping.
 #pragma once
 
@@ -16,15 +16,12 @@
 #include <vector>
 
 #include "kto/data/dataset.h"
+#include "kto/data/options.h"
 #include "kto/model/logprob.h"
 
 namespace kto::data {
 
-// Which completion j is paired with prompt i in a microbatch of n: next j = (i + 1) mod n
-// (HALOs, OpenRLHF), prev j = (i - 1) mod n (TRL >= 0.9), reverse j = n - 1 - i (TRL <= 0.8).
-enum class Pairing { next, prev, reverse };
-// "next" | "prev" | "reverse"; throws kto::ConfigError otherwise.
-Pairing parse_pairing(const std::string& name);
+// The KL partner j of example i in a microbatch of n (kto/data/options.h: Pairing).
 int64_t paired_index(Pairing pairing, int64_t i, int64_t n);
 
 struct TokenBatch {
@@ -39,7 +36,6 @@ struct Microbatch {
   TokenBatch target;
   TokenBatch kl;
   at::Tensor desirable;    // [B] bool
-  at::Tensor kl_empty;     // [B] bool: the KL completion was truncated to nothing
   at::Tensor ref_logp;     // [B] float32, when the dataset carries reference log-probs
   at::Tensor ref_kl_logp;  // [B] float32, idem
   std::vector<int64_t> example_ids;
@@ -49,12 +45,18 @@ struct Microbatch {
 
 struct BatchOptions {
   Pairing pairing = Pairing::next;
-  int64_t pad_id = -1;                // -1: the loader uses the dataset's pad id
+  int64_t pad_id = 0;                 // batch_options() takes the dataset's
   int64_t max_length = 0;             // 0: no limit on KL sequences
   int64_t pad_to_multiple_of = 1;     // round T up (fewer distinct shapes)
   bool with_reference_logps = false;  // copy the examples' precomputed reference log-probs
   bool build_kl = true;               // the KL batch (only KTO needs it)
 };
+
+// The batch options of a run on `dataset`, derived in this one place: pairing and padding
+// multiple from `data`; pad id (the dataset's pad id, else its eos id, else 0), max_length and
+// precomputed reference log-probs from the dataset; a KL batch when the loss needs one and the
+// data is unpaired.
+BatchOptions batch_options(const DataOptions& data, const Dataset& dataset, bool kl_pass);
 
 // Throws kto::Error for a microbatch of fewer than 2 examples when a KL batch is built (no
 // mismatched pair exists). KL partners come from `options.pairing` within `examples`.

@@ -10,7 +10,8 @@
 // flight (reverse order in backward).
 // Reference (frozen): compute-dtype slices, forward only.
 //
-// The model code (kto/model/blocks.h) knows none of this: it is called on gathered views.
+// The model code (kto/model/forward.h) knows none of this: its one walk of the units runs on
+// gathered buffers that src/fsdp/runners.cpp obtains, keeps or frees.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -61,6 +62,15 @@ struct CommStats {
 
 class UnitGatherer;
 
+// Estimated bytes per rank of sharded training (DESIGN §5): the policy's fp32 master and
+// gradient (4 + 4 B per parameter) and its optimizer state (4 B per state tensor), the
+// reference's compute-dtype shard when there is one, all divided by the world size, plus the
+// largest unit gathered in the compute dtype (twice with reshard_after_forward: one computing,
+// one prefetched). Activations are extra.
+double training_bytes_per_rank(const model::ModelConfig& config, const model::ModelLayout& layout, int world_size,
+                               int compute_bytes, int optimizer_state_tensors, bool with_reference,
+                               bool reshard_after_forward);
+
 class ShardedModel {
  public:
   ShardedModel(model::ModelConfig config, const comm::ProcessGroup& group,
@@ -99,18 +109,7 @@ class ShardedModel {
   void reset_comm_stats();
   const comm::ProcessGroup& group() const { return group_; }
 
-  // Used by the per-unit autograd functions (src/fsdp/unit_function.cpp).
-  struct RunContext;
-  at::Tensor run_unit(size_t unit, const std::vector<at::Tensor>& full, const at::Tensor& x,
-                      const RunContext& ctx) const;
-  UnitGatherer& gatherer() { return *gatherer_; }
-  size_t head_unit() const { return layout_.units.size() - 1; }
-  bool tied() const { return config_.tie_word_embeddings; }
-
  private:
-  at::Tensor forward_no_grad(const at::Tensor& ids, const RunContext& ctx);
-  at::Tensor forward_with_grad(const at::Tensor& ids, const RunContext& ctx);
-
   model::ModelConfig config_;
   model::ModelLayout layout_;
   const comm::ProcessGroup& group_;
@@ -122,27 +121,23 @@ class ShardedModel {
   std::unique_ptr<UnitGatherer> gatherer_;
 };
 
-// Context of one forward: attention inputs and the token selection, as tensors (they travel
-// through autograd functions as non-differentiable inputs).
-struct ShardedModel::RunContext {
-  at::Tensor cos, sin, causal, keys;  // keys: numel 0 when absent
-  at::Tensor sel_rows, sel_targets, sel_seq;
-  int64_t batch = 0, seq_len = 0;
-  std::vector<at::Tensor> as_list() const;
-  static RunContext from_list(const std::vector<at::Tensor>& list, int64_t batch, int64_t seq_len);
-};
-
-// All-gathers units on demand, with prefetch: get() returns a unit's full flat buffer in the
-// compute dtype (padded), waiting for an all-gather issued earlier by prefetch() if any.
+// How a unit's weights are obtained and released: all-gathers on demand, with prefetch. get()
+// returns a unit's full flat buffer in the compute dtype (unpadded view), waiting for an
+// all-gather issued earlier by prefetch() if any; the buffer is freed when the last reference
+// to it goes.
 class UnitGatherer {
  public:
   UnitGatherer(const ShardedModel& model, comm::Communicator& comm);
   ~UnitGatherer();
   void prefetch(size_t unit);
   at::Tensor get(size_t unit);
-  // Reduce-scatters a full gradient (padded to the unit's padded size, compute dtype) into a
-  // slice gradient (average over ranks), returned in `out_dtype`. Blocking.
-  at::Tensor reduce_scatter(size_t unit, const at::Tensor& full_grad, at::ScalarType out_dtype);
+  // Reduce-scatters a unit's full gradient (compute dtype) into this rank's slice gradient
+  // (average over ranks), in the slice's dtype. Blocking.
+  at::Tensor reduce_scatter(size_t unit, const at::Tensor& full_grad);
+  const model::ModelLayout& layout() const;
+  // This rank's slice of `unit` (the autograd leaf of a trainable model).
+  const at::Tensor& slice(size_t unit) const;
+  bool prefetching() const;
   CommStats stats;
 
  private:

@@ -39,6 +39,10 @@ void save_hf_model(const std::string& dir, const model::ModelConfig& config, con
                    const std::vector<at::Tensor>& units, at::ScalarType dtype,
                    const std::string& config_json = "", int64_t max_shard_bytes = 5ll << 30);
 
+// The content identity of a Hugging Face directory ("sha256 <hex>"): config.json plus the weight
+// index (or the single file's safetensors header), which names every tensor, shape and byte range.
+std::string hf_directory_identity(const std::string& dir);
+
 // "float32", "bfloat16", ... as Hugging Face's torch_dtype.
 std::string hf_dtype_name(at::ScalarType dtype);
 

@@ -11,6 +11,8 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <vector>
+
 #include "kto/model/layout.h"
 #include "kto/model/model_config.h"
 
@@ -32,12 +34,13 @@ struct BlockWeights {
 
 struct HeadWeights {
   at::Tensor norm_w, norm_b;
-  at::Tensor lm_head;  // [V, C]; undefined when tied to the embedding
+  at::Tensor lm_head;  // [V, C]: the head's own, or the embedding's when tied
 };
 
 EmbedWeights bind_embed(const UnitLayout& unit, const at::Tensor& flat);
 BlockWeights bind_block(const UnitLayout& unit, const at::Tensor& flat);
-HeadWeights bind_head(const UnitLayout& unit, const at::Tensor& flat);
+// `flats`: the buffers of layout.weight_units(head) — the head's, and the embedding's when tied.
+HeadWeights bind_head(const ModelLayout& layout, const std::vector<at::Tensor>& flats);
 
 // Per-forward attention context shared by all blocks.
 struct AttentionInputs {

@@ -76,6 +76,14 @@ struct ModelLayout {
   int num_blocks() const { return static_cast<int>(units.size()) - 2; }
   // The unit and parameter holding Hugging Face tensor `name`; false when none does.
   bool locate(const std::string& name, size_t* unit, size_t* param) const;
+  // The head has no LM head matrix of its own: it uses the embedding (tie_word_embeddings).
+  bool tied_head() const { return head().find(Role::lm_head) == nullptr; }
+  // The units whose flat buffers unit `unit` binds, in order: the unit itself, and for a tied
+  // head the embedding too. The one place a tied head is special.
+  std::vector<size_t> weight_units(size_t unit) const {
+    if (unit + 1 == units.size() && tied_head()) return {unit, 0};
+    return {unit};
+  }
 };
 
 }  // namespace kto::model

@@ -13,12 +13,30 @@
 #include <cstdint>
 #include <string>
 
+#include "kto/util/choice.h"
+
 namespace kto::model {
 
+// The families, by their Hugging Face `model_type`.
 enum class Arch { llama, mistral, qwen2, gpt_neox };
+inline constexpr ChoiceTable<Arch, 4> kArchs{
+    {{Arch::llama, "llama"}, {Arch::mistral, "mistral"}, {Arch::qwen2, "qwen2"}, {Arch::gpt_neox, "gpt_neox"}}};
+inline const char* name(Arch a) { return choice_name(kArchs, a); }
+
+// MLP activations by their Hugging Face `hidden_act` names (gelu = exact erf form).
+enum class Activation { silu, gelu, gelu_new, gelu_pytorch_tanh, relu };
+inline constexpr ChoiceTable<Activation, 5> kActivations{{{Activation::silu, "silu"},
+                                                          {Activation::gelu, "gelu"},
+                                                          {Activation::gelu_new, "gelu_new"},
+                                                          {Activation::gelu_pytorch_tanh, "gelu_pytorch_tanh"},
+                                                          {Activation::relu, "relu"}}};
+
+enum class RopeType { none, linear, llama3 };
+inline constexpr ChoiceTable<RopeType, 3> kRopeTypes{
+    {{RopeType::none, "none"}, {RopeType::linear, "linear"}, {RopeType::llama3, "llama3"}}};
 
 struct RopeScaling {
-  std::string type = "none";  // none | linear | llama3
+  RopeType type = RopeType::none;
   double factor = 1.0;
   double low_freq_factor = 1.0;                     // llama3 only
   double high_freq_factor = 4.0;                    // llama3 only
@@ -26,7 +44,7 @@ struct RopeScaling {
 
   template <class V>
   void visit(V& v) {
-    v.choice("type", type, {"none", "linear", "llama3"},
+    v.choice("type", type, kRopeTypes,
              "RoPE scaling: none, linear (positions / factor) or llama3");
     v.field("factor", factor, "scaling factor (linear, llama3)");
     v.field("low_freq_factor", low_freq_factor, "llama3: low-frequency factor");
@@ -37,7 +55,7 @@ struct RopeScaling {
 };
 
 struct ModelConfig {
-  std::string arch = "llama";
+  Arch arch = Arch::llama;
   int64_t vocab_size = 0;
   int64_t hidden_size = 0;
   int64_t intermediate_size = 0;
@@ -50,7 +68,7 @@ struct ModelConfig {
   double rope_theta = 10000.0;
   double partial_rotary_factor = 1.0;  // fraction of head_dim that is rotated (Pythia: 0.25)
   RopeScaling rope_scaling;
-  std::string hidden_act = "silu";
+  Activation hidden_act = Activation::silu;
   // Hugging Face meaning per family: llama and gpt_neox put a bias on q, k, v and the output
   // projection; qwen2 always has q/k/v biases and none on the output; mistral has none.
   bool attention_bias = false;
@@ -63,15 +81,14 @@ struct ModelConfig {
   int64_t pad_token_id = -1;
 
   // Derived facts (valid after resolve_defaults() and validate()).
-  Arch arch_kind() const;
   int64_t kv_heads() const { return num_key_value_heads > 0 ? num_key_value_heads : num_attention_heads; }
   int64_t head_size() const { return head_dim > 0 ? head_dim : hidden_size / num_attention_heads; }
   // Rotated dims per head (even).
   int64_t rotary_dim() const;
-  bool uses_layer_norm() const { return arch_kind() == Arch::gpt_neox; }
-  bool gated_mlp() const { return arch_kind() != Arch::gpt_neox; }
+  bool uses_layer_norm() const { return arch == Arch::gpt_neox; }
+  bool gated_mlp() const { return arch != Arch::gpt_neox; }
   bool qkv_bias() const { return attention_bias; }
-  bool out_bias() const { return attention_bias && arch_kind() != Arch::qwen2; }
+  bool out_bias() const { return attention_bias && arch != Arch::qwen2; }
   // Total number of parameters (tied head counted once).
   int64_t num_parameters() const;
 
@@ -85,7 +102,7 @@ struct ModelConfig {
 
   template <class V>
   void visit(V& v) {
-    v.choice("arch", arch, {"llama", "mistral", "qwen2", "gpt_neox"}, "model family");
+    v.choice("arch", arch, kArchs, "model family");
     v.required("vocab_size", vocab_size, "vocabulary size");
     v.required("hidden_size", hidden_size, "model width");
     v.required("intermediate_size", intermediate_size, "MLP width");
@@ -98,7 +115,7 @@ struct ModelConfig {
     v.field("rope_theta", rope_theta, "RoPE base");
     v.field("partial_rotary_factor", partial_rotary_factor, "fraction of head_dim rotated by RoPE");
     v.section("rope_scaling", rope_scaling, "RoPE scaling for long contexts");
-    v.choice("hidden_act", hidden_act, {"silu", "gelu", "gelu_new", "gelu_pytorch_tanh", "relu"},
+    v.choice("hidden_act", hidden_act, kActivations,
              "MLP activation (gelu = exact erf form)");
     v.field("attention_bias", attention_bias,
             "attention biases (llama, gpt_neox: q/k/v and output; qwen2: always q/k/v)");

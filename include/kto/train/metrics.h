@@ -20,8 +20,12 @@ namespace kto::train {
 class StepSums {
  public:
   explicit StepSums(at::Device device);
-  // One microbatch: its loss output, the policy log-probs, and whether it was a paired batch.
-  void add(const data::Microbatch& mb, const loss::LossOutput& out, const at::Tensor& policy_logps);
+  // One microbatch: its loss output, its reference point z0 (0 without one) and the policy
+  // log-probs.
+  void add(const data::Microbatch& mb, const loss::LossOutput& out, const at::Tensor& z0,
+           const at::Tensor& policy_logps);
+  // Whether this rank's summed loss is finite (one host copy; before reduce()).
+  bool loss_is_finite() const;
   // All-reduces and returns the named metrics (loss, kl, rewards/..., logps/..., count/...,
   // tokens). Collective.
   std::map<std::string, double> reduce(comm::Communicator& comm);
@@ -38,6 +42,9 @@ class MetricsLog {
   void write(const std::map<std::string, double>& values,
              const std::map<std::string, std::string>& labels = {});
   const std::string& path() const { return path_; }
+  // A resumed run continues from its checkpoint at `step`: records of later (lost) steps are
+  // dropped, and so is a last line cut short by a crash; every other line stays as it was.
+  void rewind(int64_t step);
 
  private:
   std::string path_;

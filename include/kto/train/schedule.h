@@ -3,12 +3,13 @@
 #pragma once
 
 #include <cstdint>
-#include <string>
+
+#include "kto/config/config.h"
 
 namespace kto::train {
 
-// `step` counts from 0; `total` is the number of optimizer steps of the run.
-double learning_rate(double lr, int64_t warmup_steps, const std::string& decay, double min_lr_ratio,
-                     int64_t step, int64_t total);
+// The learning rate of step `step` (counting from 0) of a run of `total` optimizer steps with
+// peak learning rate `lr`.
+double learning_rate(const config::ScheduleSection& schedule, double lr, int64_t step, int64_t total);
 
 }  // namespace kto::train

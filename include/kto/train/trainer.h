@@ -1,12 +1,14 @@
 // The trainer: KTO (and the other HALOs) on the fully sharded policy and reference, for any
-// world size. One optimizer step, as data flows (DESIGN §2):
+// world size. One optimizer step, as train_step() reads (DESIGN §2):
 //
 //   for each of grad_accum microbatches of this rank:
 //     KL pass       policy and reference log-probs of mismatched pairs (no grad)
-//     z0            pooled over the global microbatch (one small all-reduce inside the loss)
+//     z0            this rank's KL (sum, count), all-reduced over the global microbatch
 //     log-probs     reference (no grad), policy (grad)
-//     loss          HALO objective; backward of loss / grad_accum (gradients reduce-scattered)
-//   clip the global gradient norm, optimizer step, learning-rate schedule
+//     loss          HALO objective(log-probs, reference log-probs, z0, labels, class weights);
+//                   backward of loss / grad_accum (gradients reduce-scattered into the slices)
+//   decide        loss and gradient norm finite on every rank (MIN), else skip the update
+//   update        clip to the global gradient norm, optimizer step, learning-rate schedule
 //   metrics (one all-reduce), progress line and metrics.jsonl on rank 0
 #pragma once
 
@@ -27,8 +29,8 @@ namespace kto::train {
 
 class Trainer {
  public:
-  // Loads models and data and checks everything that depends on the world size or the data
-  // (batch divisibility, files, vocabulary); errors name the config key.
+  // Opens the data, checks the run against it (check_run: batch divisibility, files,
+  // vocabulary, loss vs data; errors name the config key), loads the models and resumes.
   Trainer(config::Config config, const comm::ProcessGroup& world);
   ~Trainer();
 
@@ -42,22 +44,35 @@ class Trainer {
   int64_t step() const { return step_; }
   // True when fit() returned early on a stop request (a signal), after checkpointing.
   bool stopped() const { return stopped_; }
+  // True when fit() gave up after train.max_nonfinite_steps consecutive skipped steps (every
+  // rank alike; nothing saved, status.json says "failed").
+  bool failed() const { return failed_; }
   int64_t total_steps() const { return total_steps_; }
   fsdp::ShardedModel& policy() { return *policy_; }
   const config::Config& config() const { return config_; }
 
  private:
-  struct Forward {  // per-microbatch sequence log-probs
-    at::Tensor logp, ref, kl_logp, kl_ref;
+  struct LogProbs {  // per-sequence completion log-prob sums of one microbatch
+    at::Tensor policy, reference;
   };
-  Forward forward(const data::Microbatch& mb, bool with_grad);
-  loss::LossOutput objective(const data::Microbatch& mb, const Forward& f, loss::Reducer& reducer) const;
+  // KL_i = log pi(y'_i|x_i) - log pi_ref(y'_i|x_i) of the microbatch's mismatched pairs (no grad).
+  at::Tensor kl_terms(const data::Microbatch& mb);
+  LogProbs target_logprobs(const data::Microbatch& mb, bool with_grad);
+  loss::LossOutput objective(const data::Microbatch& mb, const LogProbs& lp, const at::Tensor& z0) const;
+  at::Tensor zero_z0() const;
   void setup_models();
-  void setup_data();
+  // fit()'s phases: the start (config.yaml, banner, status), an eval, a stop on request, giving
+  // up on non-finite steps, the end.
+  void start_run();
+  bool eval_due() const;
+  void log_evaluation();
+  void stop_run();
+  void fail_run();
+  void finish_run();
   void resume();
   void save_checkpoint();
   void export_final();
-  // run.dir/status.json: {"state": "running" | "stopped" | "done", "step": N, "steps": total}
+  // run.dir/status.json: {"state": "running" | "stopped" | "failed" | "done", "step": N, "steps": total}
   // (rank 0), for job scripts and monitoring.
   void write_status(const char* state) const;
   void print_banner() const;
@@ -71,13 +86,12 @@ class Trainer {
   std::unique_ptr<fsdp::ShardedOptimizer> optimizer_;
   std::shared_ptr<data::Dataset> train_data_, eval_data_;
   std::unique_ptr<data::DataLoader> loader_;
-  loss::LossOptions loss_;
-  std::unique_ptr<loss::Reducer> reducer_;
+  loss::LossOptions loss_;  // the config's, class weights resolved
   std::unique_ptr<MetricsLog> log_;
   std::string policy_config_json_;  // the HF config.json the policy came from, if any
   std::string reference_identity_;  // what the reference model is, checked on resume
   int64_t last_saved_step_ = -1;
-  bool stopped_ = false;
+  bool stopped_ = false, failed_ = false;
   int64_t step_ = 0, total_steps_ = 0, grad_accum_ = 1, nonfinite_in_a_row_ = 0;
   double model_flops_per_token_ = 0, peak_flops_ = 0;
 };

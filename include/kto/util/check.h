@@ -1,6 +1,6 @@
 // Error types and the invariant check used everywhere in library code.
 //
-// Library code throws; binaries catch in main (see kto/util/main_guard.h), print the cause with
+// Library code throws; binaries catch in main (comm::run_distributed_main), print the cause with
 // rank and host, and abort the whole job. Two kinds of failure:
 //   * kto::Error            — bad input or environment (a file, key or tensor is named);
 //   * KTO_CHECK(cond, ...)  — an invariant: the message carries file:line, the expression,
@@ -26,6 +26,11 @@ class ConfigError : public Error {
  public:
   using Error::Error;
 };
+
+// "SOURCE: key 'KEY': WHAT" (without a source: "key 'KEY': WHAT"), the form of every config error.
+inline ConfigError key_error(const std::string& source, const std::string& key, const std::string& what) {
+  return ConfigError((source.empty() ? "" : source + ": ") + "key '" + key + "': " + what);
+}
 
 namespace detail {
 

@@ -12,14 +12,17 @@
 #include <string>
 
 #include "kto/util/check.h"
+#include "kto/util/choice.h"
 
 namespace kto::log {
 
 enum class Level { debug = 0, info = 1, warn = 2, error = 3 };
+inline constexpr ChoiceTable<Level, 4> kLevels{
+    {{Level::debug, "debug"}, {Level::info, "info"}, {Level::warn, "warn"}, {Level::error, "error"}}};
 
 Level level();
 void set_level(Level level);
-// Parses "debug|info|warn|error"; throws kto::Error naming the value otherwise.
+// Parses "debug|info|warn|error" (and "warning"); throws kto::Error naming the value otherwise.
 Level parse_level(const std::string& text);
 bool enabled(Level level);
 

@@ -1,0 +1,57 @@
+// The data pipeline's options: the `data` section of a kto config (STYLE 9). Light on purpose
+// (no ATen, no HDF5): the config parser includes it; the loader and batches read it.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "kto/util/choice.h"
+
+namespace kto::data {
+
+// Which completion j is paired with prompt i in a microbatch of n for the KL pass: next
+// j = (i + 1) mod n (HALOs, OpenRLHF), prev j = (i - 1) mod n (TRL >= 0.9), reverse j = n - 1 - i
+// (TRL <= 0.8).
+enum class Pairing { next, prev, reverse };
+inline constexpr ChoiceTable<Pairing, 3> kPairings{
+    {{Pairing::next, "next"}, {Pairing::prev, "prev"}, {Pairing::reverse, "reverse"}}};
+
+// Where a KL partner may come from: `rank` pairs within each rank's microbatch (TRL, HALOs);
+// `global` pairs within the global microbatch across ranks, so the KL terms — and z0 — do not
+// depend on the world size (a rank reads its partners' examples directly).
+enum class PairScope { global, rank };
+inline constexpr ChoiceTable<PairScope, 2> kPairScopes{{{PairScope::global, "global"}, {PairScope::rank, "rank"}}};
+
+struct DataOptions {
+  std::vector<std::string> train;  // HDF5 files from kto-data prepare
+  std::vector<std::string> eval;
+  int64_t micro_batch = 4;   // examples (pairs for paired losses) per rank per forward
+  int64_t global_batch = 0;  // 0: micro_batch * grad_accum * world size
+  int64_t grad_accum = 1;
+  int64_t seed = 0;
+  Pairing pairing = Pairing::next;
+  PairScope pair_scope = PairScope::global;
+  int64_t pad_to_multiple_of = 8;
+
+  template <class V>
+  void visit(V& v) {
+    v.field("train", train, "training dataset files (kto-data prepare output; several shards allowed)");
+    v.field("eval", eval, "held-out dataset files (empty: no eval)");
+    v.field("micro_batch", micro_batch,
+            "examples per rank per forward pass (pairs for paired losses); KTO needs >= 2");
+    v.field("global_batch", global_batch,
+            "examples per optimizer step over all ranks; 0: micro_batch * grad_accum * world size");
+    v.field("grad_accum", grad_accum,
+            "microbatches per optimizer step (derived from global_batch when that is set)");
+    v.field("seed", seed, "seed of the per-epoch shuffles");
+    v.choice("pairing", pairing, kPairings, "KL mismatched pairs: the completion of (i+1), (i-1) or (n-1-i)");
+    v.choice("pair_scope", pair_scope, kPairScopes,
+             "pair within the global microbatch (world-size invariant) or within each rank's (TRL, HALOs)");
+    v.field("pad_to_multiple_of", pad_to_multiple_of, "round padded sequence lengths up to a multiple of this");
+  }
+  // Throws kto::ConfigError naming `source` and the key (`prefix` + key, e.g. "data.micro_batch").
+  void validate(const std::string& source, const std::string& prefix) const;
+};
+
+}  // namespace kto::data

@@ -1,0 +1,44 @@
+#include "kto/loss/options.h"
+
+#include "kto/util/check.h"
+
+namespace kto::loss {
+
+using detail::str_cat;
+
+bool is_paired(LossName n) {
+  switch (n) {
+    case LossName::dpo:
+    case LossName::cdpo:
+    case LossName::ipo:
+    case LossName::simpo:
+    case LossName::slic: return true;
+    default: return false;
+  }
+}
+
+bool uses_reference(LossName n) {
+  return n != LossName::simpo && n != LossName::sft && n != LossName::csft && n != LossName::slic;
+}
+
+bool uses_kl(LossName n) { return n == LossName::kto || n == LossName::kto_logsigmoid; }
+
+bool is_kto(LossName n) { return uses_kl(n) || n == LossName::kto_zero; }
+
+void LossOptions::validate(const std::string& source, const std::string& p) const {
+  auto fail = [&](const char* key, const std::string& what) { throw key_error(source, p + key, what); };
+  if (!(beta > 0)) fail("beta", str_cat("must be positive, got ", beta));
+  for (const auto& [key, w] : {std::pair<const char*, const ClassWeight&>{"desirable_weight", desirable_weight},
+                               {"undesirable_weight", undesirable_weight}}) {
+    if (!w.automatic && !(w.value > 0)) fail(key, str_cat("must be a positive number or auto, got ", w.value));
+  }
+  if (!(cdpo_epsilon >= 0 && cdpo_epsilon < 0.5)) fail("cdpo_epsilon", "must be in [0, 0.5)");
+  if (!(ipo_tau > 0)) fail("ipo_tau", "must be positive");
+}
+
+void resolve_class_weights(LossOptions& o, double auto_desirable, double auto_undesirable) {
+  if (o.desirable_weight.automatic) o.desirable_weight.value = auto_desirable;
+  if (o.undesirable_weight.automatic) o.undesirable_weight.value = auto_undesirable;
+}
+
+}  // namespace kto::loss
