@@ -11,6 +11,8 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
+#include <string>
 #include <vector>
 
 #include "kto/comm/process_group.h"
@@ -50,8 +52,9 @@ int main(int argc, char** argv) {
         // A dataset of random full-length sequences, written by rank 0.
         std::string dir;
         if (world.is_root()) {
-          char pattern[] = "/tmp/kto-bench-XXXXXX";
-          dir = ::mkdtemp(pattern);
+          const char* tmp = std::getenv("TMPDIR");
+          std::string pattern = std::string(tmp && *tmp ? tmp : "/tmp") + "/kto-bench-XXXXXX";
+          dir = ::mkdtemp(pattern.data());
           kto::data::DatasetAttributes attrs;
           attrs.pad_id = 0;
           attrs.max_length = seq;

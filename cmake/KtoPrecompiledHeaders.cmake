@@ -46,7 +46,6 @@ function(kto_precompile_torch_headers)
   # The same flags as kto's own targets, or GCC would refuse the PCH (it then parses the
   # headers as usual: slower, never wrong).
   target_link_libraries(kto_pch PRIVATE kto_torch kto_warnings)
-  target_compile_options(kto_pch PRIVATE -fmacro-prefix-map=${PROJECT_SOURCE_DIR}/=)
   target_precompile_headers(kto_pch PRIVATE <ATen/ATen.h>)
   foreach(dir IN LISTS ARGN)
     get_property(targets DIRECTORY ${dir} PROPERTY BUILDSYSTEM_TARGETS)

@@ -4,7 +4,7 @@
 # Used by launch/demo.sh and tests/run.sh; safe to run by hand (needs root or sudo).
 #   --test   also the packages only the test suite uses: a real Slurm (slurm-wlm, munge) for the
 #            launch/slurm tests, headless Chromium to render the HTML report, script(1) for the
-#            terminal-progress test.
+#            terminal-progress test, clang-format 14 for the format check of .ci/run.
 set -euo pipefail
 
 packages=(
@@ -28,6 +28,7 @@ if [[ "${1:-}" == "--test" ]]; then
     slurm-wlm munge                  # tests/slurm: a private one-node Slurm cluster
     chromium                         # renders report.html headless in the report test
     bsdutils                         # script(1): runs kto-train on a pseudo-terminal
+    clang-format-14                  # scripts/check-format.sh (the repo's .clang-format)
   )
 elif [[ $# -gt 0 ]]; then
   echo "usage: scripts/install-deps.sh [--test]" >&2

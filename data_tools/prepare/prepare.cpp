@@ -8,19 +8,20 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <functional>
+#include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <thread>
 #include <tuple>
 
+#include "inputs.h"
 #include "kto/data/dataset.h"
 #include "kto/data/sampler.h"
 #include "kto/util/check.h"
 #include "kto/util/files.h"
 #include "kto/util/log.h"
 #include "kto/util/version.h"
-#include "line_reader.h"
-#include "rows.h"
 #include "tokenizer/text.h"
 #include "tokenizer/tokenizer.h"
 
@@ -31,118 +32,12 @@ using json = nlohmann::json;
 
 namespace {
 
-struct Located {
-  TextExample text;
-  int64_t row = 0;  // global row number, for seeded per-row decisions
-};
-
 struct Tokenized {
   std::vector<int32_t> tokens;
   int32_t prompt_len = 0;
   bool desirable = false;
   bool prompt_truncated = false, completion_truncated = false;
   bool eval = false;
-};
-
-// A uniform number in [0, 1) fixed by (seed, stream, index): subsampling and the eval split
-// do not depend on thread count or input order within a file.
-double unit_hash(uint64_t seed, uint64_t stream, uint64_t index) {
-  uint64_t z = seed ^ (stream * 0x9E3779B97F4A7C15ull) ^ (index * 0xD1B54A32D192ED03ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  z ^= z >> 31;
-  return static_cast<double>(z >> 11) * (1.0 / 9007199254740992.0);
-}
-
-class RowCollector {
- public:
-  RowCollector(const PrepareOptions& o, const ChatTemplate& t, PrepareSummary& s) : o_(o), t_(t), s_(s) {}
-
-  void read_file(const std::string& path) {
-    LineReader reader(path);
-    std::string line;
-    bool first = true;
-    while (reader.next(line)) {
-      const size_t start = line.find_first_not_of(" \t\r");
-      if (start == std::string::npos) continue;
-      if (first && line[start] == '[') {  // a JSON array file, not JSON lines
-        read_array(path);
-        return;
-      }
-      first = false;
-      add_line(line, str_cat(path, ":", reader.line_number()));
-    }
-  }
-
-  std::vector<Located>& examples() { return examples_; }
-  const std::vector<std::string>& first_errors() const { return first_errors_; }
-
- private:
-  void read_array(const std::string& path) {
-    json rows;
-    const std::string text = read_whole_file(path);
-    if (!tok::is_valid_utf8(text))
-      throw Error(path + ": not valid UTF-8 (a JSON array file must be entirely valid)");
-    try {
-      rows = json::parse(text);
-    } catch (const json::exception& e) {
-      throw Error(path + ": not valid JSON: " + e.what());
-    }
-    for (size_t i = 0; i < rows.size(); ++i) add_row(rows[i], str_cat(path, "[", i, "]"));
-  }
-
-  void add_line(const std::string& line, const std::string& where) {
-    if (!tok::is_valid_utf8(line)) {
-      skip({"invalid_utf8", "the line holds bytes that are not valid UTF-8"}, where);
-      return;
-    }
-    json row;
-    try {
-      row = json::parse(line);
-    } catch (const json::exception& e) {
-      skip({"invalid_json", e.what()}, where);
-      return;
-    }
-    add_row(row, where);
-  }
-
-  void add_row(const json& row, const std::string& where) {
-    ParsedRow parsed = parse_row(row, t_);
-    if (!parsed.ok()) {
-      skip(parsed.error, where);
-      return;
-    }
-    if (o_.keep_pairs && parsed.format != RowFormat::paired && parsed.format != RowFormat::hh) {
-      skip({"not_paired", "--keep-pairs needs paired rows (chosen and rejected)"}, where);
-      return;
-    }
-    const int64_t row_index = ++s_.rows;
-    ++s_.rows_by_format[format_name(parsed.format)];
-    for (TextExample& e : parsed.examples) {
-      const double keep = e.desirable ? o_.keep_desirable : o_.keep_undesirable;
-      if (keep < 1.0 &&
-          unit_hash(o_.seed, 1, static_cast<uint64_t>(examples_.size() + s_.subsampled_away)) >= keep) {
-        ++s_.subsampled_away;
-        continue;
-      }
-      examples_.push_back({std::move(e), row_index});
-    }
-  }
-
-  void skip(const RowError& error, const std::string& where) {
-    ++s_.rows;
-    ++s_.rows_skipped;
-    ++s_.skipped_by_reason[error.reason];
-    if (static_cast<int64_t>(first_errors_.size()) < o_.report_errors) {
-      first_errors_.push_back(str_cat(where, ": ", error.reason, ": ", error.detail));
-    }
-  }
-
-  const PrepareOptions& o_;
-  const ChatTemplate& t_;
-  PrepareSummary& s_;
-  std::vector<Located> examples_;
-  std::vector<std::string> first_errors_;
 };
 
 // The ids each prompt ends with, by label ([0] undesirable, [1] desirable); empty without
@@ -243,77 +138,40 @@ void validate(const PrepareOptions& o) {
   }
 }
 
-std::string percent(double x) {
-  char text[32];
-  std::snprintf(text, sizeof(text), "%.2f%%", 100.0 * x);
-  return text;
-}
+// ---- the stages of run_prepare, in order ----
 
-}  // namespace
+// The tokenizer and what it decides for every example: BOS, EOS and the CSFT control ids.
+struct Encoding {
+  std::unique_ptr<tok::Tokenizer> tok;
+  bool add_bos = false;
+  int32_t eos = -1;  // appended to completions; -1: none
+  ControlIds control;
+};
 
-PrepareSummary run_prepare(const PrepareOptions& o) {
-  validate(o);
-  const auto tok = tok::load_tokenizer(o.tokenizer);
-  const ChatTemplate tmpl = o.template_file.empty() ? ChatTemplate::builtin(o.chat_template)
-                                                    : ChatTemplate::from_file(o.template_file);
+Encoding load_encoding(const PrepareOptions& o) {
+  Encoding enc;
+  enc.tok = tok::load_tokenizer(o.tokenizer);
+  const tok::Tokenizer& tok = *enc.tok;
   // The tokenizer's own rule decides BOS unless told: HF templates and SentencePiece add it.
-  const std::vector<int32_t> special_empty = tok->encode("", true);
-  const bool add_bos = o.add_bos == "yes" || (o.add_bos == "auto" && !special_empty.empty() &&
-                                              tok->bos_id() >= 0 && special_empty.front() == tok->bos_id());
-  if (add_bos && tok->bos_id() < 0)
+  const std::vector<int32_t> special_empty = tok.encode("", true);
+  enc.add_bos = o.add_bos == "yes" || (o.add_bos == "auto" && !special_empty.empty() && tok.bos_id() >= 0 &&
+                                       special_empty.front() == tok.bos_id());
+  if (enc.add_bos && tok.bos_id() < 0)
     throw Error(o.tokenizer + ": --add-bos yes, but the tokenizer has no BOS token");
-  int32_t eos = -1;
   if (o.append_eos) {
-    eos = o.eos_token.empty() ? tok->eos_id() : tok->token_to_id(o.eos_token);
-    if (eos < 0) {
+    enc.eos = o.eos_token.empty() ? tok.eos_id() : tok.token_to_id(o.eos_token);
+    if (enc.eos < 0) {
       throw Error(o.eos_token.empty()
                       ? o.tokenizer + ": the tokenizer has no EOS token; give --eos-token or --no-eos"
                       : o.tokenizer + ": --eos-token '" + o.eos_token + "' is not a token");
     }
   }
+  enc.control = control_ids(tok, o);
+  return enc;
+}
 
-  const ControlIds control = control_ids(*tok, o);
-
-  PrepareSummary s;
-  RowCollector collector(o, tmpl, s);
-  for (const std::string& input : o.inputs) {
-    collector.read_file(input);
-    log::info("prepare", "read ", input);
-  }
-  const double error_rate = s.rows ? static_cast<double>(s.rows_skipped) / static_cast<double>(s.rows) : 0.0;
-  std::string reasons;
-  for (const auto& [reason, n] : s.skipped_by_reason)
-    reasons += str_cat(reasons.empty() ? "" : ", ", n, " ", reason);
-  for (const std::string& e : collector.first_errors()) log::warn("prepare", "skipped ", e);
-  if (error_rate > o.max_error_rate) {
-    throw Error(
-        str_cat(s.rows_skipped, " of ", s.rows, " rows (", percent(error_rate),
-                ") could not be used, above --max-error-rate ", percent(o.max_error_rate), " (", reasons,
-                "); first: ", collector.first_errors().empty() ? "" : collector.first_errors().front(),
-                ". Nothing was written."));
-  }
-  std::vector<Located>& texts = collector.examples();
-  if (texts.empty()) throw Error("no usable examples in the input");
-
-  // Tokenize in parallel; the result does not depend on the thread count. A kept pair (chosen at
-  // 2k, rejected at 2k+1) is one unit of work: its halves are truncated together.
-  std::vector<Tokenized> examples(texts.size());
-  const size_t unit = o.keep_pairs ? 2 : 1;
-  KTO_CHECK(texts.size() % unit == 0, "kept pairs must come as chosen, rejected");
-  auto tokenize_unit = [&](size_t first) {
-    std::vector<Encoded> encoded;
-    size_t longest = 0;
-    for (size_t i = first; i < first + unit; ++i) {
-      encoded.push_back(encode(texts[i], *tok, add_bos, eos, control));
-      longest = std::max(longest, encoded.back().completion.size());
-    }
-    for (size_t i = first; i < first + unit; ++i) {
-      const size_t budget = unit == 1 ? encoded[i - first].completion.size() : longest;
-      examples[i] = truncate(std::move(encoded[i - first]), texts[i], o, add_bos, budget);
-    }
-  };
-  const int64_t threads =
-      o.threads > 0 ? o.threads : std::max<int64_t>(1, std::thread::hardware_concurrency());
+// Runs fn(0) .. fn(n - 1) on `threads` threads; the first exception is rethrown after all join.
+void parallel_for(size_t n, int64_t threads, const std::function<void(size_t)>& fn) {
   std::atomic<size_t> next{0};
   std::vector<std::thread> pool;
   std::exception_ptr failure;
@@ -321,7 +179,7 @@ PrepareSummary run_prepare(const PrepareOptions& o) {
   for (int64_t t = 0; t < threads; ++t) {
     pool.emplace_back([&] {
       try {
-        for (size_t u = next++; u < texts.size() / unit; u = next++) tokenize_unit(u * unit);
+        for (size_t i = next++; i < n; i = next++) fn(i);
       } catch (...) {
         std::lock_guard<std::mutex> lock(failure_mutex);
         if (!failure) failure = std::current_exception();
@@ -330,7 +188,40 @@ PrepareSummary run_prepare(const PrepareOptions& o) {
   }
   for (auto& th : pool) th.join();
   if (failure) std::rethrow_exception(failure);
+}
 
+// Tokenizes and truncates in parallel; the result does not depend on the thread count. A kept
+// pair (chosen at 2k, rejected at 2k+1) is one unit of work: its halves are truncated together.
+std::vector<Tokenized> tokenize(const std::vector<Located>& texts, const Encoding& enc,
+                                const PrepareOptions& o) {
+  std::vector<Tokenized> examples(texts.size());
+  const size_t unit = o.keep_pairs ? 2 : 1;
+  KTO_CHECK(texts.size() % unit == 0, "kept pairs must come as chosen, rejected");
+  const int64_t threads =
+      o.threads > 0 ? o.threads : std::max<int64_t>(1, std::thread::hardware_concurrency());
+  parallel_for(texts.size() / unit, threads, [&](size_t u) {
+    const size_t first = u * unit;
+    std::vector<Encoded> encoded;
+    size_t longest = 0;
+    for (size_t i = first; i < first + unit; ++i) {
+      encoded.push_back(encode(texts[i], *enc.tok, enc.add_bos, enc.eos, enc.control));
+      longest = std::max(longest, encoded.back().completion.size());
+    }
+    for (size_t i = first; i < first + unit; ++i) {
+      const size_t budget = unit == 1 ? encoded[i - first].completion.size() : longest;
+      examples[i] = truncate(std::move(encoded[i - first]), texts[i], o, enc.add_bos, budget);
+    }
+  });
+  return examples;
+}
+
+struct Split {
+  std::vector<int64_t> train, eval;  // example indices, in output order
+};
+
+// The output order (shuffled whole pairs when pairs are kept) split into train and eval; the
+// counts and the recommended class weights go into `s`.
+Split split_examples(const std::vector<Tokenized>& examples, const PrepareOptions& o, PrepareSummary& s) {
   std::vector<int64_t> order(examples.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int64_t>(i);
   if (o.shuffle && o.keep_pairs) {  // shuffle whole pairs: chosen stays right before its rejected
@@ -342,119 +233,144 @@ PrepareSummary run_prepare(const PrepareOptions& o) {
   } else if (o.shuffle) {
     order = data::BatchSampler::permutation(static_cast<int64_t>(examples.size()), o.seed, -1);
   }
-  std::vector<int64_t> train, eval;
+  Split split;
   for (int64_t i : order) {
     const Tokenized& e = examples[static_cast<size_t>(i)];
-    (e.eval ? eval : train).push_back(i);
+    (e.eval ? split.eval : split.train).push_back(i);
     s.examples++;
     (e.desirable ? s.desirable : s.undesirable)++;
     s.tokens += static_cast<int64_t>(e.tokens.size());
     s.prompt_truncated += e.prompt_truncated;
     s.completion_truncated += e.completion_truncated;
   }
-  if (train.empty()) throw Error("the eval split took every example; lower --eval-fraction");
-  s.train_examples = static_cast<int64_t>(train.size());
-  s.eval_examples = static_cast<int64_t>(eval.size());
+  if (split.train.empty()) throw Error("the eval split took every example; lower --eval-fraction");
+  s.train_examples = static_cast<int64_t>(split.train.size());
+  s.eval_examples = static_cast<int64_t>(split.eval.size());
   int64_t train_desirable = 0;
-  for (int64_t i : train) train_desirable += examples[static_cast<size_t>(i)].desirable;
+  for (int64_t i : split.train) train_desirable += examples[static_cast<size_t>(i)].desirable;
   std::tie(s.lambda_desirable, s.lambda_undesirable) =
       data::recommended_class_weights(train_desirable, s.train_examples - train_desirable);
+  return split;
+}
 
-  // Write everything into a temporary directory, then move it into place.
+data::DatasetAttributes dataset_attributes(const Encoding& enc, const PrepareOptions& o) {
+  const tok::Tokenizer& tok = *enc.tok;
+  data::DatasetAttributes attrs;
+  const std::string tok_path = tok.path();
+  const size_t slash = tok_path.find_last_of('/');
+  const size_t parent =
+      slash == std::string::npos || slash == 0 ? std::string::npos : tok_path.find_last_of('/', slash - 1);
+  attrs.tokenizer_name = parent == std::string::npos ? tok_path : tok_path.substr(parent + 1);
+  attrs.tokenizer_kind = tok.kind();
+  attrs.tokenizer_sha256 = tok.sha256();
+  attrs.tokenizer_vocab_size = tok.vocab_size();
+  attrs.bos_id = tok.bos_id();
+  attrs.eos_id = enc.eos >= 0 ? enc.eos : tok.eos_id();
+  attrs.pad_id = tok.pad_id() >= 0 ? tok.pad_id() : attrs.eos_id;
+  attrs.max_length = o.max_length;
+  attrs.max_prompt_length = o.max_prompt_length;
+  attrs.paired = o.keep_pairs ? 1 : 0;
+  attrs.control_tokens = o.control_tokens;
+  for (const std::string& in : o.inputs) attrs.source += (attrs.source.empty() ? "" : ", ") + in;
+  attrs.created = utc_now();
+  attrs.producer = build_summary();
+  return attrs;
+}
+
+// One split as `shards` files (train.h5, or train-00000-of-00004.h5 ...) in `dir`; shard
+// boundaries fall between pairs when pairs are kept. The file names go into s.files.
+void write_split(const std::vector<Tokenized>& examples, const std::vector<int64_t>& ids,
+                 const std::string& split, int64_t shards, data::DatasetAttributes attrs,
+                 const PrepareOptions& o, const std::string& dir, PrepareSummary& s) {
+  for (int64_t shard = 0; shard < shards; ++shard) {
+    const size_t unit = o.keep_pairs ? 2 : 1, units = ids.size() / unit;
+    const size_t begin = unit * (units * static_cast<size_t>(shard) / static_cast<size_t>(shards));
+    const size_t end = unit * (units * static_cast<size_t>(shard + 1) / static_cast<size_t>(shards));
+    char name[64];
+    if (shards == 1) {
+      std::snprintf(name, sizeof(name), "%s.h5", split.c_str());
+    } else {
+      std::snprintf(name, sizeof(name), "%s-%05ld-of-%05ld.h5", split.c_str(), static_cast<long>(shard),
+                    static_cast<long>(shards));
+    }
+    attrs.split = split;
+    attrs.shard_index = shard;
+    attrs.num_shards = shards;
+    data::DatasetWriter writer(join_path(dir, name), attrs);
+    for (size_t k = begin; k < end; ++k) {
+      const Tokenized& e = examples[static_cast<size_t>(ids[k])];
+      writer.add(e.tokens, e.prompt_len, e.desirable);
+    }
+    writer.finish();
+    s.files.push_back(name);
+  }
+}
+
+json summary_json(const PrepareSummary& s, const Encoding& enc, const PrepareOptions& o) {
+  return {{"rows", s.rows},
+          {"rows_skipped", s.rows_skipped},
+          {"skipped_by_reason", s.skipped_by_reason},
+          {"rows_by_format", s.rows_by_format},
+          {"subsampled_away", s.subsampled_away},
+          {"examples", s.examples},
+          {"desirable", s.desirable},
+          {"undesirable", s.undesirable},
+          {"tokens", s.tokens},
+          {"prompt_truncated", s.prompt_truncated},
+          {"completion_truncated", s.completion_truncated},
+          {"train_examples", s.train_examples},
+          {"eval_examples", s.eval_examples},
+          {"recommended_lambda_desirable", s.lambda_desirable},
+          {"recommended_lambda_undesirable", s.lambda_undesirable},
+          {"files", s.files},
+          {"tokenizer", enc.tok->path()},
+          {"tokenizer_sha256", enc.tok->sha256()},
+          {"add_bos", enc.add_bos},
+          {"paired", o.keep_pairs},
+          {"control_tokens", o.control_tokens},
+          {"eos_id", enc.eos},
+          {"seed", o.seed},
+          {"inputs", o.inputs}};
+}
+
+// Renames the finished `tmp_dir` to `out_dir`, replacing an old output only once the new one is
+// complete (the old one is restored if the move fails).
+void move_into_place(const std::string& tmp_dir, const std::string& out_dir) {
+  if (path_exists(out_dir)) {
+    const std::string old = str_cat(out_dir, ".old.", ::getpid());
+    if (std::rename(out_dir.c_str(), old.c_str()) != 0)
+      throw Error(out_dir + ": cannot move the old output aside");
+    if (std::rename(tmp_dir.c_str(), out_dir.c_str()) != 0) {
+      std::rename(old.c_str(), out_dir.c_str());
+      throw Error(out_dir + ": cannot move the new output into place");
+    }
+    remove_tree(old);
+  } else if (std::rename(tmp_dir.c_str(), out_dir.c_str()) != 0) {
+    throw Error(out_dir + ": cannot move the output into place: " + std::strerror(errno));
+  }
+}
+
+// Writes the splits and summary.json into a temporary directory, then moves it into place:
+// nothing is left behind on failure.
+void write_output(const std::vector<Tokenized>& examples, const Split& split, const Encoding& enc,
+                  const PrepareOptions& o, PrepareSummary& s) {
   const std::string tmp_dir = str_cat(o.out_dir, ".tmp.", ::getpid());
   remove_tree(tmp_dir);
   make_directories(tmp_dir);
   try {
-    data::DatasetAttributes attrs;
-    const std::string tok_path = tok->path();
-    const size_t slash = tok_path.find_last_of('/');
-    const size_t parent =
-        slash == std::string::npos || slash == 0 ? std::string::npos : tok_path.find_last_of('/', slash - 1);
-    attrs.tokenizer_name = parent == std::string::npos ? tok_path : tok_path.substr(parent + 1);
-    attrs.tokenizer_kind = tok->kind();
-    attrs.tokenizer_sha256 = tok->sha256();
-    attrs.tokenizer_vocab_size = tok->vocab_size();
-    attrs.bos_id = tok->bos_id();
-    attrs.eos_id = eos >= 0 ? eos : tok->eos_id();
-    attrs.pad_id = tok->pad_id() >= 0 ? tok->pad_id() : attrs.eos_id;
-    attrs.max_length = o.max_length;
-    attrs.max_prompt_length = o.max_prompt_length;
-    attrs.paired = o.keep_pairs ? 1 : 0;
-    attrs.control_tokens = o.control_tokens;
-    for (const std::string& in : o.inputs) attrs.source += (attrs.source.empty() ? "" : ", ") + in;
-    attrs.created = utc_now();
-    attrs.producer = build_summary();
-    auto write_split = [&](const std::vector<int64_t>& ids, const std::string& split, int64_t shards) {
-      for (int64_t shard = 0; shard < shards; ++shard) {
-        // Shard boundaries fall between pairs when pairs are kept.
-        const size_t unit = o.keep_pairs ? 2 : 1, units = ids.size() / unit;
-        const size_t begin = unit * (units * static_cast<size_t>(shard) / static_cast<size_t>(shards));
-        const size_t end = unit * (units * static_cast<size_t>(shard + 1) / static_cast<size_t>(shards));
-        char name[64];
-        if (shards == 1) {
-          std::snprintf(name, sizeof(name), "%s.h5", split.c_str());
-        } else {
-          std::snprintf(name, sizeof(name), "%s-%05ld-of-%05ld.h5", split.c_str(), static_cast<long>(shard),
-                        static_cast<long>(shards));
-        }
-        attrs.split = split;
-        attrs.shard_index = shard;
-        attrs.num_shards = shards;
-        data::DatasetWriter writer(join_path(tmp_dir, name), attrs);
-        for (size_t k = begin; k < end; ++k) {
-          const Tokenized& e = examples[static_cast<size_t>(ids[k])];
-          writer.add(e.tokens, e.prompt_len, e.desirable);
-        }
-        writer.finish();
-        s.files.push_back(name);
-      }
-    };
-    write_split(train, "train", o.shards);
-    if (!eval.empty()) write_split(eval, "eval", 1);
-
-    json summary = {{"rows", s.rows},
-                    {"rows_skipped", s.rows_skipped},
-                    {"skipped_by_reason", s.skipped_by_reason},
-                    {"rows_by_format", s.rows_by_format},
-                    {"subsampled_away", s.subsampled_away},
-                    {"examples", s.examples},
-                    {"desirable", s.desirable},
-                    {"undesirable", s.undesirable},
-                    {"tokens", s.tokens},
-                    {"prompt_truncated", s.prompt_truncated},
-                    {"completion_truncated", s.completion_truncated},
-                    {"train_examples", s.train_examples},
-                    {"eval_examples", s.eval_examples},
-                    {"recommended_lambda_desirable", s.lambda_desirable},
-                    {"recommended_lambda_undesirable", s.lambda_undesirable},
-                    {"files", s.files},
-                    {"tokenizer", tok->path()},
-                    {"tokenizer_sha256", tok->sha256()},
-                    {"add_bos", add_bos},
-                    {"paired", o.keep_pairs},
-                    {"control_tokens", o.control_tokens},
-                    {"eos_id", eos},
-                    {"seed", o.seed},
-                    {"inputs", o.inputs}};
-    write_text_file(join_path(tmp_dir, "summary.json"), summary.dump(2) + "\n");
-    if (path_exists(o.out_dir)) {
-      const std::string old = str_cat(o.out_dir, ".old.", ::getpid());
-      if (std::rename(o.out_dir.c_str(), old.c_str()) != 0)
-        throw Error(o.out_dir + ": cannot move the old output aside");
-      if (std::rename(tmp_dir.c_str(), o.out_dir.c_str()) != 0) {
-        std::rename(old.c_str(), o.out_dir.c_str());
-        throw Error(o.out_dir + ": cannot move the new output into place");
-      }
-      remove_tree(old);
-    } else if (std::rename(tmp_dir.c_str(), o.out_dir.c_str()) != 0) {
-      throw Error(o.out_dir + ": cannot move the output into place: " + std::strerror(errno));
-    }
+    const data::DatasetAttributes attrs = dataset_attributes(enc, o);
+    write_split(examples, split.train, "train", o.shards, attrs, o, tmp_dir, s);
+    if (!split.eval.empty()) write_split(examples, split.eval, "eval", 1, attrs, o, tmp_dir, s);
+    write_text_file(join_path(tmp_dir, "summary.json"), summary_json(s, enc, o).dump(2) + "\n");
+    move_into_place(tmp_dir, o.out_dir);
   } catch (...) {
     remove_tree(tmp_dir);
     throw;
   }
+}
 
-  // Summary.
+void log_summary(const PrepareSummary& s, const std::string& reasons, const std::string& out_dir) {
+  const double error_rate = s.rows ? static_cast<double>(s.rows_skipped) / static_cast<double>(s.rows) : 0.0;
   std::string formats;
   for (const auto& [f, n] : s.rows_by_format) formats += str_cat(formats.empty() ? "" : ", ", n, " ", f);
   log::info("prepare", s.rows, " rows (", formats, "); skipped ", s.rows_skipped, " (", percent(error_rate),
@@ -468,7 +384,21 @@ PrepareSummary run_prepare(const PrepareOptions& o) {
             "lambda_D = ",
             s.lambda_desirable, ", lambda_U = ", s.lambda_undesirable,
             " (lambda_D*n_D / (lambda_U*n_U) in [1, 4/3])");
-  for (const std::string& f : s.files) log::info("prepare", "wrote ", join_path(o.out_dir, f));
+  for (const std::string& f : s.files) log::info("prepare", "wrote ", join_path(out_dir, f));
+}
+
+}  // namespace
+
+PrepareSummary run_prepare(const PrepareOptions& o) {
+  validate(o);
+  const Encoding enc = load_encoding(o);
+  PrepareSummary s;
+  std::string reasons;  // why rows were skipped, for the summary
+  const std::vector<Located> texts = read_inputs(o, s, &reasons);
+  const std::vector<Tokenized> examples = tokenize(texts, enc, o);
+  const Split split = split_examples(examples, o, s);
+  write_output(examples, split, enc, o, s);
+  log_summary(s, reasons, o.out_dir);
   return s;
 }
 

@@ -35,8 +35,8 @@ int ckpt_init(int argc, char** argv) {
   m.init_random(static_cast<uint64_t>(cfg.model.init_seed), cfg.model.init_std);
   io::save_hf_model(out_dir, m.config(), m.layout(), m.units(),
                     dtype_name == "bf16" ? at::kBFloat16 : at::kFloat);
-  log::info("init", "wrote ", out_dir, ": ", model::name(m.config().arch), " with ", m.config().num_parameters(),
-            " parameters (seed ", cfg.model.init_seed, ")");
+  log::info("init", "wrote ", out_dir, ": ", model::name(m.config().arch), " with ",
+            m.config().num_parameters(), " parameters (seed ", cfg.model.init_seed, ")");
   return 0;
 }
 

@@ -6,8 +6,6 @@
 //   compare  max abs/rel differences between two safetensors files
 //   export   a checkpoint -> Hugging Face directory
 //   inspect  a checkpoint's facts; checksums verified
-//   export   a checkpoint -> Hugging Face directory
-//   inspect  a checkpoint's facts; checksums verified
 #include <ATen/Parallel.h>
 
 #include <cstdlib>

@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,7 +13,6 @@
 #include <cstring>
 #include <map>
 #include <sstream>
-#include <sys/stat.h>
 
 #include "kto/util/check.h"
 #include "kto/util/files.h"
@@ -65,8 +65,12 @@ void fsync_path(const std::string& path) {
   if (rc != 0) throw Error(str_cat(path, ": fsync failed: ", std::strerror(errno)));
 }
 
-hid_t file_type_of(const at::Tensor& t) { return t.scalar_type() == at::kDouble ? H5T_IEEE_F64LE : H5T_IEEE_F32LE; }
-hid_t mem_type_of(const at::Tensor& t) { return t.scalar_type() == at::kDouble ? H5T_NATIVE_DOUBLE : H5T_NATIVE_FLOAT; }
+hid_t file_type_of(const at::Tensor& t) {
+  return t.scalar_type() == at::kDouble ? H5T_IEEE_F64LE : H5T_IEEE_F32LE;
+}
+hid_t mem_type_of(const at::Tensor& t) {
+  return t.scalar_type() == at::kDouble ? H5T_NATIVE_DOUBLE : H5T_NATIVE_FLOAT;
+}
 
 // Writes this rank's slices; returns the shard's entry of the manifest.
 ShardEntry write_shard(const std::string& path, const fsdp::ShardedModel& policy,
@@ -86,7 +90,8 @@ ShardEntry write_shard(const std::string& path, const fsdp::ShardedModel& policy
       h5::write_vector(group, "param", file_type_of(p), mem_type_of(p), p.data_ptr(), p.numel());
       for (size_t k = 0; k < state[u].size(); ++k) {
         const at::Tensor s = state[u][k].cpu().contiguous();
-        h5::write_vector(group, ("state" + std::to_string(k)).c_str(), file_type_of(s), mem_type_of(s), s.data_ptr(), s.numel());
+        h5::write_vector(group, ("state" + std::to_string(k)).c_str(), file_type_of(s), mem_type_of(s),
+                         s.data_ptr(), s.numel());
       }
     }
     KTO_H5_CHECK(H5Fflush(file, H5F_SCOPE_GLOBAL));  // surfaces write errors (disk full) here
@@ -135,8 +140,8 @@ std::string save(const SaveRequest& request, const fsdp::ShardedModel& policy,
   try {
     entry = write_shard(path, policy, optimizer, state.step, r, W);
   } catch (const std::exception& e) {
-    throw Error(str_cat("checkpoint ", final_dir, ": writing ", path, " failed (disk full or quota?): ", e.what(),
-                        "; the previous checkpoints are untouched"));
+    throw Error(str_cat("checkpoint ", final_dir, ": writing ", path, " failed (disk full or quota?): ",
+                        e.what(), "; the previous checkpoints are untouched"));
   }
   fault_point_between_shards_and_manifest(state.step, group);
   const std::vector<ShardEntry> entries = gather_entries(entry, group);  // every shard's checksum
@@ -163,11 +168,13 @@ std::string save(const SaveRequest& request, const fsdp::ShardedModel& policy,
     fsync_path(tmp_dir);
     remove_tree(final_dir);  // a re-save of the same step replaces it
     if (std::rename(tmp_dir.c_str(), final_dir.c_str()) != 0) {
-      throw Error(str_cat(final_dir, ": cannot rename the finished checkpoint into place: ", std::strerror(errno)));
+      throw Error(
+          str_cat(final_dir, ": cannot rename the finished checkpoint into place: ", std::strerror(errno)));
     }
     fsync_path(checkpoints_dir);
     const auto complete = list_steps(checkpoints_dir, false);
-    for (size_t i = static_cast<size_t>(std::max<int64_t>(request.keep, 1)); i < complete.size(); ++i) remove_tree(complete[i].second);
+    for (size_t i = static_cast<size_t>(std::max<int64_t>(request.keep, 1)); i < complete.size(); ++i)
+      remove_tree(complete[i].second);
   }
   group.barrier();
   log::info("ckpt", "saved ", final_dir);
@@ -205,16 +212,19 @@ struct Reader::Files {
   std::map<int64_t, h5::Handle> open;
 };
 
-Reader::Reader(std::string dir) : dir_(std::move(dir)), manifest_(read_manifest(dir_)), files_(std::make_unique<Files>()) {}
+Reader::Reader(std::string dir)
+    : dir_(std::move(dir)), manifest_(read_manifest(dir_)), files_(std::make_unique<Files>()) {}
 Reader::~Reader() = default;
 
 void Reader::read(size_t unit, const std::string& what, int64_t begin, at::Tensor& out) {
-  KTO_CHECK(out.dim() == 1 && out.is_contiguous() && out.device().is_cpu(), "Reader::read needs a contiguous CPU vector");
+  KTO_CHECK(out.dim() == 1 && out.is_contiguous() && out.device().is_cpu(),
+            "Reader::read needs a contiguous CPU vector");
   const UnitEntry& u = manifest_.units.at(unit);
   const int64_t end = begin + out.numel();
   out.zero_();  // padding
   const hid_t mem = out.scalar_type() == at::kDouble ? H5T_NATIVE_DOUBLE : H5T_NATIVE_FLOAT;
-  KTO_CHECK(out.scalar_type() == at::kDouble || out.scalar_type() == at::kFloat, "checkpoint reads are fp32/fp64");
+  KTO_CHECK(out.scalar_type() == at::kDouble || out.scalar_type() == at::kFloat,
+            "checkpoint reads are fp32/fp64");
   for (int64_t lo = begin; lo < std::min(end, u.numel);) {
     const int64_t k = lo / u.shard_numel;  // the old shard holding element lo
     const int64_t hi = std::min({end, u.numel, (k + 1) * u.shard_numel});
@@ -222,14 +232,17 @@ void Reader::read(size_t unit, const std::string& what, int64_t begin, at::Tenso
     if (it == files_->open.end()) {
       const std::string path = join_path(dir_, manifest_.shards.at(static_cast<size_t>(k)).file);
       if (!path_exists(path)) throw Error(path + ": missing checkpoint shard");
-      it = files_->open.emplace(k, h5::Handle(KTO_H5_CHECK(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT)))).first;
+      it = files_->open
+               .emplace(k, h5::Handle(KTO_H5_CHECK(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT))))
+               .first;
     }
     const std::string name = "units/" + u.name + "/" + what;
     if (!h5::has_link(it->second, "units") || H5Lexists(it->second, name.c_str(), H5P_DEFAULT) <= 0) {
       throw Error(str_cat(manifest_.shards[static_cast<size_t>(k)].file, ": missing dataset ", name));
     }
     h5::Handle dset(KTO_H5_CHECK(H5Dopen2(it->second, name.c_str(), H5P_DEFAULT)));
-    h5::read_range(dset, mem, lo - k * u.shard_numel, hi - lo, static_cast<char*>(out.data_ptr()) + (lo - begin) * out.element_size());
+    h5::read_range(dset, mem, lo - k * u.shard_numel, hi - lo,
+                   static_cast<char*>(out.data_ptr()) + (lo - begin) * out.element_size());
     lo = hi;
   }
 }
@@ -240,13 +253,14 @@ TrainingState load(const std::string& dir, fsdp::ShardedModel& policy, fsdp::Sha
   const Manifest& m = reader.manifest();
   const auto& units = policy.layout().units;
   if (m.units.size() != units.size()) {
-    throw Error(str_cat(dir, ": the checkpoint has ", m.units.size(), " units, the configured model ", units.size(),
-                        " (a different architecture?)"));
+    throw Error(str_cat(dir, ": the checkpoint has ", m.units.size(), " units, the configured model ",
+                        units.size(), " (a different architecture?)"));
   }
   for (size_t u = 0; u < units.size(); ++u) {
     if (m.units[u].name != units[u].name || m.units[u].numel != units[u].numel) {
-      throw Error(str_cat(dir, ": unit ", m.units[u].name, " holds ", m.units[u].numel, " elements, the model's ",
-                          units[u].name, " ", units[u].numel, " (a different architecture?)"));
+      throw Error(str_cat(dir, ": unit ", m.units[u].name, " holds ", m.units[u].numel,
+                          " elements, the model's ", units[u].name, " ", units[u].numel,
+                          " (a different architecture?)"));
     }
   }
   auto& state = optimizer.state();
@@ -257,7 +271,8 @@ TrainingState load(const std::string& dir, fsdp::ShardedModel& policy, fsdp::Sha
   at::NoGradGuard no_grad;
   for (size_t u = 0; u < units.size(); ++u) {
     const int64_t begin = policy.range(u).begin;
-    at::Tensor buffer = at::empty({policy.range(u).shard_numel}, policy.shards()[u].options().device(at::kCPU).requires_grad(false));
+    at::Tensor buffer = at::empty({policy.range(u).shard_numel},
+                                  policy.shards()[u].options().device(at::kCPU).requires_grad(false));
     reader.read(u, "param", begin, buffer);
     policy.shards()[u].copy_(buffer);
     for (size_t k = 0; k < state[u].size(); ++k) {
@@ -267,8 +282,8 @@ TrainingState load(const std::string& dir, fsdp::ShardedModel& policy, fsdp::Sha
   }
   optimizer.set_step_count(m.optimizer_steps);
   group.barrier();
-  log::info("ckpt", "resumed from ", dir, " (step ", m.step, ", saved by ", m.world_size, " rank(s), loaded by ",
-            group.size(), ")");
+  log::info("ckpt", "resumed from ", dir, " (step ", m.step, ", saved by ", m.world_size,
+            " rank(s), loaded by ", group.size(), ")");
   return {m.step, m.sampler};
 }
 

@@ -17,22 +17,24 @@ std::string manifest_yaml(const Manifest& m) {
   out << YAML::Key << "format_version" << YAML::Value << m.format_version;
   out << YAML::Key << "step" << YAML::Value << m.step;
   out << YAML::Key << "world_size" << YAML::Value << m.world_size;
-  out << YAML::Key << "optimizer" << YAML::Value << YAML::BeginMap << YAML::Key << "name" << YAML::Value << m.optimizer
-      << YAML::Key << "steps" << YAML::Value << m.optimizer_steps << YAML::Key << "state_tensors" << YAML::Value
-      << m.state_tensors << YAML::Key << "master_dtype" << YAML::Value << m.master_dtype << YAML::EndMap;
+  out << YAML::Key << "optimizer" << YAML::Value << YAML::BeginMap << YAML::Key << "name" << YAML::Value
+      << m.optimizer << YAML::Key << "steps" << YAML::Value << m.optimizer_steps << YAML::Key
+      << "state_tensors" << YAML::Value << m.state_tensors << YAML::Key << "master_dtype" << YAML::Value
+      << m.master_dtype << YAML::EndMap;
   out << YAML::Key << "sampler" << YAML::Value << YAML::BeginMap << YAML::Key << "epoch" << YAML::Value
       << m.sampler.epoch << YAML::Key << "position" << YAML::Value << m.sampler.position << YAML::EndMap;
   out << YAML::Key << "units" << YAML::Value << YAML::BeginSeq;
   for (const UnitEntry& u : m.units) {
-    out << YAML::Flow << YAML::BeginMap << YAML::Key << "name" << YAML::Value << u.name << YAML::Key << "numel"
-        << YAML::Value << u.numel << YAML::Key << "padded_numel" << YAML::Value << u.padded_numel << YAML::Key
-        << "shard_numel" << YAML::Value << u.shard_numel << YAML::EndMap;
+    out << YAML::Flow << YAML::BeginMap << YAML::Key << "name" << YAML::Value << u.name << YAML::Key
+        << "numel" << YAML::Value << u.numel << YAML::Key << "padded_numel" << YAML::Value << u.padded_numel
+        << YAML::Key << "shard_numel" << YAML::Value << u.shard_numel << YAML::EndMap;
   }
   out << YAML::EndSeq;
   out << YAML::Key << "shards" << YAML::Value << YAML::BeginSeq;
   for (const ShardEntry& s : m.shards) {
-    out << YAML::Flow << YAML::BeginMap << YAML::Key << "file" << YAML::Value << s.file << YAML::Key << "sha256"
-        << YAML::Value << s.sha256 << YAML::Key << "bytes" << YAML::Value << s.bytes << YAML::EndMap;
+    out << YAML::Flow << YAML::BeginMap << YAML::Key << "file" << YAML::Value << s.file << YAML::Key
+        << "sha256" << YAML::Value << s.sha256 << YAML::Key << "bytes" << YAML::Value << s.bytes
+        << YAML::EndMap;
   }
   out << YAML::EndSeq;
   out << YAML::Key << "reference_identity" << YAML::Value << m.reference_identity;
@@ -61,7 +63,8 @@ Manifest read_manifest(const std::string& dir) {
   try {
     m.format_version = need(root, "format_version").as<int64_t>();
     if (m.format_version != kFormatVersion) {
-      throw Error(str_cat(path, ": checkpoint format ", m.format_version, ", this kto reads ", kFormatVersion));
+      throw Error(
+          str_cat(path, ": checkpoint format ", m.format_version, ", this kto reads ", kFormatVersion));
     }
     m.step = need(root, "step").as<int64_t>();
     m.world_size = need(root, "world_size").as<int64_t>();
@@ -78,7 +81,8 @@ Manifest read_manifest(const std::string& dir) {
                          need(u, "padded_numel").as<int64_t>(), need(u, "shard_numel").as<int64_t>()});
     }
     for (const YAML::Node& s : need(root, "shards")) {
-      m.shards.push_back({need(s, "file").as<std::string>(), need(s, "sha256").as<std::string>(), need(s, "bytes").as<int64_t>()});
+      m.shards.push_back({need(s, "file").as<std::string>(), need(s, "sha256").as<std::string>(),
+                          need(s, "bytes").as<int64_t>()});
     }
     m.reference_identity = need(root, "reference_identity").as<std::string>();
     m.model_source = need(root, "model_source").as<std::string>();
@@ -105,11 +109,13 @@ std::vector<std::string> verify(const std::string& dir, const Manifest& m, int s
       continue;
     }
     if (st.st_size != s.bytes) {
-      problems.push_back(str_cat(path, ": ", st.st_size, " bytes, the manifest says ", s.bytes, " (truncated?)"));
+      problems.push_back(
+          str_cat(path, ": ", st.st_size, " bytes, the manifest says ", s.bytes, " (truncated?)"));
       continue;
     }
     const std::string sha = sha256_file(path);
-    if (sha != s.sha256) problems.push_back(path + ": checksum mismatch (sha256 " + sha + ", expected " + s.sha256 + ")");
+    if (sha != s.sha256)
+      problems.push_back(path + ": checksum mismatch (sha256 " + sha + ", expected " + s.sha256 + ")");
   }
   return problems;
 }

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "kto/util/check_mpi.h"
+#include "mpi_op.h"
 
 namespace kto::comm {
 namespace {
@@ -29,16 +30,6 @@ MPI_Datatype mpi_type(at::ScalarType t) {
     case at::kBool: return MPI_UINT8_T;
     default: throw Error(str_cat("MpiCommunicator: unsupported dtype ", c10::toString(t)));
   }
-}
-
-MPI_Op mpi_op(ReduceOp op) {
-  switch (op) {
-    case ReduceOp::sum:
-    case ReduceOp::avg: return MPI_SUM;
-    case ReduceOp::max: return MPI_MAX;
-    case ReduceOp::min: return MPI_MIN;
-  }
-  return MPI_SUM;
 }
 
 void check_cpu_contiguous(const at::Tensor& t, const char* what) {

@@ -10,6 +10,7 @@
 #include "kto/util/cli.h"
 #include "kto/util/log.h"
 #include "kto/util/process.h"
+#include "mpi_op.h"
 
 namespace kto::comm {
 namespace {
@@ -24,16 +25,6 @@ std::shared_ptr<void> own_comm(MPI_Comm comm) {
     if (!finalized && *c != MPI_COMM_NULL) MPI_Comm_free(c);
     delete c;
   });
-}
-
-MPI_Op mpi_op(ReduceOp op) {
-  switch (op) {
-    case ReduceOp::sum:
-    case ReduceOp::avg: return MPI_SUM;
-    case ReduceOp::max: return MPI_MAX;
-    case ReduceOp::min: return MPI_MIN;
-  }
-  return MPI_SUM;
 }
 
 }  // namespace

@@ -1,6 +1,5 @@
 #include "kto/config/config.h"
 
-
 #include "kto/util/files.h"
 #include "yaml_io.h"
 

@@ -51,7 +51,9 @@ const T& emit_form(const T& value) {
   return value;
 }
 inline std::string emit_form(const double& value) { return shortest_double(value); }
-inline std::string emit_form(const loss::ClassWeight& w) { return w.automatic ? "auto" : shortest_double(w.value); }
+inline std::string emit_form(const loss::ClassWeight& w) {
+  return w.automatic ? "auto" : shortest_double(w.value);
+}
 
 class YamlReader {
  public:

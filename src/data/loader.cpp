@@ -10,15 +10,15 @@ DataLoader::DataLoader(std::shared_ptr<const Dataset> dataset, const DataOptions
       micro_batch_(options.micro_batch),
       pair_scope_(options.pair_scope),
       batch_(batch),
-      sampler_(dataset_->paired() ? dataset_->size() / 2 : dataset_->size(), static_cast<uint64_t>(options.seed),
-               options.micro_batch, grad_accum, world_size, rank),
+      sampler_(dataset_->paired() ? dataset_->size() / 2 : dataset_->size(),
+               static_cast<uint64_t>(options.seed), options.micro_batch, grad_accum, world_size, rank),
       rank_(rank) {
   KTO_CHECK(!(batch_.build_kl && dataset_->paired()), "paired data has no KL pass");
   const bool global_pairs = pair_scope_ == PairScope::global && batch_.build_kl;
   if (micro_batch_ * (global_pairs ? world_size : 1) < 2 && batch_.build_kl) {
-    throw ConfigError(
-        detail::str_cat("key 'data.micro_batch': ", micro_batch_,
-                        " leaves no mismatched pair: KTO's KL estimate needs at least 2 examples per microbatch"));
+    throw ConfigError(detail::str_cat(
+        "key 'data.micro_batch': ", micro_batch_,
+        " leaves no mismatched pair: KTO's KL estimate needs at least 2 examples per microbatch"));
   }
 }
 

@@ -16,7 +16,8 @@ ShardedOptimizer::ShardedOptimizer(std::vector<at::Tensor> params, std::vector<s
     KTO_CHECK(p.scalar_type() == at::kFloat || p.scalar_type() == at::kDouble,
               "optimizer parameters must be fp32/fp64 masters");
     std::vector<at::Tensor> s;
-    if (options_.name == OptimizerName::adamw) s.push_back(at::zeros_like(p, at::MemoryFormat::Contiguous).detach());
+    if (options_.name == OptimizerName::adamw)
+      s.push_back(at::zeros_like(p, at::MemoryFormat::Contiguous).detach());
     s.push_back(at::zeros_like(p, at::MemoryFormat::Contiguous).detach());
     state_.push_back(std::move(s));
   }

@@ -75,7 +75,9 @@ class KeptRunner : public model::UnitRunner {
     for (size_t u : g_.layout().weight_units(unit)) {
       auto it = gathered_.find(u);  // a tied head reuses the embedding's buffer: gradients add up
       if (it == gathered_.end())
-        it = gathered_.emplace(u, GatherFunction::apply(g_.slice(u), c10::make_intrusive<UnitCall>(&g_, u, nullptr)))
+        it = gathered_
+                 .emplace(u,
+                          GatherFunction::apply(g_.slice(u), c10::make_intrusive<UnitCall>(&g_, u, nullptr)))
                  .first;
       flats.push_back(it->second);
     }
@@ -90,9 +92,10 @@ class KeptRunner : public model::UnitRunner {
 // Resharded units: one node per unit; forward keeps only the unit's input.
 class UnitFunction : public torch::autograd::Function<UnitFunction> {
  public:
-  static at::Tensor forward(AutogradContext* ctx, at::TensorList /*slices: graph edges only*/, const at::Tensor& x,
-                            c10::intrusive_ptr<UnitCall> call) {
-    const at::Tensor y = call->fn(gather_unit(*call->gatherer, call->unit, static_cast<int64_t>(call->unit) + 1), x);
+  static at::Tensor forward(AutogradContext* ctx, at::TensorList /*slices: graph edges only*/,
+                            const at::Tensor& x, c10::intrusive_ptr<UnitCall> call) {
+    const at::Tensor y =
+        call->fn(gather_unit(*call->gatherer, call->unit, static_cast<int64_t>(call->unit) + 1), x);
     ctx->save_for_backward({x});
     ctx->saved_data["call"] = at::IValue::make_capsule(std::move(call));
     return y;

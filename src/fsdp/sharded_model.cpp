@@ -58,14 +58,15 @@ std::vector<Segment> decay_segments(const model::UnitLayout& unit, int64_t begin
   return out;
 }
 
-double training_bytes_per_rank(const model::ModelConfig& config, const model::ModelLayout& layout, int world_size,
-                               int compute_bytes, int optimizer_state_tensors, bool with_reference,
-                               bool reshard_after_forward) {
+double training_bytes_per_rank(const model::ModelConfig& config, const model::ModelLayout& layout,
+                               int world_size, int compute_bytes, int optimizer_state_tensors,
+                               bool with_reference, bool reshard_after_forward) {
   const double n = static_cast<double>(config.num_parameters()), W = static_cast<double>(world_size);
   int64_t largest = 0;
   for (const model::UnitLayout& u : layout.units) largest = std::max(largest, u.numel);
   const double gathered = static_cast<double>(largest) * compute_bytes * (reshard_after_forward ? 2 : 1);
-  return n * (4 + 4 + 4.0 * optimizer_state_tensors) / W + (with_reference ? n * compute_bytes / W : 0) + gathered;
+  return n * (4 + 4 + 4.0 * optimizer_state_tensors) / W + (with_reference ? n * compute_bytes / W : 0) +
+         gathered;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -105,8 +105,8 @@ model::DenseModel load_hf_model(const std::string& dir, at::ScalarType dtype) {
   check_hf_weights(weights, m.layout());
   for (size_t u = 0; u < m.units().size(); ++u)
     read_unit_range(weights, m.layout().units[u], 0, m.units()[u]);
-  log::info("io", "loaded ", dir, ": ", model::name(config.arch), ", ", config.num_parameters(), " parameters as ",
-            c10::toString(dtype));
+  log::info("io", "loaded ", dir, ": ", model::name(config.arch), ", ", config.num_parameters(),
+            " parameters as ", c10::toString(dtype));
   return m;
 }
 

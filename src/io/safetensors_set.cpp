@@ -99,7 +99,8 @@ const SafetensorsReader& SafetensorsSet::file_of(const std::string& name) const 
   return *files_[it->second];
 }
 
-void write_safetensors_index(const std::string& dir, const std::vector<std::pair<std::string, std::string>>& weight_map,
+void write_safetensors_index(const std::string& dir,
+                             const std::vector<std::pair<std::string, std::string>>& weight_map,
                              int64_t total_bytes) {
   json map = json::object();
   for (const auto& [tensor, file] : weight_map) map[tensor] = file;

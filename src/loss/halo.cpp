@@ -91,7 +91,9 @@ LossOutput paired_loss(const PairedInputs& in, const LossOptions& o) {
     case LossName::simpo:
       per = -at::log_sigmoid(o.beta * (pc / lc - pw / lw) - o.simpo_gamma_beta_ratio * o.beta);
       break;
-    case LossName::slic: per = at::clamp_min(o.slic_margin - (pc - pw), 0.0) + o.slic_lambda * (-pc / lc); break;
+    case LossName::slic:
+      per = at::clamp_min(o.slic_margin - (pc - pw), 0.0) + o.slic_lambda * (-pc / lc);
+      break;
     default: throw ConfigError(str_cat("loss '", name(o.name), "' is an unpaired loss"));
   }
   out.rewards = at::cat({o.beta * (pc - rc), o.beta * (pw - rw)}).detach();

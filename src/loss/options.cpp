@@ -28,9 +28,11 @@ bool is_kto(LossName n) { return uses_kl(n) || n == LossName::kto_zero; }
 void LossOptions::validate(const std::string& source, const std::string& p) const {
   auto fail = [&](const char* key, const std::string& what) { throw key_error(source, p + key, what); };
   if (!(beta > 0)) fail("beta", str_cat("must be positive, got ", beta));
-  for (const auto& [key, w] : {std::pair<const char*, const ClassWeight&>{"desirable_weight", desirable_weight},
-                               {"undesirable_weight", undesirable_weight}}) {
-    if (!w.automatic && !(w.value > 0)) fail(key, str_cat("must be a positive number or auto, got ", w.value));
+  for (const auto& [key, w] :
+       {std::pair<const char*, const ClassWeight&>{"desirable_weight", desirable_weight},
+        {"undesirable_weight", undesirable_weight}}) {
+    if (!w.automatic && !(w.value > 0))
+      fail(key, str_cat("must be a positive number or auto, got ", w.value));
   }
   if (!(cdpo_epsilon >= 0 && cdpo_epsilon < 0.5)) fail("cdpo_epsilon", "must be in [0, 0.5)");
   if (!(ipo_tau > 0)) fail("ipo_tau", "must be positive");

@@ -177,7 +177,8 @@ HeadWeights bind_head(const ModelLayout& layout, const std::vector<at::Tensor>& 
   HeadWeights w;
   w.norm_w = view_of(flats[0], unit.at(Role::norm_w));
   w.norm_b = optional_view(flats[0], unit, Role::norm_b);
-  w.lm_head = layout.tied_head() ? bind_embed(layout.embed(), flats[1]).table : view_of(flats[0], unit.at(Role::lm_head));
+  w.lm_head = layout.tied_head() ? bind_embed(layout.embed(), flats[1]).table
+                                 : view_of(flats[0], unit.at(Role::lm_head));
   return w;
 }
 

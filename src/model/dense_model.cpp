@@ -63,7 +63,8 @@ namespace {
 // A dense model's units are all in memory: a unit's buffers are handed out as they are.
 class LocalUnits : public UnitRunner {
  public:
-  LocalUnits(const ModelLayout& layout, const std::vector<at::Tensor>& units) : layout_(layout), units_(units) {}
+  LocalUnits(const ModelLayout& layout, const std::vector<at::Tensor>& units)
+      : layout_(layout), units_(units) {}
   at::Tensor run(size_t unit, const at::Tensor& x, const UnitFn& fn) override { return fn(buffers(unit), x); }
   std::vector<at::Tensor> buffers(size_t unit) const {
     std::vector<at::Tensor> flats;

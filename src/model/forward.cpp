@@ -5,7 +5,8 @@
 namespace kto::model {
 
 at::Tensor unit_forward(const ModelConfig& config, const ModelLayout& layout, size_t unit,
-                        const std::vector<at::Tensor>& flats, const at::Tensor& x, const ForwardContext& context) {
+                        const std::vector<at::Tensor>& flats, const at::Tensor& x,
+                        const ForwardContext& context) {
   const UnitLayout& u = layout.units.at(unit);
   switch (u.kind) {
     case UnitKind::embed: return embed_forward(bind_embed(u, flats.at(0)), x);
@@ -24,7 +25,8 @@ at::Tensor forward_units(const ModelConfig& config, const ModelLayout& layout, U
                          const at::Tensor& ids_BT, std::shared_ptr<const ForwardContext> context) {
   at::Tensor x = ids_BT;
   for (size_t u = 0; u < layout.units.size(); ++u) {  // embedding, blocks, head
-    const UnitFn fn = [&config, &layout, context, u](const std::vector<at::Tensor>& flats, const at::Tensor& in) {
+    const UnitFn fn = [&config, &layout, context, u](const std::vector<at::Tensor>& flats,
+                                                     const at::Tensor& in) {
       return unit_forward(config, layout, u, flats, in, *context);
     };
     x = runner.run(u, x, fn);

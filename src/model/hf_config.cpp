@@ -107,7 +107,8 @@ ModelConfig parse_hf_config(const std::string& json_text, const std::string& sou
   const std::string model_type = keys.string("model_type", "");
   if (model_type.empty()) keys.fail("model_type", "missing (required)");
   const std::optional<Arch> arch = parse_choice(kArchs, model_type);
-  if (!arch) keys.fail("model_type", "unsupported '" + model_type + "' (supported: " + choice_names(kArchs) + ")");
+  if (!arch)
+    keys.fail("model_type", "unsupported '" + model_type + "' (supported: " + choice_names(kArchs) + ")");
   c.arch = *arch;
   c.vocab_size = keys.required_integer("vocab_size");
   c.hidden_size = keys.required_integer("hidden_size");
@@ -204,7 +205,7 @@ std::string hf_config_json(const ModelConfig& c, const std::string& torch_dtype)
   } else {
     const char* arch_class = c.arch == Arch::llama     ? "LlamaForCausalLM"
                              : c.arch == Arch::mistral ? "MistralForCausalLM"
-                                                   : "Qwen2ForCausalLM";
+                                                       : "Qwen2ForCausalLM";
     j["architectures"] = {arch_class};
     j["num_key_value_heads"] = c.kv_heads();
     j["head_dim"] = c.head_size();

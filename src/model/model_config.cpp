@@ -70,7 +70,8 @@ void ModelConfig::validate(const std::string& source, const std::string& prefix)
     }
   }
   if (arch == Arch::mistral && attention_bias) fail("attention_bias", "mistral has no attention biases");
-  if ((arch == Arch::mistral || arch == Arch::qwen2) && mlp_bias) fail("mlp_bias", std::string(name(arch)) + " has no MLP biases");
+  if ((arch == Arch::mistral || arch == Arch::qwen2) && mlp_bias)
+    fail("mlp_bias", std::string(name(arch)) + " has no MLP biases");
   if (!(norm_eps > 0)) fail("norm_eps", str_cat("must be positive, got ", norm_eps));
   if (!(rope_theta > 0)) fail("rope_theta", str_cat("must be positive, got ", rope_theta));
   if (!(partial_rotary_factor > 0 && partial_rotary_factor <= 1)) {

@@ -43,8 +43,8 @@ void StepSums::add(const data::Microbatch& mb, const loss::LossOutput& out, cons
     lu = logp * u;
   }
   const at::Tensor values =
-      at::stack({out.loss.detach().to(at::kDouble), z0.to(logp.device()).to(at::kDouble), at::ones({}, logp.options()),
-                 d.sum(), u.sum(), rd.sum(), ru.sum(), ld.sum(), lu.sum(),
+      at::stack({out.loss.detach().to(at::kDouble), z0.to(logp.device()).to(at::kDouble),
+                 at::ones({}, logp.options()), d.sum(), u.sum(), rd.sum(), ru.sum(), ld.sum(), lu.sum(),
                  at::full({}, static_cast<double>(mb.target.num_tokens), logp.options())});
   sums_.add_(values);
 }

@@ -61,10 +61,11 @@ void Trainer::stop_run() {
 
 void Trainer::fail_run() {
   log::end_status();
-  log::error("train", "stopping: ", nonfinite_in_a_row_,
-             " consecutive steps with a non-finite loss or gradient norm (train.max_nonfinite_steps); none of "
-             "them updated the weights, which are those after step ",
-             step_ - nonfinite_in_a_row_, "; lower optim.lr or check the data");
+  log::error(
+      "train", "stopping: ", nonfinite_in_a_row_,
+      " consecutive steps with a non-finite loss or gradient norm (train.max_nonfinite_steps); none of "
+      "them updated the weights, which are those after step ",
+      step_ - nonfinite_in_a_row_, "; lower optim.lr or check the data");
   write_status("failed");
   failed_ = true;
 }
@@ -111,11 +112,11 @@ void Trainer::print_banner() const {
   fact("data", str_cat(train_data_->size(), " examples (", train_data_->count(true), " desirable, ",
                        train_data_->count(false), " undesirable)", train_data_->paired() ? ", paired" : "",
                        eval_data_ ? str_cat("; eval ", eval_data_->size(), " examples") : ""));
-  fact("batch", str_cat("global ", loader_->global_batch(), " = ", config_.data.micro_batch, " x ", grad_accum_,
-                        " x ", world_.size(), "; ", total_steps_, " steps",
+  fact("batch", str_cat("global ", loader_->global_batch(), " = ", config_.data.micro_batch, " x ",
+                        grad_accum_, " x ", world_.size(), "; ", total_steps_, " steps",
                         step_ > 0 ? str_cat(", resuming at step ", step_) : ""));
-  fact("loss", str_cat(loss::name(loss_.name), ": beta ", loss_.beta, ", lambda_D ", loss_.desirable_weight.value,
-                       ", lambda_U ", loss_.undesirable_weight.value, ", z0 ",
+  fact("loss", str_cat(loss::name(loss_.name), ": beta ", loss_.beta, ", lambda_D ",
+                       loss_.desirable_weight.value, ", lambda_U ", loss_.undesirable_weight.value, ", z0 ",
                        choice_name(loss::kEstimators, loss_.estimator), ", pairs ",
                        choice_name(data::kPairings, config_.data.pairing), "/",
                        choice_name(data::kPairScopes, config_.data.pair_scope)));
@@ -148,7 +149,8 @@ void Trainer::resume() {
     dir = mode;
     const auto problems = ckpt::verify(dir, ckpt::read_manifest(dir), world_.size(), world_.rank());
     for (const std::string& p : problems) log::error("ckpt", p);
-    if (!world_.all_true(problems.empty())) throw Error("ckpt.resume: " + dir + " does not verify (see above)");
+    if (!world_.all_true(problems.empty()))
+      throw Error("ckpt.resume: " + dir + " does not verify (see above)");
   }
   const ckpt::Manifest manifest = ckpt::read_manifest(dir);
   if (manifest.reference_identity != reference_identity_) {

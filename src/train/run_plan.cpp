@@ -38,7 +38,8 @@ void check_control_tokens(LossName name, const data::Dataset& train, const data:
 }
 
 // The paper's rule for imbalanced data: lambda_D n_D / (lambda_U n_U) in [1, 4/3].
-void check_class_weights(const loss::LossOptions& l, const data::Dataset& train, double auto_d, double auto_u) {
+void check_class_weights(const loss::LossOptions& l, const data::Dataset& train, double auto_d,
+                         double auto_u) {
   if (!loss::is_kto(l.name) || l.desirable_weight.automatic || l.undesirable_weight.automatic) return;
   const double ratio = l.desirable_weight.value * static_cast<double>(train.count(true)) /
                        (l.undesirable_weight.value * static_cast<double>(train.count(false)));
@@ -67,8 +68,9 @@ RunPlan check_run(const config::Config& config, const data::Dataset& train, cons
   }
   const LossName name = config.loss.name;
   if (loss::uses_kl(name) && d.micro_batch < 2) {
-    throw key_error("", "data.micro_batch",
-                    str_cat(d.micro_batch, " leaves no mismatched pair for KTO's KL estimate; use 2 or more"));
+    throw key_error(
+        "", "data.micro_batch",
+        str_cat(d.micro_batch, " leaves no mismatched pair for KTO's KL estimate; use 2 or more"));
   }
   if (loss::is_paired(name) != train.paired()) {
     throw key_error("", "loss.name",
@@ -83,9 +85,10 @@ RunPlan check_run(const config::Config& config, const data::Dataset& train, cons
 
   const int64_t items = train.paired() ? train.size() / 2 : train.size();
   const int64_t global_batch = d.micro_batch * plan.grad_accum * world_size;
-  plan.total_steps = config.train.steps > 0 ? config.train.steps
-                                            : static_cast<int64_t>(std::ceil(config.train.epochs * static_cast<double>(items) /
-                                                                             static_cast<double>(global_batch)));
+  plan.total_steps = config.train.steps > 0
+                         ? config.train.steps
+                         : static_cast<int64_t>(std::ceil(config.train.epochs * static_cast<double>(items) /
+                                                          static_cast<double>(global_batch)));
   plan.total_steps = std::max<int64_t>(1, plan.total_steps);
   return plan;
 }

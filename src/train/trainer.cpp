@@ -150,9 +150,9 @@ at::Tensor Trainer::kl_terms(const data::Microbatch& mb) {
   at::NoGradGuard no_grad;
   const data::TokenBatch& kl = mb.kl;
   const at::Tensor policy = policy_->sequence_logprobs(kl.input_ids, kl.attention_mask, kl.selection);
-  const at::Tensor reference = reference_
-                                   ? reference_->sequence_logprobs(kl.input_ids, kl.attention_mask, kl.selection)
-                                   : mb.ref_kl_logp.to(device_);
+  const at::Tensor reference =
+      reference_ ? reference_->sequence_logprobs(kl.input_ids, kl.attention_mask, kl.selection)
+                 : mb.ref_kl_logp.to(device_);
   return policy - reference;
 }
 
@@ -169,7 +169,8 @@ Trainer::LogProbs Trainer::target_logprobs(const data::Microbatch& mb, bool with
   return lp;
 }
 
-loss::LossOutput Trainer::objective(const data::Microbatch& mb, const LogProbs& lp, const at::Tensor& z0) const {
+loss::LossOutput Trainer::objective(const data::Microbatch& mb, const LogProbs& lp,
+                                    const at::Tensor& z0) const {
   const at::Tensor tokens = mb.target.loss_mask.sum(1).to(lp.policy.device());
   if (!mb.paired) return loss::unpaired_loss({lp.policy, lp.reference, mb.desirable, tokens}, z0, loss_);
   const int64_t m = lp.policy.size(0) / 2;  // chosen rows first, then their rejected ones
@@ -229,7 +230,8 @@ std::map<std::string, double> Trainer::train_step() {
   m["mfu"] = model_flops_per_token_ * m["tokens_per_s"] / peak_flops_;
   m["peak_rss_mib"] = world_.all_reduce(peak_rss_mib(), comm::ReduceOp::max);
   m["skipped"] = finite ? 0.0 : 1.0;
-  if (!finite) log::warn("train", "step ", step_, ": non-finite loss or gradient norm; the update was skipped");
+  if (!finite)
+    log::warn("train", "step ", step_, ": non-finite loss or gradient norm; the update was skipped");
   return m;
 }
 

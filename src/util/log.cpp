@@ -3,10 +3,10 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <optional>
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
+#include <optional>
 
 #include "kto/util/process.h"
 

@@ -52,8 +52,8 @@ struct PoisonedTask {
     model.param("model.embed_tokens.weight")[kVocab].fill_(std::nan(""));
     kto::io::save_hf_model(dir.file("model"), c, model.layout(), model.units(), at::kFloat);
     config = dir.file("config.yaml");
-    kto::write_text_file(config, "model: {path: " + dir.file("model") + "}\n" +
-                                     "data: {train: [" + dir.file("train.h5") +
+    kto::write_text_file(config, "model: {path: " + dir.file("model") + "}\n" + "data: {train: [" +
+                                     dir.file("train.h5") +
                                      "], micro_batch: 8, global_batch: 16}\n"
                                      "optim: {lr: 0.005}\n"
                                      "train: {log_every: 1, export_final: false, peak_gflops: 1}\n"
@@ -72,7 +72,8 @@ struct PoisonedTask {
 
 // The example at stream position `p` (epochs of kExamples, one seeded permutation each).
 int64_t example_at(int64_t p) {
-  return kto::data::BatchSampler::permutation(kExamples, kDataSeed, p / kExamples)[static_cast<size_t>(p % kExamples)];
+  return kto::data::BatchSampler::permutation(kExamples, kDataSeed,
+                                              p / kExamples)[static_cast<size_t>(p % kExamples)];
 }
 
 // Steps (from 1) among the first `steps` whose global batch holds one of `poisoned`.
@@ -90,7 +91,8 @@ bool same_bits(const std::vector<at::Tensor>& a, const std::vector<at::Tensor>& 
   if (a.size() != b.size()) return false;
   for (size_t i = 0; i < a.size(); ++i) {
     if (a[i].numel() != b[i].numel() ||
-        std::memcmp(a[i].data_ptr(), b[i].data_ptr(), static_cast<size_t>(a[i].numel() * a[i].element_size())) != 0)
+        std::memcmp(a[i].data_ptr(), b[i].data_ptr(),
+                    static_cast<size_t>(a[i].numel() * a[i].element_size())) != 0)
       return false;
   }
   return true;
@@ -139,7 +141,8 @@ TEST_CASE("a non-finite step changes no weight and no optimizer moment on any ra
   CHECK(count(log, "non-finite loss or gradient norm; the update was skipped") == bad.size());
 }
 
-TEST_CASE("train.max_nonfinite_steps non-finite steps in a row stop every rank in order", "[e2e][train][mpi]") {
+TEST_CASE("train.max_nonfinite_steps non-finite steps in a row stop every rank in order",
+          "[e2e][train][mpi]") {
   const std::vector<int64_t> poisoned{example_at(kGlobalBatch), example_at(2 * kGlobalBatch)};  // steps 2, 3
   REQUIRE(steps_holding(poisoned, 3) == std::set<int64_t>{2, 3});
   PoisonedTask task(poisoned);

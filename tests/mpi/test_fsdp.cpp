@@ -126,7 +126,8 @@ TEST_CASE("sharded forward, gradients and optimizer steps equal the unsharded mo
           for (at::Tensor& t : dense.units()) t.requires_grad_(true);
 
           kto::fsdp::OptimizerOptions oo;
-          oo.name = arch == "gpt_neox" ? kto::fsdp::OptimizerName::rmsprop : kto::fsdp::OptimizerName::adamw;  // both update rules, both sharded
+          oo.name = arch == "gpt_neox" ? kto::fsdp::OptimizerName::rmsprop
+                                       : kto::fsdp::OptimizerName::adamw;  // both update rules, both sharded
           oo.weight_decay = 0.1;
           oo.max_grad_norm = 0.01;  // small enough to clip: exercises the global norm
           kto::fsdp::ShardedOptimizer opt_s(sharded.shards(), sharded.decay_segments(), oo, comm.get());

@@ -6,10 +6,10 @@
 #include <set>
 
 #include "kto/data/dataset.h"
-#include "kto/util/hdf5.h"
 #include "kto/data/sampler.h"
 #include "kto/util/check.h"
 #include "kto/util/check_h5.h"
+#include "kto/util/hdf5.h"
 #include "test_support.h"
 
 using Catch::Matchers::Contains;

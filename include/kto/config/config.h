@@ -1,7 +1,8 @@
 // The typed configuration of a kto run: one struct per component, parsed and validated in one
 // place (STYLE 9). The data, loss and optimizer sections are those components' own option
 // structs (kto/data/options.h, kto/loss/options.h, kto/fsdp/optimizer_options.h); choices are
-// enums, parsed from their names once (kto/util/choice.h). Every struct lists its keys once, in visit(); reading YAML, applying
+// enums, parsed from their names once (kto/util/choice.h). Every struct lists its keys once, in visit();
+// reading YAML, applying
 // `--set a.b=value` overrides, dumping the resolved config and generating the reference docs
 // all walk that same list, so they cannot drift apart.
 //
@@ -24,7 +25,8 @@ namespace kto::config {
 
 // Compute dtype of forward and backward passes.
 enum class Dtype { fp32, bf16, fp64 };
-inline constexpr ChoiceTable<Dtype, 3> kDtypes{{{Dtype::fp32, "fp32"}, {Dtype::bf16, "bf16"}, {Dtype::fp64, "fp64"}}};
+inline constexpr ChoiceTable<Dtype, 3> kDtypes{
+    {{Dtype::fp32, "fp32"}, {Dtype::bf16, "bf16"}, {Dtype::fp64, "fp64"}}};
 inline const char* name(Dtype d) { return choice_name(kDtypes, d); }
 // Bytes per element.
 inline int dtype_bytes(Dtype d) { return d == Dtype::bf16 ? 2 : d == Dtype::fp64 ? 8 : 4; }

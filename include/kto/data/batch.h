@@ -5,8 +5,8 @@
 // prompt_i + completion_j with j = (i + 1) mod n ("next", the paper's code) or (i - 1) mod n
 // ("prev", TRL). A KL sequence longer than max_length keeps its prompt and loses the end of the
 // borrowed completion; if nothing of it is left the sequence has no selected token and its KL
-// term is exactly 0 (the `halos` z0 estimator excludes those). Everything is built on the host (CPU tensors), including the
-// token selections, so the device never syncs for batch bookkeeping.
+// term is exactly 0 (the `halos` z0 estimator excludes those). Everything is built on the host (CPU tensors),
+// including the token selections, so the device never syncs for batch bookkeeping.
 #pragma once
 
 #include <ATen/core/Tensor.h>

@@ -21,7 +21,8 @@ inline constexpr ChoiceTable<Pairing, 3> kPairings{
 // `global` pairs within the global microbatch across ranks, so the KL terms — and z0 — do not
 // depend on the world size (a rank reads its partners' examples directly).
 enum class PairScope { global, rank };
-inline constexpr ChoiceTable<PairScope, 2> kPairScopes{{{PairScope::global, "global"}, {PairScope::rank, "rank"}}};
+inline constexpr ChoiceTable<PairScope, 2> kPairScopes{
+    {{PairScope::global, "global"}, {PairScope::rank, "rank"}}};
 
 struct DataOptions {
   std::vector<std::string> train;  // HDF5 files from kto-data prepare
@@ -48,7 +49,8 @@ struct DataOptions {
     v.choice("pairing", pairing, kPairings, "KL mismatched pairs: the completion of (i+1), (i-1) or (n-1-i)");
     v.choice("pair_scope", pair_scope, kPairScopes,
              "pair within the global microbatch (world-size invariant) or within each rank's (TRL, HALOs)");
-    v.field("pad_to_multiple_of", pad_to_multiple_of, "round padded sequence lengths up to a multiple of this");
+    v.field("pad_to_multiple_of", pad_to_multiple_of,
+            "round padded sequence lengths up to a multiple of this");
   }
   // Throws kto::ConfigError naming `source` and the key (`prefix` + key, e.g. "data.micro_batch").
   void validate(const std::string& source, const std::string& prefix) const;

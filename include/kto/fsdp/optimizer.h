@@ -2,8 +2,8 @@
 // step on a slice equals the unsharded step restricted to that slice. The only global
 // quantity, the gradient norm used for clipping, comes from one all-reduce of the slices'
 // squared norms (on the device; one host copy). The caller decides whether to step (every rank
-// the same way) before calling step(). Update rules match torch.optim.AdamW / torch.optim.RMSprop; weight decay
-// applies where the decay mask is 1 (matrices and embeddings, not norms or biases).
+// the same way) before calling step(). Update rules match torch.optim.AdamW / torch.optim.RMSprop; weight
+// decay applies where the decay mask is 1 (matrices and embeddings, not norms or biases).
 #pragma once
 
 #include <ATen/core/Tensor.h>

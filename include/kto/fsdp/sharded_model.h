@@ -67,9 +67,9 @@ class UnitGatherer;
 // reference's compute-dtype shard when there is one, all divided by the world size, plus the
 // largest unit gathered in the compute dtype (twice with reshard_after_forward: one computing,
 // one prefetched). Activations are extra.
-double training_bytes_per_rank(const model::ModelConfig& config, const model::ModelLayout& layout, int world_size,
-                               int compute_bytes, int optimizer_state_tensors, bool with_reference,
-                               bool reshard_after_forward);
+double training_bytes_per_rank(const model::ModelConfig& config, const model::ModelLayout& layout,
+                               int world_size, int compute_bytes, int optimizer_state_tensors,
+                               bool with_reference, bool reshard_after_forward);
 
 class ShardedModel {
  public:

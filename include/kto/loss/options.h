@@ -63,8 +63,9 @@ struct LossOptions {
     v.field("desirable_weight", desirable_weight,
             "lambda_D: a number, or auto (the paper's rule from the class counts)");
     v.field("undesirable_weight", undesirable_weight, "lambda_U: a number, or auto");
-    v.choice("estimator", estimator, kEstimators,
-             "z0 estimator: pooled over the global microbatch, TRL's mean of rank means, HALOs' nonzero mean");
+    v.choice(
+        "estimator", estimator, kEstimators,
+        "z0 estimator: pooled over the global microbatch, TRL's mean of rank means, HALOs' nonzero mean");
     v.field("cdpo_epsilon", cdpo_epsilon, "cDPO label smoothing");
     v.field("ipo_tau", ipo_tau, "IPO tau");
     v.field("simpo_gamma_beta_ratio", simpo_gamma_beta_ratio, "SimPO gamma / beta");

@@ -34,7 +34,8 @@ struct ForwardContext {
 // Unit `unit`'s output for input x (token ids for the embedding), from the flat buffers of
 // layout.weight_units(unit), in that order.
 at::Tensor unit_forward(const ModelConfig& config, const ModelLayout& layout, size_t unit,
-                        const std::vector<at::Tensor>& flats, const at::Tensor& x, const ForwardContext& context);
+                        const std::vector<at::Tensor>& flats, const at::Tensor& x,
+                        const ForwardContext& context);
 
 // One unit of one forward, bound to its context: y = fn(flats, x). It stays valid after the
 // forward returns (it owns the context; config and layout belong to the model), so a runner

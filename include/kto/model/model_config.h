@@ -19,17 +19,20 @@ namespace kto::model {
 
 // The families, by their Hugging Face `model_type`.
 enum class Arch { llama, mistral, qwen2, gpt_neox };
-inline constexpr ChoiceTable<Arch, 4> kArchs{
-    {{Arch::llama, "llama"}, {Arch::mistral, "mistral"}, {Arch::qwen2, "qwen2"}, {Arch::gpt_neox, "gpt_neox"}}};
+inline constexpr ChoiceTable<Arch, 4> kArchs{{{Arch::llama, "llama"},
+                                              {Arch::mistral, "mistral"},
+                                              {Arch::qwen2, "qwen2"},
+                                              {Arch::gpt_neox, "gpt_neox"}}};
 inline const char* name(Arch a) { return choice_name(kArchs, a); }
 
 // MLP activations by their Hugging Face `hidden_act` names (gelu = exact erf form).
 enum class Activation { silu, gelu, gelu_new, gelu_pytorch_tanh, relu };
-inline constexpr ChoiceTable<Activation, 5> kActivations{{{Activation::silu, "silu"},
-                                                          {Activation::gelu, "gelu"},
-                                                          {Activation::gelu_new, "gelu_new"},
-                                                          {Activation::gelu_pytorch_tanh, "gelu_pytorch_tanh"},
-                                                          {Activation::relu, "relu"}}};
+inline constexpr ChoiceTable<Activation, 5> kActivations{
+    {{Activation::silu, "silu"},
+     {Activation::gelu, "gelu"},
+     {Activation::gelu_new, "gelu_new"},
+     {Activation::gelu_pytorch_tanh, "gelu_pytorch_tanh"},
+     {Activation::relu, "relu"}}};
 
 enum class RopeType { none, linear, llama3 };
 inline constexpr ChoiceTable<RopeType, 3> kRopeTypes{
@@ -44,8 +47,7 @@ struct RopeScaling {
 
   template <class V>
   void visit(V& v) {
-    v.choice("type", type, kRopeTypes,
-             "RoPE scaling: none, linear (positions / factor) or llama3");
+    v.choice("type", type, kRopeTypes, "RoPE scaling: none, linear (positions / factor) or llama3");
     v.field("factor", factor, "scaling factor (linear, llama3)");
     v.field("low_freq_factor", low_freq_factor, "llama3: low-frequency factor");
     v.field("high_freq_factor", high_freq_factor, "llama3: high-frequency factor");
@@ -115,8 +117,7 @@ struct ModelConfig {
     v.field("rope_theta", rope_theta, "RoPE base");
     v.field("partial_rotary_factor", partial_rotary_factor, "fraction of head_dim rotated by RoPE");
     v.section("rope_scaling", rope_scaling, "RoPE scaling for long contexts");
-    v.choice("hidden_act", hidden_act, kActivations,
-             "MLP activation (gelu = exact erf form)");
+    v.choice("hidden_act", hidden_act, kActivations, "MLP activation (gelu = exact erf form)");
     v.field("attention_bias", attention_bias,
             "attention biases (llama, gpt_neox: q/k/v and output; qwen2: always q/k/v)");
     v.field("mlp_bias", mlp_bias, "bias on MLP projections (llama; always on for gpt_neox)");
