@@ -25,9 +25,9 @@ if [[ -z "$tool" ]]; then
   exit 2
 fi
 
-# Tracked files, or every source file when this is not a git checkout (a source tarball).
+# Tracked and new (not ignored) files, or every source file when this is not a git checkout (a source tarball).
 if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
-  mapfile -t files < <(git ls-files '*.cpp' '*.h' '*.hpp' '*.cu' '*.cuh')
+  mapfile -t files < <(git ls-files --cached --others --exclude-standard '*.cpp' '*.h' '*.hpp' '*.cu' '*.cuh')
 else
   mapfile -t files < <(find src include tests bench data_tools cmake \( -name '*.cpp' -o -name '*.h' \) -print | sort)
 fi

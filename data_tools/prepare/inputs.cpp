@@ -132,13 +132,15 @@ std::vector<Located> read_inputs(const PrepareOptions& o, PrepareSummary& s, std
     log::info("prepare", "read ", input);
   }
   const double error_rate = s.rows ? static_cast<double>(s.rows_skipped) / static_cast<double>(s.rows) : 0.0;
-  for (const auto& [reason, n] : s.skipped_by_reason) *reasons += str_cat(reasons->empty() ? "" : ", ", n, " ", reason);
+  for (const auto& [reason, n] : s.skipped_by_reason)
+    *reasons += str_cat(reasons->empty() ? "" : ", ", n, " ", reason);
   for (const std::string& e : collector.first_errors()) log::warn("prepare", "skipped ", e);
   if (error_rate > o.max_error_rate) {
-    throw Error(str_cat(s.rows_skipped, " of ", s.rows, " rows (", percent(error_rate),
-                        ") could not be used, above --max-error-rate ", percent(o.max_error_rate), " (", *reasons,
-                        "); first: ", collector.first_errors().empty() ? "" : collector.first_errors().front(),
-                        ". Nothing was written."));
+    throw Error(
+        str_cat(s.rows_skipped, " of ", s.rows, " rows (", percent(error_rate),
+                ") could not be used, above --max-error-rate ", percent(o.max_error_rate), " (", *reasons,
+                "); first: ", collector.first_errors().empty() ? "" : collector.first_errors().front(),
+                ". Nothing was written."));
   }
   if (collector.examples().empty()) throw Error("no usable examples in the input");
   return std::move(collector.examples());

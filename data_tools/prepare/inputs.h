@@ -27,6 +27,7 @@ std::string percent(double fraction);
 // Every input's usable rows as texts. Rows that cannot be used are counted in `summary` (their
 // reasons summed up in *reasons); past --max-error-rate the preparation fails before anything
 // is written.
-std::vector<Located> read_inputs(const PrepareOptions& options, PrepareSummary& summary, std::string* reasons);
+std::vector<Located> read_inputs(const PrepareOptions& options, PrepareSummary& summary,
+                                 std::string* reasons);
 
 }  // namespace kto::data_tools
