@@ -14,12 +14,11 @@ DataLoader::DataLoader(std::shared_ptr<const Dataset> dataset, const DataOptions
                static_cast<uint64_t>(options.seed), options.micro_batch, grad_accum, world_size, rank),
       rank_(rank) {
   KTO_CHECK(!(batch_.build_kl && dataset_->paired()), "paired data has no KL pass");
+  // The trainer's check_run() refuses such configs, naming the key; this is the loader's own
+  // precondition.
   const bool global_pairs = pair_scope_ == PairScope::global && batch_.build_kl;
-  if (micro_batch_ * (global_pairs ? world_size : 1) < 2 && batch_.build_kl) {
-    throw ConfigError(detail::str_cat(
-        "key 'data.micro_batch': ", micro_batch_,
-        " leaves no mismatched pair: KTO's KL estimate needs at least 2 examples per microbatch"));
-  }
+  KTO_CHECK(!batch_.build_kl || micro_batch_ * (global_pairs ? world_size : 1) >= 2, "micro_batch ",
+            micro_batch_, ": the KL pass needs at least 2 examples per microbatch (mismatched pairs)");
 }
 
 std::vector<Microbatch> DataLoader::next_step() {

@@ -24,12 +24,14 @@ ShardedOptimizer::ShardedOptimizer(std::vector<at::Tensor> params, std::vector<s
 }
 
 double ShardedOptimizer::grad_norm() const {
-  // On the device, in fp64, added unit by unit in order (the same sum on every device kind
-  // and world size); no host sync until the single copy at the end.
-  at::Tensor sq = at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(params_.front().device()));
+  // On the device, in fp64: each slice's squared sum, then one reduction over the slices (a
+  // running sum, in slice order); no host sync until the single copy at the end.
+  std::vector<at::Tensor> squares;
   for (const at::Tensor& p : params_) {
-    if (p.grad().defined()) sq = sq + p.grad().to(at::kDouble).pow(2).sum();
+    if (p.grad().defined()) squares.push_back(p.grad().to(at::kDouble).pow(2).sum());
   }
+  if (squares.empty()) return 0.0;
+  at::Tensor sq = at::stack(squares).cumsum(0)[-1].contiguous();
   // Each rank holds a disjoint slice: the global squared norm is the sum over ranks.
   if (comm_ != nullptr) comm_->all_reduce(sq, comm::ReduceOp::sum)->wait();
   return std::sqrt(sq.item<double>());

@@ -203,6 +203,7 @@ void ShardedModel::reset_comm_stats() { gatherer_->stats = CommStats{}; }
 at::Tensor ShardedModel::sequence_logprobs(const at::Tensor& ids_BT, const at::Tensor& attention_mask_BT,
                                            const model::TokenSelection& selection) {
   KTO_CHECK(ids_BT.dim() == 2, "input_ids must be [B, T], got ", ids_BT.sizes());
+  KTO_CHECK(selection.rows.defined(), "sequence_logprobs needs a token selection (model::select_tokens)");
   const at::Device device = options_.device;
   auto context = std::make_shared<model::ForwardContext>();
   context->attention = model::make_attention_inputs(config_, attention_mask_BT, ids_BT.size(1),

@@ -37,6 +37,8 @@ LossOutput unpaired_loss(const UnpairedInputs& in, const at::Tensor& z0_in, cons
   const at::TensorOptions opts = logp.options().requires_grad(false);
   const at::Tensor desirable = in.desirable.to(logp.device()).to(at::kBool);
   const int64_t n = logp.size(0);
+  KTO_CHECK(!o.desirable_weight.automatic && !o.undesirable_weight.automatic,
+            "class weights must be resolved (loss::resolve_class_weights) before the loss");
   LossOutput out;
   const at::Tensor weights = at::where(desirable, at::full({n}, o.desirable_weight.value, opts),
                                        at::full({n}, o.undesirable_weight.value, opts));

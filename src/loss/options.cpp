@@ -39,8 +39,8 @@ void LossOptions::validate(const std::string& source, const std::string& p) cons
 }
 
 void resolve_class_weights(LossOptions& o, double auto_desirable, double auto_undesirable) {
-  if (o.desirable_weight.automatic) o.desirable_weight.value = auto_desirable;
-  if (o.undesirable_weight.automatic) o.undesirable_weight.value = auto_undesirable;
+  if (o.desirable_weight.automatic) o.desirable_weight = {false, auto_desirable};
+  if (o.undesirable_weight.automatic) o.undesirable_weight = {false, auto_undesirable};
 }
 
 }  // namespace kto::loss

@@ -66,6 +66,7 @@ void Trainer::fail_run() {
       " consecutive steps with a non-finite loss or gradient norm (train.max_nonfinite_steps); none of "
       "them updated the weights, which are those after step ",
       step_ - nonfinite_in_a_row_, "; lower optim.lr or check the data");
+  if (world_.is_root()) write_report(config_.run.dir);
   write_status("failed");
   failed_ = true;
 }

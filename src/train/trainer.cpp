@@ -76,6 +76,7 @@ Trainer::Trainer(config::Config config, const comm::ProcessGroup& world)
     : config_(std::move(config)), world_(world), device_(pick_device(world)) {
   comm_ = std::shared_ptr<comm::Communicator>(comm::make_communicator(world_, device_));
   const config::Config& c = config_;
+  c.validate("the config");  // already checked when parsed; a Config built in code is checked here
   if (c.data.train.empty()) throw key_error("", "data.train", "no training files given");
   check_files_exist(c.data.train, "data.train");
   check_files_exist(c.data.eval, "data.eval");

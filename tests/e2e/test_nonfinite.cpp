@@ -1,8 +1,13 @@
-// Non-finite steps, from honest inputs: a model whose embedding row for one token id is NaN, and
-// a dataset where only chosen examples contain that token. A step holding one of them has a
-// NaN loss and gradient on every rank; it must be decided before the update: every weight and
-// optimizer moment stays bit-identical (and the optimizer's step count too), the step is logged
-// "skipped", training goes on; train.max_nonfinite_steps such steps in a row stop every rank.
+// Non-finite steps, from honest inputs, at 2 ranks. It must be decided before the update, by
+// every rank alike: every weight and optimizer moment stays bit-identical (and the optimizer's
+// step count too), the step is logged "skipped", training goes on; train.max_nonfinite_steps
+// such steps in a row stop every rank in order.
+//   - a model whose embedding row for one token id is NaN, and a dataset where only marked
+//     examples (chosen by their place in the sampler's stream) hold that token: NaN loss and
+//     NaN gradients on every rank;
+//   - a corrupted precomputed reference (+inf) for one desirable example under kto_logsigmoid:
+//     a non-finite loss on one rank only, with a finite gradient norm (the case an update
+//     followed by a check would get wrong).
 #include <ATen/ATen.h>
 
 #include <catch2/catch.hpp>
@@ -149,11 +154,12 @@ TEST_CASE("train.max_nonfinite_steps non-finite steps in a row stop every rank i
   std::string log;
   const int rc = task.train(6, {"train.max_nonfinite_steps=2"}, &log);
   INFO(log);
-  CHECK(rc != 0);
+  CHECK(rc == 1);
   // Every rank reached the decision and said so; no rank was aborted.
   CHECK(count(log, "stopping: 2 consecutive steps with a non-finite loss or gradient norm") == 2);
   CHECK_THAT(log, Contains("r0@") && Contains("r1@") && Contains("weights, which are those after step 1"));
   CHECK(count(log, "MPI_ABORT") == 0);
+  CHECK(count(log, "[abort") == 0);
   const std::vector<json> records = kto::test::read_metrics(task.run(), "train");
   REQUIRE(records.size() == 3);
   CHECK(records[0]["skipped"].get<double>() == 0.0);
@@ -163,4 +169,46 @@ TEST_CASE("train.max_nonfinite_steps non-finite steps in a row stop every rank i
   CHECK_FALSE(kto::path_exists(kto::test::step_dir(task.run(), 3)));  // the failing step is not saved
   CHECK(same_bits(kto::test::saved_tensors(kto::test::step_dir(task.run(), 1)),
                   kto::test::saved_tensors(kto::test::step_dir(task.run(), 2))));
+}
+
+TEST_CASE("a non-finite loss with a finite gradient on one rank is skipped by every rank",
+          "[e2e][train][mpi]") {
+  // A corrupted precomputed reference (+inf) for one desirable example: kto_logsigmoid's loss
+  // of that example is +inf while its gradient, and so the gradient norm, stays finite. Only
+  // the rank that holds it sees a non-finite loss; the decision must still be every rank's.
+  int64_t position = 2 * kGlobalBatch;               // step 3
+  while (example_at(position) % 2 != 0) ++position;  // even examples are the desirable ones
+  REQUIRE(position < 3 * kGlobalBatch);
+  const std::vector<int64_t> poisoned{example_at(position)};
+  const int64_t steps = 5;
+  const std::set<int64_t> bad = steps_holding(poisoned, steps);
+  REQUIRE(bad.count(3) == 1);
+  REQUIRE_FALSE(bad.count(4));
+  kto::test::SyntheticSpec spec;
+  spec.examples = kExamples;
+  spec.reference_logps = true;
+  spec.infinite_reference_examples = poisoned;
+  kto::test::SyntheticTask task(spec);
+  std::string log;
+  const int rc = kto::test::run_command(
+      std::string(KTO_MPIEXEC) + " -np 2 --oversubscribe " + kto::test::bin_dir() + "/kto-train --config " +
+          task.config + " --set loss.name=kto_logsigmoid --set train.steps=" + std::to_string(steps) +
+          " --set ckpt.every=1 --set ckpt.keep=100 --set train.peak_gflops=1",
+      &log);
+  INFO(log);
+  REQUIRE(rc == 0);
+  const std::vector<json> records = kto::test::read_metrics(task.run(), "train");
+  REQUIRE(records.size() == static_cast<size_t>(steps));
+  for (int64_t s = 1; s <= steps; ++s) {
+    const json& m = records[static_cast<size_t>(s - 1)];
+    INFO("step " << s << ": " << m.dump());
+    CHECK(m["skipped"].get<double>() == (bad.count(s) ? 1.0 : 0.0));
+    CHECK(m["grad_norm"].is_number());  // finite: the norm alone would not have stopped the update
+    if (bad.count(s)) CHECK(m["loss"] == "inf");
+    if (s == 1) continue;
+    const bool unchanged =
+        same_bits(kto::test::saved_tensors(kto::test::step_dir(task.run(), static_cast<int>(s - 1))),
+                  kto::test::saved_tensors(kto::test::step_dir(task.run(), static_cast<int>(s))));
+    CHECK(unchanged == (bad.count(s) == 1));
+  }
 }

@@ -1,5 +1,8 @@
 #include "synthetic.h"
 
+#include <algorithm>
+#include <cmath>
+#include <limits>
 #include <vector>
 
 #include "kto/data/dataset.h"
@@ -23,7 +26,7 @@ int64_t write_synthetic_dataset(const std::string& path, const SyntheticSpec& sp
   attrs.paired = spec.paired ? 1 : 0;
   attrs.tokenizer_name = "synthetic";
   attrs.control_tokens = spec.control_tokens;
-  data::DatasetWriter writer(path, attrs);
+  data::DatasetWriter writer(path, attrs, spec.reference_logps);
   uint64_t state = spec.seed;
   const int64_t half = (spec.vocab - 2) / 2;  // completion tokens: 2 + 2k (even) or 3 + 2k (odd)
   auto completion = [&](bool even) {
@@ -60,7 +63,12 @@ int64_t write_synthetic_dataset(const std::string& path, const SyntheticSpec& sp
     std::vector<int32_t> t = prompt;
     const auto c = completion(desirable);
     t.insert(t.end(), c.begin(), c.end());
-    writer.add(t, static_cast<int32_t>(spec.prompt_len), desirable);
+    const float uniform = -static_cast<float>(c.size()) * std::log(static_cast<float>(spec.vocab));
+    const bool infinite =
+        std::find(spec.infinite_reference_examples.begin(), spec.infinite_reference_examples.end(),
+                  written) != spec.infinite_reference_examples.end();
+    writer.add(t, static_cast<int32_t>(spec.prompt_len), desirable,
+               infinite ? std::numeric_limits<float>::infinity() : uniform, uniform);
     ++written;
   }
   writer.finish();

@@ -76,8 +76,8 @@ struct LossOptions {
   void validate(const std::string& source, const std::string& prefix) const;
 };
 
-// Sets automatic weights from the class counts (kto/data recommended_class_weights); explicit
-// weights are kept.
+// Replaces automatic weights by the values the class counts give (kto/data
+// recommended_class_weights); explicit weights are kept. The losses need resolved weights.
 void resolve_class_weights(LossOptions& options, double auto_desirable, double auto_undesirable);
 
 }  // namespace kto::loss

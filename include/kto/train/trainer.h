@@ -29,8 +29,10 @@ namespace kto::train {
 
 class Trainer {
  public:
-  // Opens the data, checks the run against it (check_run: batch divisibility, files,
-  // vocabulary, loss vs data; errors name the config key), loads the models and resumes.
+  // Validates the config, checks that the data files exist, opens them (token ids checked
+  // against the model's vocabulary), checks the run against them (check_run: batch
+  // decomposition, loss vs data, class weights; errors name the config key), loads the models
+  // and resumes.
   Trainer(config::Config config, const comm::ProcessGroup& world);
   ~Trainer();
 
