@@ -5,12 +5,14 @@
 #include <climits>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <queue>
 #include <set>
 #include <unordered_map>
 
 #include "hf_components.h"
 #include "kto/util/check.h"
 #include "kto/util/files.h"
+#include "kto/util/json.h"
 #include "kto/util/sha256.h"
 #include "text.h"
 #include "tokenizer.h"
@@ -34,6 +36,22 @@ struct Segment {
 };
 
 bool is_word_char(unsigned char c) { return std::isalnum(c) || c == '_' || c >= 0x80; }
+
+// A token id from the file: an integer in [0, limit), limit = 4 x the tokens the file defines
+// + 1024 (ids index a table: an id of 2^40 must not allocate one; holes are allowed).
+int32_t checked_id(const json& v, const std::string& name, size_t tokens, const std::string& where) {
+  const int64_t limit = 4 * static_cast<int64_t>(tokens) + 1024;
+  if (!v.is_number_integer())
+    throw Error(where + ": " + name + ": the id must be an integer, got " + json_brief(v));
+  const int64_t id = v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)
+                         ? INT64_MAX
+                         : v.get<int64_t>();
+  if (id < 0 || id >= limit) {
+    throw Error(str_cat(where, ": ", name, ": id ", json_brief(v), " is outside [0, ", limit,
+                        ") (ids must be non-negative and below 4 x the number of tokens + 1024)"));
+  }
+  return static_cast<int32_t>(id);
+}
 bool is_space(unsigned char c) {
   return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
 }
@@ -118,8 +136,20 @@ class BpeModel {
     }
     ignore_merges_ = spec.value("ignore_merges", false);
     byte_fallback_ = spec.value("byte_fallback", false);
-    for (auto it = spec.at("vocab").begin(); it != spec.at("vocab").end(); ++it) {
-      vocab_[it.key()] = it.value().get<int32_t>();
+    const json& vocab = spec.at("vocab");
+    if (!vocab.is_object())
+      throw Error(where + ": model.vocab must be an object of token: id, got " + json_brief(vocab));
+    std::unordered_map<int32_t, const std::string*> owner;  // id -> token, for duplicates
+    for (auto it = vocab.begin(); it != vocab.end(); ++it) {
+      const int32_t id =
+          checked_id(it.value(), str_cat("model.vocab['", it.key(), "']"), vocab.size(), where);
+      if (it.key().empty()) throw Error(where + ": model.vocab has an empty token");
+      const auto [seen, fresh] = owner.emplace(id, &it.key());
+      if (!fresh) {
+        throw Error(str_cat(where, ": model.vocab gives id ", id, " to both '", *seen->second, "' and '",
+                            it.key(), "' (ids must be unique)"));
+      }
+      vocab_[it.key()] = id;
     }
     if (spec.contains("unk_token") && spec["unk_token"].is_string()) {
       auto it = vocab_.find(spec["unk_token"].get<std::string>());
@@ -162,29 +192,62 @@ class BpeModel {
       }
     }
     std::vector<int32_t> symbols = initial_symbols(word);
-    // Repeatedly merge the lowest-ranked adjacent pair (leftmost on ties), as the crate does.
-    for (;;) {
-      int32_t best_rank = INT32_MAX, best_merged = -1;
-      size_t best_pos = 0;
-      for (size_t i = 0; i + 1 < symbols.size(); ++i) {
-        auto it = merges_.find(key(symbols[i], symbols[i + 1]));
-        if (it != merges_.end() && it->second.first < best_rank) {
-          best_rank = it->second.first;
-          best_merged = it->second.second;
-          best_pos = i;
-        }
-      }
-      if (best_merged < 0) break;
-      symbols[best_pos] = best_merged;
-      symbols.erase(symbols.begin() + static_cast<std::ptrdiff_t>(best_pos) + 1);
-    }
+    merge_all(symbols);
     out.insert(out.end(), symbols.begin(), symbols.end());
+    if (word.size() > kMaxCachedWordBytes) return;  // pathological words are not worth keeping
     std::lock_guard<std::mutex> lock(cache_mutex_);
     if (cache_.size() > 200000) cache_.clear();
     cache_.emplace(word, std::move(symbols));
   }
 
  private:
+  static constexpr size_t kMaxCachedWordBytes = 256;
+
+  // Repeatedly merges the lowest-ranked adjacent pair (leftmost on ties), as the crate does, in
+  // O(n log n): candidate pairs wait in a heap ordered by (rank, position) and are dropped when
+  // popped if either side has changed since; merged symbols keep their left position, so
+  // "leftmost" stays the order of positions. A word of n symbols takes n log n steps, not n^2.
+  void merge_all(std::vector<int32_t>& symbols) const {
+    KTO_CHECK(symbols.size() < UINT32_MAX, "a word of ", symbols.size(), " symbols");
+    const auto n = static_cast<uint32_t>(symbols.size());
+    if (n < 2) return;
+    struct Candidate {  // 16 bytes: a long word has as many of these as symbols
+      int32_t rank;
+      uint32_t pos;
+      int32_t left_id, right_id;
+      bool operator>(const Candidate& o) const { return rank != o.rank ? rank > o.rank : pos > o.pos; }
+    };
+    std::vector<uint32_t> next(n), prev(n);  // n: none; a dead symbol has next == its own index
+    for (uint32_t i = 0; i < n; ++i) {
+      next[i] = i + 1;
+      prev[i] = i == 0 ? n : i - 1;
+    }
+    std::priority_queue<Candidate, std::vector<Candidate>, std::greater<Candidate>> heap;
+    auto offer = [&](uint32_t pos) {
+      if (pos >= n || next[pos] >= n) return;
+      auto it = merges_.find(key(symbols[pos], symbols[next[pos]]));
+      if (it != merges_.end()) heap.push({it->second.first, pos, symbols[pos], symbols[next[pos]]});
+    };
+    for (uint32_t i = 0; i + 1 < n; ++i) offer(i);
+    while (!heap.empty()) {
+      const Candidate c = heap.top();
+      heap.pop();
+      const uint32_t right = next[c.pos];
+      // Stale when either side changed since it was offered (merged away, or merged with another).
+      if (right == c.pos || right >= n || symbols[c.pos] != c.left_id || symbols[right] != c.right_id)
+        continue;
+      symbols[c.pos] = merges_.at(key(c.left_id, c.right_id)).second;
+      next[c.pos] = next[right];
+      next[right] = right;  // dead
+      if (next[c.pos] < n) prev[next[c.pos]] = c.pos;
+      offer(c.pos);
+      if (prev[c.pos] < n) offer(prev[c.pos]);
+    }
+    uint32_t out = 0;
+    for (uint32_t i = 0; i < n; i = next[i]) symbols[out++] = symbols[i];
+    symbols.resize(out);
+  }
+
   static uint64_t key(int32_t a, int32_t b) {
     return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
   }
@@ -244,14 +307,18 @@ class HfTokenizer : public Tokenizer {
     path_ = path;
     json spec;
     try {
-      spec = json::parse(read_text_file(path));
+      spec = parse_json(read_text_file(path), path);
     } catch (const json::exception& e) {
       throw Error(path + ": not valid JSON: " + e.what());
     }
     try {
       build(spec, path);
-    } catch (const json::exception& e) {
+    } catch (const json::exception& e) {  // with JSON_DIAGNOSTICS the message names the key's path
       throw Error(path + ": unexpected tokenizer.json structure: " + e.what());
+    } catch (const Error& e) {  // every error names the file (parts such as regexes do not know it)
+      const std::string what = e.what();
+      if (what.rfind(path, 0) == 0) throw;
+      throw Error(path + ": " + what);
     }
     sha256_ = sha256_file(path);
   }
@@ -315,10 +382,23 @@ class HfTokenizer : public Tokenizer {
 
     token_to_id_ = model_->vocab();
     std::vector<AddedToken> raw, normalized;
-    for (const json& a : spec.value("added_tokens", json::array())) {
+    static const json no_added = json::array();
+    // A reference, not a copy: JSON_DIAGNOSTICS error paths then start at the root.
+    const json& added = spec.contains("added_tokens") ? spec.at("added_tokens") : no_added;
+    if (!added.is_array()) throw Error(where + ": added_tokens must be an array, got " + json_brief(added));
+    const size_t tokens = model_->vocab().size() + added.size();
+    std::unordered_map<int32_t, std::string> added_ids;
+    for (size_t i = 0; i < added.size(); ++i) {
+      const json& a = added[i];
+      const std::string name = str_cat("added_tokens[", i, "]");
       AddedToken t;
       t.content = a.at("content").get<std::string>();
-      t.id = a.at("id").get<int32_t>();
+      if (t.content.empty()) throw Error(str_cat(where, ": ", name, " has an empty content"));
+      t.id = checked_id(a.at("id"), name + ".id", tokens, where);
+      if (const auto [seen, fresh] = added_ids.emplace(t.id, t.content); !fresh) {
+        throw Error(str_cat(where, ": ", name, " '", t.content, "' has id ", t.id,
+                            ", already the id of added token '", seen->second, "'"));
+      }
       t.special = a.value("special", false);
       t.single_word = a.value("single_word", false);
       t.lstrip = a.value("lstrip", false);
@@ -345,7 +425,7 @@ class HfTokenizer : public Tokenizer {
         (slash == std::string::npos ? std::string() : where.substr(0, slash + 1)) + "tokenizer_config.json";
     if (path_exists(config_path)) {
       try {
-        const json config = json::parse(read_text_file(config_path));
+        const json config = parse_json(read_text_file(config_path), config_path);
         bos_ = token_to_id(config_token(config, "bos_token"));
         eos_ = token_to_id(config_token(config, "eos_token"));
         pad_ = token_to_id(config_token(config, "pad_token"));
