@@ -60,6 +60,8 @@ int prepare_command(int argc, char** argv) {
       .option("--report-errors", &o.report_errors, "N",
               "print the first N skipped rows with file:line (default 5)")
       .option("--threads", &o.threads, "N", "tokenization threads (default: all cores)")
+      .option("--max-line-bytes", &o.max_line_bytes, "N",
+              "skip input lines longer than this, reason line_too_long (default 33554432 = 32 MiB)")
       .flag("--overwrite", &o.overwrite, "replace an existing output directory");
   if (!args.parse(argc, argv, 2)) return 0;
   o.keep_desirable = parse_number("--keep-desirable", keep_d);

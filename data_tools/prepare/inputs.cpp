@@ -5,6 +5,7 @@
 
 #include "kto/util/check.h"
 #include "kto/util/files.h"
+#include "kto/util/json.h"
 #include "kto/util/log.h"
 #include "line_reader.h"
 #include "tokenizer/text.h"
@@ -30,15 +31,24 @@ std::string percent(double x) {
 
 namespace {
 
+// A JSON array file is parsed whole; larger inputs should be JSON lines.
+constexpr int64_t kMaxArrayFileBytes = int64_t{1} << 30;
+
 class RowCollector {
  public:
   RowCollector(const PrepareOptions& o, const ChatTemplate& t, PrepareSummary& s) : o_(o), t_(t), s_(s) {}
 
   void read_file(const std::string& path) {
-    LineReader reader(path);
+    LineReader reader(path, o_.max_line_bytes);
     std::string line;
-    bool first = true;
-    while (reader.next(line)) {
+    bool first = true, too_long = false;
+    while (reader.next(line, &too_long)) {
+      if (too_long) {
+        first = false;
+        skip({"line_too_long", str_cat("the line is longer than --max-line-bytes (", o_.max_line_bytes, ")")},
+             str_cat(path, ":", reader.line_number()));
+        continue;
+      }
       const size_t start = line.find_first_not_of(" \t\r");
       if (start == std::string::npos) continue;
       if (first && line[start] == '[') {  // a JSON array file, not JSON lines
@@ -56,14 +66,12 @@ class RowCollector {
  private:
   void read_array(const std::string& path) {
     json rows;
-    const std::string text = read_whole_file(path);
+    const std::string text = read_whole_file(path, kMaxArrayFileBytes);
     if (!tok::is_valid_utf8(text))
       throw Error(path + ": not valid UTF-8 (a JSON array file must be entirely valid)");
-    try {
-      rows = json::parse(text);
-    } catch (const json::exception& e) {
-      throw Error(path + ": not valid JSON: " + e.what());
-    }
+    rows = parse_json(text, path);
+    if (!rows.is_array())
+      throw Error(path + ": a JSON file of rows must hold an array, got " + json_brief(rows));
     for (size_t i = 0; i < rows.size(); ++i) add_row(rows[i], str_cat(path, "[", i, "]"));
   }
 
@@ -74,8 +82,8 @@ class RowCollector {
     }
     json row;
     try {
-      row = json::parse(line);
-    } catch (const json::exception& e) {
+      row = parse_json(line, "the line");
+    } catch (const Error& e) {
       skip({"invalid_json", e.what()}, where);
       return;
     }
@@ -142,7 +150,12 @@ std::vector<Located> read_inputs(const PrepareOptions& o, PrepareSummary& s, std
                 "); first: ", collector.first_errors().empty() ? "" : collector.first_errors().front(),
                 ". Nothing was written."));
   }
-  if (collector.examples().empty()) throw Error("no usable examples in the input");
+  if (collector.examples().empty()) {
+    std::string files;
+    for (const std::string& input : o.inputs) files += (files.empty() ? "" : ", ") + input;
+    throw Error(str_cat("no usable examples in ", files, " (", s.rows, " rows read, ", s.rows_skipped,
+                        " skipped); an input is JSON lines or a JSON array of rows"));
+  }
   return std::move(collector.examples());
 }
 

@@ -127,7 +127,12 @@ void validate(const PrepareOptions& o) {
       throw Error(str_cat("--keep-desirable/--keep-undesirable must be in (0, 1], got ", k));
   }
   if (!(o.eval_fraction >= 0 && o.eval_fraction < 1)) throw Error("--eval-fraction must be in [0, 1)");
-  if (o.shards < 1) throw Error("--shards must be >= 1");
+  if (o.shards < 1 || o.shards > 100000)
+    throw Error(str_cat("--shards must be in [1, 100000], got ", o.shards));
+  if (o.max_line_bytes < 1024)
+    throw Error(str_cat("--max-line-bytes must be >= 1024, got ", o.max_line_bytes));
+  if (o.threads < 0 || o.threads > 4096)
+    throw Error(str_cat("--threads must be in [0, 4096], got ", o.threads));
   if (o.add_bos != "auto" && o.add_bos != "yes" && o.add_bos != "no")
     throw Error("--add-bos must be auto, yes or no");
   if (o.keep_pairs && (o.keep_desirable < 1 || o.keep_undesirable < 1)) {
@@ -244,6 +249,12 @@ Split split_examples(const std::vector<Tokenized>& examples, const PrepareOption
     s.completion_truncated += e.completion_truncated;
   }
   if (split.train.empty()) throw Error("the eval split took every example; lower --eval-fraction");
+  const int64_t units = static_cast<int64_t>(split.train.size()) / (o.keep_pairs ? 2 : 1);
+  if (o.shards > units) {
+    throw Error(str_cat("--shards ", o.shards, " is more than the ", units,
+                        o.keep_pairs ? " pairs" : " examples",
+                        " of the train split: every shard needs at least one"));
+  }
   s.train_examples = static_cast<int64_t>(split.train.size());
   s.eval_examples = static_cast<int64_t>(split.eval.size());
   int64_t train_desirable = 0;

@@ -31,8 +31,9 @@ struct PrepareOptions {
   double eval_fraction = 0.0;
   int64_t shards = 1;
   double max_error_rate = 0.01;
-  int64_t report_errors = 5;  // first N skipped rows shown with file:line
-  int64_t threads = 0;        // tokenization threads (0: all cores)
+  int64_t report_errors = 5;                   // first N skipped rows shown with file:line
+  int64_t threads = 0;                         // tokenization threads (0: all cores)
+  int64_t max_line_bytes = int64_t{32} << 20;  // longer input lines are skipped (line_too_long)
   bool overwrite = false;
 };
 

@@ -4,6 +4,7 @@
 
 #include "kto/util/check.h"
 #include "kto/util/files.h"
+#include "kto/util/json.h"
 
 namespace kto::data_tools {
 
@@ -104,7 +105,7 @@ bool read_label(const json& row, bool& out, RowError& error) {
     out = l.get<int64_t>() == 1;
     return true;
   }
-  error = {"wrong_type", "'label' must be true/false or 0/1, got " + l.dump()};
+  error = {"wrong_type", "'label' must be true/false or 0/1, got " + json_brief(l)};
   return false;
 }
 
@@ -152,11 +153,12 @@ ChatTemplate ChatTemplate::builtin(const std::string& name) {
 }
 
 ChatTemplate ChatTemplate::from_file(const std::string& path) {
-  json spec;
-  try {
-    spec = json::parse(read_text_file(path));
-  } catch (const json::exception& e) {
-    throw Error(path + ": not valid JSON: " + e.what());
+  const json spec = parse_json(read_text_file(path), path);
+  if (!spec.is_object()) {
+    throw Error(path +
+                ": a template file is a JSON object with keys system, user, assistant, generation, "
+                "completion_prefix; got " +
+                json_brief(spec));
   }
   ChatTemplate t;
   t.name = path;
@@ -178,6 +180,15 @@ ChatTemplate ChatTemplate::from_file(const std::string& path) {
     }
   }
   if (t.user.empty() || t.assistant.empty()) throw Error(path + ": 'user' and 'assistant' are required");
+  for (const auto& [key, text] : {std::pair<const char*, const std::string*>{"system", &t.system},
+                                  {"user", &t.user},
+                                  {"assistant", &t.assistant}}) {
+    if ((key == std::string("system") ? !text->empty() : true) &&
+        text->find("{content}") == std::string::npos) {
+      throw Error(path + ": key '" + key + "' must contain {content} (where the message goes), got " +
+                  json_brief(*text));
+    }
+  }
   return t;
 }
 

@@ -12,9 +12,11 @@
 #include "ckpt_commands.h"
 #include "kto/io/hf_checkpoint.h"
 #include "kto/io/safetensors.h"
+#include "kto/model/hf_config.h"
 #include "kto/model/logprob.h"
 #include "kto/util/cli.h"
 #include "kto/util/log.h"
+#include "kto/util/memory.h"
 #include "kto/util/version.h"
 
 namespace kto::apps {
@@ -45,7 +47,21 @@ at::Tensor read_int_matrix(const io::SafetensorsSet& file, const std::string& na
     throw Error(str_cat(file.source(), ": tensor '", name, "' must be [batch, seq_len], has ",
                         info->shape.size(), " dims"));
   }
+  if (info->shape[0] < 1 || info->shape[1] < 1) {
+    throw Error(str_cat(file.source(), ": tensor '", name, "' is empty ([", info->shape[0], ", ",
+                        info->shape[1], "]): give at least one sequence of at least one token"));
+  }
   return file.read(name).to(at::kLong);
+}
+
+// A mask holds only 0 and 1.
+void check_binary(const at::Tensor& mask, const std::string& source, const char* name) {
+  if (!mask.defined()) return;
+  const int64_t lo = mask.min().item<int64_t>(), hi = mask.max().item<int64_t>();
+  if (lo < 0 || hi > 1) {
+    throw Error(str_cat(source, ": tensor '", name, "' holds values in [", lo, ", ", hi,
+                        "]; a mask is 0 (padding / not selected) or 1"));
+  }
 }
 
 }  // namespace
@@ -53,6 +69,7 @@ at::Tensor read_int_matrix(const io::SafetensorsSet& file, const std::string& na
 int ckpt_forward(int argc, char** argv) {
   std::string model_dir, ids_path, out_path, dtype_name = "fp32";
   int64_t threads = 0, chunk_rows = 0;
+  bool allow_long = false, no_memory_check = false;
   cli::Args args("kto-ckpt forward",
                  "Runs a Hugging Face model on token ids and writes logits and token log-probs\n"
                  "(safetensors), to compare against transformers or inspect a trained model.");
@@ -64,17 +81,25 @@ int ckpt_forward(int argc, char** argv) {
               "output safetensors: logits, token_logprobs[, completion_logprob_sum]", cli::required)
       .option("--dtype", &dtype_name, "fp32|bf16|fp64", "compute dtype (default fp32)")
       .option("--threads", &threads, "N", "CPU threads (default: OMP_NUM_THREADS or all cores)")
-      .option("--chunk-rows", &chunk_rows, "N", "rows of logits computed at once (default: ~64 MB of fp32)");
+      .option("--chunk-rows", &chunk_rows, "N", "rows of logits computed at once (default 0: ~64 MB of fp32)")
+      .flag("--allow-long-sequences", &allow_long, "run sequences longer than max_position_embeddings")
+      .flag("--no-memory-check", &no_memory_check,
+            "run even when the estimated memory exceeds this machine's physical memory");
   if (!args.parse(argc, argv, 2)) return 0;
+  if (chunk_rows < 0 || chunk_rows > (int64_t{1} << 24)) {
+    throw cli::UsageError(str_cat("--chunk-rows: ", chunk_rows, " is outside [0, 2^24] (0: automatic)"));
+  }
   const at::ScalarType dtype = parse_dtype(dtype_name);
   set_compute_threads(threads);
 
-  const model::DenseModel model = io::load_hf_model(model_dir, dtype);
-  const model::ModelConfig& cfg = model.config();
+  // The inputs' sizes first: they decide whether the model and its outputs fit at all.
+  const model::ModelConfig cfg = model::read_hf_config(model_dir);
   const io::SafetensorsSet ids_file = io::SafetensorsSet::open_file(ids_path);
   const at::Tensor ids = read_int_matrix(ids_file, "input_ids", true);
   at::Tensor mask = read_int_matrix(ids_file, "attention_mask", false);
   const at::Tensor completion = read_int_matrix(ids_file, "completion_mask", false);
+  check_binary(mask, ids_path, "attention_mask");
+  check_binary(completion, ids_path, "completion_mask");
   if (!mask.defined()) mask = at::ones_like(ids);
   for (const auto& [name, t] :
        {std::pair<const char*, at::Tensor>{"attention_mask", mask}, {"completion_mask", completion}}) {
@@ -89,10 +114,23 @@ int ckpt_forward(int argc, char** argv) {
                         cfg.vocab_size, ")"));
   }
   const int64_t B = ids.size(0), T = ids.size(1), V = cfg.vocab_size;
-  if (T > cfg.max_position_embeddings) {
-    log::warn("forward", "sequence length ", T, " exceeds max_position_embeddings ",
-              cfg.max_position_embeddings);
+  if (T > cfg.max_position_embeddings && !allow_long) {
+    throw Error(str_cat(ids_path, ": input_ids has ", T,
+                        " positions, more than the model's max_position_embeddings (",
+                        cfg.max_position_embeddings, ", ", model_dir,
+                        "/config.json); pass --allow-long-sequences to run them anyway"));
   }
+  if (!no_memory_check) {
+    const int bytes = static_cast<int>(c10::elementSize(dtype));
+    const double weights = static_cast<double>(cfg.num_parameters()) * bytes;
+    const double activations = model::activation_bytes(cfg, B, T, bytes, /*with_grad=*/false, false);
+    const double outputs = static_cast<double>(B * T) * static_cast<double>(V) * 4.0 * 2.0;  // logits, copy
+    check_fits_in_memory(weights + activations + outputs, str_cat("kto-ckpt forward on ", ids_path),
+                         str_cat("weights ", human_bytes(weights), ", activations ", human_bytes(activations),
+                                 ", logits [", B, ", ", T, ", ", V, "] ", human_bytes(outputs)),
+                         "give fewer or shorter sequences, or pass --no-memory-check to try anyway");
+  }
+  const model::DenseModel model = io::load_hf_model(model_dir, dtype);
 
   at::NoGradGuard no_grad;
   const at::Tensor hidden =

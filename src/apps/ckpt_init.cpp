@@ -8,8 +8,11 @@
 #include "kto/io/hf_checkpoint.h"
 #include "kto/util/cli.h"
 #include "kto/util/log.h"
+#include "kto/util/memory.h"
 
 namespace kto::apps {
+
+using detail::str_cat;
 
 int ckpt_init(int argc, char** argv) {
   std::string config_path, out_dir, dtype_name = "fp32";
@@ -30,6 +33,13 @@ int ckpt_init(int argc, char** argv) {
   const config::Config cfg = config::load_config(config_path, overrides);
   if (!cfg.model.path.empty()) {
     throw ConfigError(config_path + ": model.path is set; init needs a model.architecture section instead");
+  }
+  if (cfg.run.check_memory) {
+    const double n = static_cast<double>(cfg.model.architecture.num_parameters());
+    check_fits_in_memory(
+        n * (4 + (dtype_name == "bf16" ? 2 : 4)), config_path + ": model.architecture",
+        str_cat(cfg.model.architecture.num_parameters(), " parameters in fp32, and a copy to write"),
+        "set run.check_memory: false to try anyway");
   }
   model::DenseModel m(cfg.model.architecture, at::kFloat);
   m.init_random(static_cast<uint64_t>(cfg.model.init_seed), cfg.model.init_std);

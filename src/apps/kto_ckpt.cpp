@@ -14,18 +14,11 @@
 
 #include "ckpt_commands.h"
 #include "kto/util/cli.h"
+#include "kto/util/process.h"
 
 namespace kto::apps {
 
-void set_compute_threads(int64_t threads) {
-  if (threads <= 0) {
-    const char* omp = std::getenv("OMP_NUM_THREADS");
-    threads = omp != nullptr && std::atoi(omp) > 0
-                  ? std::atoi(omp)
-                  : static_cast<int64_t>(std::thread::hardware_concurrency());
-  }
-  at::set_num_threads(static_cast<int>(std::max<int64_t>(1, threads)));
-}
+void set_compute_threads(int64_t threads) { at::set_num_threads(compute_threads(threads, 1, "--threads")); }
 
 }  // namespace kto::apps
 

@@ -11,6 +11,7 @@
 #include "kto/train/trainer.h"
 #include "kto/util/cli.h"
 #include "kto/util/log.h"
+#include "kto/util/process.h"
 #include "kto/util/signals.h"
 
 int main(int argc, char** argv) {
@@ -49,14 +50,8 @@ int main(int argc, char** argv) {
           return 0;
         }
         kto::log::set_level(config.run.log_level);
-        int64_t threads = config.run.threads;
-        if (threads <= 0) {
-          const char* omp = std::getenv("OMP_NUM_THREADS");
-          threads = omp && std::atoi(omp) > 0
-                        ? std::atoi(omp)
-                        : std::max<int64_t>(1, std::thread::hardware_concurrency() / world.local_size());
-        }
-        at::set_num_threads(static_cast<int>(threads));
+        at::set_num_threads(
+            kto::compute_threads(config.run.threads, world.local_size(), "key 'run.threads'"));
         kto::signals::install_stop_handlers(/*announce=*/world.is_root());
         kto::train::Trainer trainer(config, world);
         trainer.fit();

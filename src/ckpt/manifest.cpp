@@ -2,19 +2,26 @@
 #include <sys/stat.h>
 #include <yaml-cpp/yaml.h>
 
+#include <cstring>
+
 #include "kto/ckpt/checkpoint.h"
 #include "kto/util/check.h"
 #include "kto/util/files.h"
+#include "kto/util/log.h"
 #include "kto/util/sha256.h"
 
 namespace kto::ckpt {
 
 using detail::str_cat;
 
+constexpr const char* kChecksumKey = "manifest_sha256: ";
+
 std::string manifest_yaml(const Manifest& m) {
   YAML::Emitter out;
   out << YAML::BeginMap;
   out << YAML::Key << "format_version" << YAML::Value << m.format_version;
+  // 2: the manifest ends with its checksum (below); 1 (older) had none.
+  out << YAML::Key << "manifest_version" << YAML::Value << 2;
   out << YAML::Key << "step" << YAML::Value << m.step;
   out << YAML::Key << "world_size" << YAML::Value << m.world_size;
   out << YAML::Key << "optimizer" << YAML::Value << YAML::BeginMap << YAML::Key << "name" << YAML::Value
@@ -43,15 +50,94 @@ std::string manifest_yaml(const Manifest& m) {
   out << YAML::Key << "producer" << YAML::Value << m.producer;
   out << YAML::Key << "config" << YAML::Value << YAML::Literal << m.config_yaml;
   out << YAML::EndMap;
-  return std::string(out.c_str()) + "\n";
+  // Last: the checksum of everything above, so a manifest cut short anywhere (inside the
+  // embedded config, say, where what is left still parses) is detected.
+  const std::string body = std::string(out.c_str()) + "\n";
+  return body + kChecksumKey + sha256_hex(body.data(), body.size()) + "\n";
 }
+
+namespace {
+
+// The body of a manifest after its checksum line has been verified and removed. A manifest of
+// version 2 (it says so near its top) must end with its checksum; one written before checksums
+// (no manifest_version) is returned as it is, with *had_checksum false.
+std::string verified_body(const std::string& text, const std::string& path, bool* had_checksum) {
+  const size_t at = text.rfind(kChecksumKey);
+  *had_checksum = at != std::string::npos && (at == 0 || text[at - 1] == '\n');
+  if (!*had_checksum) {
+    if (text.find("\nmanifest_version: ") != std::string::npos) {
+      throw Error(path + ": the manifest ends before its checksum line (cut short: an interrupted copy?)");
+    }
+    return text;
+  }
+  const std::string body = text.substr(0, at);
+  std::string sha = text.substr(at + std::strlen(kChecksumKey));
+  while (!sha.empty() && (sha.back() == '\n' || sha.back() == '\r')) sha.pop_back();
+  if (sha != sha256_hex(body.data(), body.size())) {
+    throw Error(path + ": the manifest does not match its checksum (damaged or edited)");
+  }
+  return body;
+}
+
+// The manifest's numbers, each within what a checkpoint of this kto can hold.
+void check_values(const Manifest& m, const std::string& path) {
+  auto fail = [&](const std::string& key, const std::string& what) {
+    throw Error(str_cat(path, ": key '", key, "': ", what));
+  };
+  auto in_range = [&](const std::string& key, int64_t v, int64_t lo, int64_t hi) {
+    if (v < lo || v > hi) fail(key, str_cat(v, " is outside [", lo, ", ", hi, "]"));
+  };
+  constexpr int64_t kMaxElements = int64_t{1} << 40;  // per unit: far above any real block or embedding
+  in_range("step", m.step, 0, int64_t{1} << 40);
+  in_range("world_size", m.world_size, 1, int64_t{1} << 20);
+  in_range("optimizer.steps", m.optimizer_steps, 0, m.step);
+  if (m.optimizer != "adamw" && m.optimizer != "rmsprop")
+    fail("optimizer.name", "'" + m.optimizer + "' is not adamw or rmsprop");
+  in_range("optimizer.state_tensors", m.state_tensors, m.optimizer == "adamw" ? 2 : 1,
+           m.optimizer == "adamw" ? 2 : 1);
+  if (m.master_dtype != "float32" && m.master_dtype != "float64")
+    fail("optimizer.master_dtype", "'" + m.master_dtype + "' is not float32 or float64");
+  in_range("sampler.epoch", m.sampler.epoch, 0, int64_t{1} << 40);
+  in_range("sampler.position", m.sampler.position, 0, int64_t{1} << 40);
+  if (m.units.empty()) fail("units", "no units listed");
+  for (size_t i = 0; i < m.units.size(); ++i) {
+    const UnitEntry& u = m.units[i];
+    const std::string key = str_cat("units[", i, "] (", u.name, ")");
+    in_range(key + ".numel", u.numel, 1, kMaxElements);
+    in_range(key + ".shard_numel", u.shard_numel, 1, kMaxElements);
+    if (u.padded_numel != u.shard_numel * m.world_size || u.padded_numel < u.numel ||
+        u.padded_numel - u.numel >= m.world_size) {
+      fail(key, str_cat("padded_numel ", u.padded_numel, " is not numel ", u.numel,
+                        " rounded up to a multiple of ", m.world_size, " (= shard_numel ", u.shard_numel,
+                        " x world_size)"));
+    }
+  }
+  for (size_t i = 0; i < m.shards.size(); ++i) {
+    const ShardEntry& s = m.shards[i];
+    const std::string key = str_cat("shards[", i, "]");
+    if (s.file.empty() || s.file.find('/') != std::string::npos)
+      fail(key + ".file", "'" + s.file + "' is not a file name");
+    in_range(key + ".bytes", s.bytes, 0, int64_t{1} << 50);
+    if (s.sha256.size() != 64 || s.sha256.find_first_not_of("0123456789abcdef") != std::string::npos)
+      fail(key + ".sha256", "'" + s.sha256 + "' is not a sha256 (64 hex digits)");
+  }
+}
+
+}  // namespace
 
 Manifest read_manifest(const std::string& dir) {
   const std::string path = join_path(dir, "manifest.yaml");
   if (!path_exists(path)) throw Error(dir + ": no manifest.yaml (an incomplete checkpoint)");
+  bool had_checksum = false;
+  const std::string body = verified_body(read_text_file(path), path, &had_checksum);
+  if (!had_checksum) {
+    log::warn("ckpt", path,
+              ": a manifest without a checksum (written by an older kto): it cannot be checked for "
+              "damage");
+  }
   YAML::Node root;
   try {
-    root = YAML::LoadFile(path);
+    root = YAML::Load(body);
   } catch (const YAML::Exception& e) {
     throw Error(str_cat(path, ": invalid YAML: ", e.what()));
   }
@@ -95,6 +181,7 @@ Manifest read_manifest(const std::string& dir) {
   if (static_cast<int64_t>(m.shards.size()) != m.world_size) {
     throw Error(str_cat(path, ": ", m.shards.size(), " shards listed for world size ", m.world_size));
   }
+  check_values(m, path);
   return m;
 }
 

@@ -67,9 +67,9 @@ void Config::validate(const std::string& source) const {
                       "config.json defines the architecture)");
   }
   if (has_architecture) model.architecture.validate(source, "model.architecture.");
-  if (!(model.init_std > 0))
-    throw ConfigError(str_cat(source, ": key 'model.init_std': must be positive, got ", model.init_std));
   auto fail = [&](const char* key, const std::string& what) { throw key_error(source, key, what); };
+  if (!(model.init_std > 0 && model.init_std <= 10))
+    fail("model.init_std", str_cat("must be in (0, 10], got ", model.init_std));
   data.validate(source, "data.");
   loss.validate(source, "loss.");
   optim.validate(source, "optim.");
@@ -77,7 +77,10 @@ void Config::validate(const std::string& source) const {
   if (!(schedule.min_lr_ratio >= 0 && schedule.min_lr_ratio <= 1))
     fail("schedule.min_lr_ratio", "must be in [0, 1]");
   if (train.steps < 0) fail("train.steps", "must be >= 0 (0: derived from epochs)");
-  if (!(train.epochs > 0)) fail("train.epochs", "must be positive");
+  if (!(train.epochs > 0 && train.epochs <= 1e6))
+    fail("train.epochs", str_cat("must be in (0, 1e6], got ", train.epochs));
+  if (!(train.peak_gflops >= 0 && train.peak_gflops <= 1e12))
+    fail("train.peak_gflops", str_cat("must be in [0, 1e12] (0: measured), got ", train.peak_gflops));
   if (train.eval_every < 0) fail("train.eval_every", "must be >= 0");
   if (train.log_every < 1) fail("train.log_every", "must be >= 1");
   if (train.max_nonfinite_steps < 1) fail("train.max_nonfinite_steps", "must be >= 1");

@@ -11,6 +11,12 @@ using detail::str_cat;
 
 std::string Origin::where(const std::string& key, const YAML::Node& node) const {
   if (overridden.count(key)) return "--set " + key;
+  // A key that only --set introduced (--set a.b.c=1 with no 'a' in the file) is the --set's fault.
+  for (const std::string& o : overridden) {
+    if (o.size() > key.size() && o.compare(0, key.size(), key) == 0 && o[key.size()] == '.' &&
+        node.Mark().line < 0)
+      return "--set " + o;
+  }
   const YAML::Mark mark = node.Mark();
   if (mark.line >= 0) return str_cat(file, ":", mark.line + 1);
   return file;

@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <tuple>
 
 #include "kto/util/check_h5.h"
 #include "kto/util/files.h"
@@ -25,35 +26,90 @@ struct Dataset::Shard {
 
 Dataset::~Dataset() = default;
 
+namespace {
+
+// Runs `body`; an error that does not start with `path` gets it prefixed, so every problem with
+// a dataset file names the file (HDF5's own messages name only the call).
+template <class F>
+auto naming_file(const std::string& path, F&& body) {
+  try {
+    return body();
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    if (what.rfind(path, 0) == 0) throw;
+    throw Error(path + ": " + what);
+  }
+}
+
+// Checks the ids of /tokens in a streaming pass (bounded memory): all in [0, vocab) when vocab
+// > 0, and the largest equal to the max_token_id attribute. Returns the largest id.
+int32_t check_token_ids(hid_t tokens, int64_t n_tokens, int64_t max_token_id, int64_t vocab) {
+  constexpr int64_t kChunk = int64_t{1} << 22;
+  std::vector<int32_t> buffer(static_cast<size_t>(std::min(kChunk, std::max<int64_t>(1, n_tokens))));
+  int32_t lo = INT32_MAX, hi = -1;
+  for (int64_t begin = 0; begin < n_tokens; begin += kChunk) {
+    const int64_t count = std::min(kChunk, n_tokens - begin);
+    h5::read_range(tokens, H5T_NATIVE_INT32, begin, count, buffer.data());
+    for (int64_t k = 0; k < count; ++k) {
+      lo = std::min(lo, buffer[static_cast<size_t>(k)]);
+      hi = std::max(hi, buffer[static_cast<size_t>(k)]);
+    }
+  }
+  if (n_tokens > 0 && lo < 0) throw Error(str_cat("/tokens holds the negative token id ", lo));
+  if (vocab > 0 && hi >= vocab) {
+    throw Error(str_cat("holds token id ", hi, ", outside the model's vocabulary of ", vocab,
+                        " (was it tokenized for another model?)"));
+  }
+  if (max_token_id >= 0 && hi != max_token_id) {
+    throw Error(str_cat("attribute max_token_id is ", max_token_id, " but the largest id in /tokens is ", hi,
+                        " (a damaged or edited file)"));
+  }
+  return hi;
+}
+
+}  // namespace
+
 DatasetAttributes read_attributes(const std::string& path) {
   if (!path_exists(path)) throw Error(path + ": no such dataset file");
   if (H5Fis_hdf5(path.c_str()) <= 0) throw Error(path + ": not an HDF5 file");
-  h5::Handle file(KTO_H5_CHECK(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT)));
-  DatasetAttributes a;
-  a.format_version = h5::read_int_attr(file, "format_version", -1);
-  a.tokenizer_name = h5::read_string_attr(file, "tokenizer_name");
-  a.tokenizer_kind = h5::read_string_attr(file, "tokenizer_kind");
-  a.tokenizer_sha256 = h5::read_string_attr(file, "tokenizer_sha256");
-  a.tokenizer_vocab_size = h5::read_int_attr(file, "tokenizer_vocab_size", 0);
-  a.bos_id = h5::read_int_attr(file, "bos_id", -1);
-  a.eos_id = h5::read_int_attr(file, "eos_id", -1);
-  a.pad_id = h5::read_int_attr(file, "pad_id", -1);
-  a.n_examples = h5::read_int_attr(file, "n_examples", -1);
-  a.n_desirable = h5::read_int_attr(file, "n_desirable", -1);
-  a.n_undesirable = h5::read_int_attr(file, "n_undesirable", -1);
-  a.n_tokens = h5::read_int_attr(file, "n_tokens", -1);
-  a.max_token_id = h5::read_int_attr(file, "max_token_id", -1);
-  a.max_length = h5::read_int_attr(file, "max_length", 0);
-  a.max_prompt_length = h5::read_int_attr(file, "max_prompt_length", 0);
-  a.paired = h5::read_int_attr(file, "paired", 0);
-  a.control_tokens = h5::read_string_attr(file, "control_tokens");  // absent in older files: none
-  a.split = h5::read_string_attr(file, "split");
-  a.shard_index = h5::read_int_attr(file, "shard_index", 0);
-  a.num_shards = h5::read_int_attr(file, "num_shards", 1);
-  a.source = h5::read_string_attr(file, "source");
-  a.created = h5::read_string_attr(file, "created");
-  a.producer = h5::read_string_attr(file, "producer");
-  return a;
+  return naming_file(path, [&] {
+    h5::Handle file(KTO_H5_CHECK(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT)));
+    DatasetAttributes a;
+    a.format_version = h5::read_int_attr(file, "format_version", -1);
+    a.tokenizer_name = h5::read_string_attr(file, "tokenizer_name");
+    a.tokenizer_kind = h5::read_string_attr(file, "tokenizer_kind");
+    a.tokenizer_sha256 = h5::read_string_attr(file, "tokenizer_sha256");
+    a.tokenizer_vocab_size = h5::read_int_attr(file, "tokenizer_vocab_size", 0);
+    a.bos_id = h5::read_int_attr(file, "bos_id", -1);
+    a.eos_id = h5::read_int_attr(file, "eos_id", -1);
+    a.pad_id = h5::read_int_attr(file, "pad_id", -1);
+    a.n_examples = h5::read_int_attr(file, "n_examples", -1);
+    a.n_desirable = h5::read_int_attr(file, "n_desirable", -1);
+    a.n_undesirable = h5::read_int_attr(file, "n_undesirable", -1);
+    a.n_tokens = h5::read_int_attr(file, "n_tokens", -1);
+    a.max_token_id = h5::read_int_attr(file, "max_token_id", -1);
+    a.max_length = h5::read_int_attr(file, "max_length", 0);
+    a.max_prompt_length = h5::read_int_attr(file, "max_prompt_length", 0);
+    a.paired = h5::read_int_attr(file, "paired", 0);
+    a.control_tokens = h5::read_string_attr(file, "control_tokens");  // absent in older files: none
+    a.split = h5::read_string_attr(file, "split");
+    a.shard_index = h5::read_int_attr(file, "shard_index", 0);
+    a.num_shards = h5::read_int_attr(file, "num_shards", 1);
+    a.source = h5::read_string_attr(file, "source");
+    a.created = h5::read_string_attr(file, "created");
+    a.producer = h5::read_string_attr(file, "producer");
+    for (const auto& [name, v] :
+         {std::pair<const char*, int64_t>{"tokenizer_vocab_size", a.tokenizer_vocab_size},
+          {"max_length", a.max_length},
+          {"max_prompt_length", a.max_prompt_length}}) {
+      if (v < 0) throw Error(str_cat("attribute ", name, " is ", v, "; it must be >= 0 (0: unknown)"));
+    }
+    if (a.tokenizer_vocab_size > 0 && a.max_token_id >= a.tokenizer_vocab_size) {
+      throw Error(str_cat("attribute max_token_id ", a.max_token_id, " is not below tokenizer_vocab_size ",
+                          a.tokenizer_vocab_size));
+    }
+    return a;
+  });
 }
 
 std::shared_ptr<Dataset> Dataset::open(const std::vector<std::string>& paths, int64_t model_vocab_size) {
@@ -61,82 +117,103 @@ std::shared_ptr<Dataset> Dataset::open(const std::vector<std::string>& paths, in
   std::shared_ptr<Dataset> ds(new Dataset());
   ds->paths_ = paths;
   ds->model_vocab_size_ = model_vocab_size;
-  for (const std::string& path : paths) {
-    const DatasetAttributes a = read_attributes(path);
-    if (a.format_version != kFormatVersion) {
-      throw Error(str_cat(path, ": dataset format_version ", a.format_version, ", this kto reads version ",
-                          kFormatVersion, " (re-run kto-data prepare)"));
-    }
-    if (ds->shards_.empty()) {
-      ds->attributes_ = a;
-    } else if (a.paired != ds->attributes_.paired) {
-      throw Error(str_cat(path, ": paired = ", a.paired, " but ", paths.front(),
-                          " has paired = ", ds->attributes_.paired));
-    } else if (a.control_tokens != ds->attributes_.control_tokens) {
-      throw Error(str_cat(path, ": control tokens '", a.control_tokens, "' but ", paths.front(), " has '",
-                          ds->attributes_.control_tokens, "'"));
-    } else if (a.tokenizer_sha256 != ds->attributes_.tokenizer_sha256) {
-      throw Error(str_cat(path, ": tokenized with a different tokenizer (sha256 ", a.tokenizer_sha256,
-                          ") than ", paths.front(), " (", ds->attributes_.tokenizer_sha256, ")"));
-    }
-    if (model_vocab_size > 0 && a.max_token_id >= model_vocab_size) {
-      throw Error(str_cat(path, ": holds token id ", a.max_token_id, ", outside the model's vocabulary of ",
-                          model_vocab_size, " (was it tokenized for another model?)"));
-    }
-    auto shard = std::make_unique<Shard>();
-    shard->path = path;
-    shard->file = h5::Handle(KTO_H5_CHECK(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT)));
-    if (!h5::has_link(shard->file, "tokens")) throw Error(path + ": missing dataset /tokens");
-    shard->tokens = h5::Handle(KTO_H5_CHECK(H5Dopen2(shard->file, "tokens", H5P_DEFAULT)));
-    const int64_t n_tokens = h5::dataset_length(shard->tokens, path + ": /tokens");
-    auto labels = h5::read_vector<int8_t>(shard->file, "label", H5T_NATIVE_INT8, -1, path);
-    const int64_t E = static_cast<int64_t>(labels.size());
-    shard->offsets = h5::read_vector<int64_t>(shard->file, "offsets", H5T_NATIVE_INT64, E + 1, path);
-    auto prompt_len = h5::read_vector<int32_t>(shard->file, "prompt_len", H5T_NATIVE_INT32, E, path);
-
-    const auto& off = shard->offsets;
-    if (off.front() != 0) throw Error(str_cat(path, ": offsets[0] is ", off.front(), ", expected 0"));
-    if (off.back() != n_tokens) {
-      throw Error(str_cat(path, ": offsets end at ", off.back(), " but /tokens has ", n_tokens, " entries"));
-    }
-    for (int64_t i = 0; i < E; ++i) {
-      const size_t u = static_cast<size_t>(i);
-      if (off[u + 1] <= off[u]) {
-        throw Error(
-            str_cat(path, ": offsets not increasing at example ", i, " (", off[u], " -> ", off[u + 1], ")"));
-      }
-      if (labels[u] != 0 && labels[u] != 1)
-        throw Error(str_cat(path, ": label of example ", i, " is ", int(labels[u]), ", expected 0 or 1"));
-      const int64_t len = off[u + 1] - off[u];
-      if (prompt_len[u] < 0 || prompt_len[u] >= len) {
-        throw Error(str_cat(path, ": example ", i, " has prompt_len ", prompt_len[u], " of ", len,
-                            " tokens (the completion must be non-empty)"));
-      }
-      ds->n_desirable_ += labels[u];
-      if (a.paired && labels[u] != (i % 2 == 0 ? 1 : 0)) {
-        throw Error(str_cat(path, ": paired dataset, but example ", i, " has label ", int(labels[u]),
-                            " (pairs are stored chosen, rejected)"));
-      }
-    }
-    if (a.paired && E % 2 != 0)
-      throw Error(str_cat(path, ": paired dataset with an odd number of examples (", E, ")"));
-    const bool has_ref = h5::has_link(shard->file, "ref_logp") && h5::has_link(shard->file, "ref_kl_logp");
-    if (ds->shards_.empty()) ds->has_ref_ = has_ref;
-    if (has_ref != ds->has_ref_) throw Error(path + ": reference log-probs present in some shards only");
-    if (has_ref) {
-      auto r = h5::read_vector<float>(shard->file, "ref_logp", H5T_NATIVE_FLOAT, E, path);
-      auto k = h5::read_vector<float>(shard->file, "ref_kl_logp", H5T_NATIVE_FLOAT, E, path);
-      ds->ref_logp_.insert(ds->ref_logp_.end(), r.begin(), r.end());
-      ds->ref_kl_logp_.insert(ds->ref_kl_logp_.end(), k.begin(), k.end());
-    }
-    ds->shard_begin_.push_back(ds->size());
-    ds->labels_.insert(ds->labels_.end(), labels.begin(), labels.end());
-    ds->prompt_len_.insert(ds->prompt_len_.end(), prompt_len.begin(), prompt_len.end());
-    ds->n_tokens_ += n_tokens;
-    ds->shards_.push_back(std::move(shard));
+  for (const std::string& path : paths) naming_file(path, [&] { ds->open_shard(path); });
+  if (ds->size() == 0) {
+    throw Error(str_cat(paths.front(), paths.size() > 1 ? str_cat(" (and ", paths.size() - 1, " more)") : "",
+                        ": the dataset holds no examples"));
   }
   ds->shard_begin_.push_back(ds->size());
   return ds;
+}
+
+void Dataset::open_shard(const std::string& path) {
+  const DatasetAttributes a = read_attributes(path);
+  if (a.format_version != kFormatVersion) {
+    throw Error(str_cat(path, ": dataset format_version ", a.format_version, ", this kto reads version ",
+                        kFormatVersion, " (re-run kto-data prepare)"));
+  }
+  if (shards_.empty()) {
+    attributes_ = a;
+  } else if (a.paired != attributes_.paired) {
+    throw Error(str_cat(path, ": paired = ", a.paired, " but ", paths_.front(),
+                        " has paired = ", attributes_.paired));
+  } else if (a.control_tokens != attributes_.control_tokens) {
+    throw Error(str_cat(path, ": control tokens '", a.control_tokens, "' but ", paths_.front(), " has '",
+                        attributes_.control_tokens, "'"));
+  } else if (a.tokenizer_sha256 != attributes_.tokenizer_sha256) {
+    throw Error(str_cat(path, ": tokenized with a different tokenizer (sha256 ", a.tokenizer_sha256,
+                        ") than ", paths_.front(), " (", attributes_.tokenizer_sha256, ")"));
+  }
+  if (model_vocab_size_ > 0 && a.max_token_id >= model_vocab_size_) {
+    throw Error(str_cat(path, ": holds token id ", a.max_token_id, ", outside the model's vocabulary of ",
+                        model_vocab_size_, " (was it tokenized for another model?)"));
+  }
+  auto shard = std::make_unique<Shard>();
+  shard->path = path;
+  shard->file = h5::Handle(KTO_H5_CHECK(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT)));
+  if (!h5::has_link(shard->file, "tokens")) throw Error(path + ": missing dataset /tokens");
+  shard->tokens = h5::Handle(KTO_H5_CHECK(H5Dopen2(shard->file, "tokens", H5P_DEFAULT)));
+  h5::check_integer_dataset(shard->tokens, path + ": dataset /tokens");
+  const int64_t n_tokens = h5::dataset_length(shard->tokens, path + ": /tokens");
+  auto labels = h5::read_vector<int8_t>(shard->file, "label", H5T_NATIVE_INT8, -1, path);
+  const int64_t E = static_cast<int64_t>(labels.size());
+  shard->offsets = h5::read_vector<int64_t>(shard->file, "offsets", H5T_NATIVE_INT64, E + 1, path);
+  auto prompt_len = h5::read_vector<int32_t>(shard->file, "prompt_len", H5T_NATIVE_INT32, E, path);
+
+  const auto& off = shard->offsets;
+  if (off.front() != 0) throw Error(str_cat(path, ": offsets[0] is ", off.front(), ", expected 0"));
+  if (off.back() != n_tokens) {
+    throw Error(str_cat(path, ": offsets end at ", off.back(), " but /tokens has ", n_tokens, " entries"));
+  }
+  for (int64_t i = 0; i < E; ++i) {
+    const size_t u = static_cast<size_t>(i);
+    if (off[u + 1] <= off[u]) {
+      throw Error(
+          str_cat(path, ": offsets not increasing at example ", i, " (", off[u], " -> ", off[u + 1], ")"));
+    }
+    if (labels[u] != 0 && labels[u] != 1)
+      throw Error(str_cat(path, ": label of example ", i, " is ", int(labels[u]), ", expected 0 or 1"));
+    const int64_t len = off[u + 1] - off[u];
+    if (prompt_len[u] < 0 || prompt_len[u] >= len) {
+      throw Error(str_cat(path, ": example ", i, " has prompt_len ", prompt_len[u], " of ", len,
+                          " tokens (the completion must be non-empty)"));
+    }
+    n_desirable_ += labels[u];
+    if (a.paired && labels[u] != (i % 2 == 0 ? 1 : 0)) {
+      throw Error(str_cat(path, ": paired dataset, but example ", i, " has label ", int(labels[u]),
+                          " (pairs are stored chosen, rejected)"));
+    }
+  }
+  if (a.paired && E % 2 != 0)
+    throw Error(str_cat(path, ": paired dataset with an odd number of examples (", E, ")"));
+  // The attributes kto-data wrote must describe the data (a mismatch means a damaged or edited file).
+  int64_t desirable = 0;
+  for (int8_t l : labels) desirable += l;
+  for (const auto& [name, attr, actual] :
+       {std::tuple<const char*, int64_t, int64_t>{"n_examples", a.n_examples, E},
+        {"n_desirable", a.n_desirable, desirable},
+        {"n_undesirable", a.n_undesirable, E - desirable},
+        {"n_tokens", a.n_tokens, n_tokens}}) {
+    if (attr >= 0 && attr != actual) {
+      throw Error(str_cat(path, ": attribute ", name, " is ", attr, " but the data holds ", actual,
+                          " (a damaged or edited file)"));
+    }
+  }
+  check_token_ids(shard->tokens, n_tokens, a.max_token_id, model_vocab_size_);
+  const bool has_ref = h5::has_link(shard->file, "ref_logp") && h5::has_link(shard->file, "ref_kl_logp");
+  if (shards_.empty()) has_ref_ = has_ref;
+  if (has_ref != has_ref_) throw Error(path + ": reference log-probs present in some shards only");
+  if (has_ref) {
+    auto r = h5::read_vector<float>(shard->file, "ref_logp", H5T_NATIVE_FLOAT, E, path);
+    auto k = h5::read_vector<float>(shard->file, "ref_kl_logp", H5T_NATIVE_FLOAT, E, path);
+    ref_logp_.insert(ref_logp_.end(), r.begin(), r.end());
+    ref_kl_logp_.insert(ref_kl_logp_.end(), k.begin(), k.end());
+  }
+  shard_begin_.push_back(size());
+  labels_.insert(labels_.end(), labels.begin(), labels.end());
+  prompt_len_.insert(prompt_len_.end(), prompt_len.begin(), prompt_len.end());
+  n_tokens_ += n_tokens;
+  shards_.push_back(std::move(shard));
 }
 
 int64_t Dataset::length(int64_t i) const {

@@ -1,5 +1,7 @@
 #include "kto/loss/options.h"
 
+#include <cmath>
+
 #include "kto/util/check.h"
 
 namespace kto::loss {
@@ -27,15 +29,22 @@ bool is_kto(LossName n) { return uses_kl(n) || n == LossName::kto_zero; }
 
 void LossOptions::validate(const std::string& source, const std::string& p) const {
   auto fail = [&](const char* key, const std::string& what) { throw key_error(source, p + key, what); };
-  if (!(beta > 0)) fail("beta", str_cat("must be positive, got ", beta));
+  // `!(lo < x && x <= hi)` also refuses NaN; the upper bounds refuse .inf and absurd magnitudes.
+  if (!(beta > 0 && beta <= 1e4)) fail("beta", str_cat("must be in (0, 1e4], got ", beta));
   for (const auto& [key, w] :
        {std::pair<const char*, const ClassWeight&>{"desirable_weight", desirable_weight},
         {"undesirable_weight", undesirable_weight}}) {
-    if (!w.automatic && !(w.value > 0))
-      fail(key, str_cat("must be a positive number or auto, got ", w.value));
+    if (!w.automatic && !(w.value > 0 && w.value <= 1e6))
+      fail(key, str_cat("must be a number in (0, 1e6] or auto, got ", w.value));
   }
   if (!(cdpo_epsilon >= 0 && cdpo_epsilon < 0.5)) fail("cdpo_epsilon", "must be in [0, 0.5)");
-  if (!(ipo_tau > 0)) fail("ipo_tau", "must be positive");
+  if (!(ipo_tau > 0 && ipo_tau <= 1e6)) fail("ipo_tau", str_cat("must be in (0, 1e6], got ", ipo_tau));
+  for (const auto& [key, v] :
+       {std::pair<const char*, double>{"simpo_gamma_beta_ratio", simpo_gamma_beta_ratio},
+        {"slic_margin", slic_margin},
+        {"slic_lambda", slic_lambda}}) {
+    if (!(std::abs(v) <= 1e6)) fail(key, str_cat("must be a finite number of magnitude <= 1e6, got ", v));
+  }
 }
 
 void resolve_class_weights(LossOptions& o, double auto_desirable, double auto_undesirable) {

@@ -5,6 +5,7 @@
 
 #include "kto/util/check.h"
 #include "kto/util/files.h"
+#include "kto/util/json.h"
 
 namespace kto::model {
 namespace {
@@ -27,7 +28,7 @@ class Keys {
   int64_t integer(const std::string& key, int64_t fallback) const {
     if (!has(key)) return fallback;
     const json& v = root_.at(key);
-    if (!v.is_number_integer()) fail(key, "expected an integer, got " + v.dump());
+    if (!v.is_number_integer()) fail(key, "expected an integer, got " + json_brief(v));
     return v.get<int64_t>();
   }
   int64_t required_integer(const std::string& key) const {
@@ -37,19 +38,19 @@ class Keys {
   double number(const std::string& key, double fallback) const {
     if (!has(key)) return fallback;
     const json& v = root_.at(key);
-    if (!v.is_number()) fail(key, "expected a number, got " + v.dump());
+    if (!v.is_number()) fail(key, "expected a number, got " + json_brief(v));
     return v.get<double>();
   }
   bool boolean(const std::string& key, bool fallback) const {
     if (!has(key)) return fallback;
     const json& v = root_.at(key);
-    if (!v.is_boolean()) fail(key, "expected true or false, got " + v.dump());
+    if (!v.is_boolean()) fail(key, "expected true or false, got " + json_brief(v));
     return v.get<bool>();
   }
   std::string string(const std::string& key, const std::string& fallback) const {
     if (!has(key)) return fallback;
     const json& v = root_.at(key);
-    if (!v.is_string()) fail(key, "expected a string, got " + v.dump());
+    if (!v.is_string()) fail(key, "expected a string, got " + json_brief(v));
     return v.get<std::string>();
   }
   // Token ids may be an integer or a list (Llama 3 lists several EOS ids): the first is kept.
@@ -59,7 +60,7 @@ class Keys {
     if (v.is_number_integer()) return v.get<int64_t>();
     if (v.is_array() && !v.empty() && v[0].is_number_integer()) return v[0].get<int64_t>();
     if (v.is_array() && v.empty()) return -1;
-    fail(key, "expected a token id or a list of ids, got " + v.dump());
+    fail(key, "expected a token id or a list of ids, got " + json_brief(v));
   }
   const json& root() const { return root_; }
   const std::string& source() const { return source_; }
@@ -72,7 +73,7 @@ class Keys {
 void parse_rope_scaling(const Keys& keys, RopeScaling& out) {
   if (!keys.has("rope_scaling")) return;
   const json& rs = keys.root().at("rope_scaling");
-  if (!rs.is_object()) keys.fail("rope_scaling", "expected an object or null, got " + rs.dump());
+  if (!rs.is_object()) keys.fail("rope_scaling", "expected an object or null, got " + json_brief(rs));
   Keys sub(rs, keys.source());
   // Newer configs say "rope_type", older ones "type".
   const std::string type = sub.string("rope_type", sub.string("type", "default"));
@@ -96,9 +97,9 @@ void parse_rope_scaling(const Keys& keys, RopeScaling& out) {
 ModelConfig parse_hf_config(const std::string& json_text, const std::string& source) {
   json root;
   try {
-    root = json::parse(json_text);
-  } catch (const json::exception& e) {
-    throw ConfigError(str_cat(source, ": not valid JSON: ", e.what()));
+    root = parse_json(json_text, source);
+  } catch (const Error& e) {
+    throw ConfigError(e.what());
   }
   if (!root.is_object()) throw ConfigError(source + ": expected a JSON object");
   Keys keys(root, source);

@@ -41,16 +41,22 @@ void ModelConfig::validate(const std::string& source, const std::string& prefix)
   auto fail = [&](const std::string& key, const std::string& what) {
     throw ConfigError(str_cat(source, ": key '", prefix, key, "': ", what));
   };
-  auto positive = [&](const char* key, int64_t value) {
-    if (value <= 0) fail(key, str_cat("must be positive, got ", value));
+  // Sizes come from files: each is bounded by what any real model has, with room to spare (the
+  // kModelLimits comment), so a typo or a damaged file fails here naming the key instead of
+  // allocating terabytes or hanging.
+  auto in_range = [&](const char* key, int64_t value, int64_t lo, int64_t hi) {
+    if (value < lo || value > hi) fail(key, str_cat(value, " is outside [", lo, ", ", hi, "]"));
   };
-  positive("vocab_size", vocab_size);
-  positive("hidden_size", hidden_size);
-  positive("intermediate_size", intermediate_size);
-  positive("num_hidden_layers", num_hidden_layers);
-  positive("num_attention_heads", num_attention_heads);
-  positive("max_position_embeddings", max_position_embeddings);
-  if (num_key_value_heads < 0) fail("num_key_value_heads", "must not be negative");
+  const ModelLimits& m = kModelLimits;
+  in_range("vocab_size", vocab_size, 1, m.vocab_size);
+  in_range("hidden_size", hidden_size, 1, m.hidden_size);
+  in_range("intermediate_size", intermediate_size, 1, m.intermediate_size);
+  in_range("num_hidden_layers", num_hidden_layers, 1, m.num_hidden_layers);
+  in_range("num_attention_heads", num_attention_heads, 1, m.heads);
+  in_range("num_key_value_heads", num_key_value_heads, 0, m.heads);
+  in_range("head_dim", head_dim, 0, m.head_dim);
+  in_range("max_position_embeddings", max_position_embeddings, 1, m.positions);
+  in_range("sliding_window", sliding_window, 0, m.positions);
   if (num_attention_heads % kv_heads() != 0) {
     fail("num_key_value_heads",
          str_cat(kv_heads(), " does not divide num_attention_heads (", num_attention_heads, ")"));
@@ -98,6 +104,20 @@ void ModelConfig::validate(const std::string& source, const std::string& prefix)
     if (id < -1 || id >= vocab_size)
       fail(key, str_cat(id, " is outside the vocabulary [0, ", vocab_size, ")"));
   }
+}
+
+double activation_bytes(const ModelConfig& c, int64_t batch, int64_t seq_len, int bytes, bool with_grad,
+                        bool recompute) {
+  const double B = static_cast<double>(batch), T = static_cast<double>(seq_len), tokens = B * T;
+  const double C = static_cast<double>(c.hidden_size), I = static_cast<double>(c.intermediate_size);
+  const double H = static_cast<double>(c.num_attention_heads), D = static_cast<double>(c.head_size());
+  const double qkv = (H + 2.0 * static_cast<double>(c.kv_heads())) * D;
+  const double mlp = c.gated_mlp() ? 3.0 * I : 2.0 * I;
+  const double block = tokens * (3.0 * C + qkv + 3.0 * H * D + mlp) * bytes + 2.0 * B * H * T * T * 4.0;
+  const double residual = 2.0 * tokens * C * bytes, logits = 2.0 * (64 << 20);
+  if (!with_grad) return residual + block + logits;
+  const double L = static_cast<double>(c.num_hidden_layers);
+  return recompute ? tokens * C * bytes * (L + 2.0) + 2.0 * block + logits : L * block + residual + logits;
 }
 
 }  // namespace kto::model

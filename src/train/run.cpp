@@ -12,6 +12,7 @@
 #include "kto/util/check.h"
 #include "kto/util/files.h"
 #include "kto/util/log.h"
+#include "kto/util/memory.h"
 #include "kto/util/process.h"
 #include "kto/util/signals.h"
 #include "kto/util/version.h"
@@ -19,27 +20,6 @@
 namespace kto::train {
 
 using detail::str_cat;
-
-namespace {
-
-// `value` in the largest unit that keeps it under `base`: 6531390 parameters -> "6.53M",
-// 88931000 bytes -> "84.8MiB". Three significant digits.
-std::string scaled_text(double value, double base, const std::vector<const char*>& units) {
-  size_t u = 0;
-  while (value >= base && u + 1 < units.size()) {
-    value /= base;
-    ++u;
-  }
-  char text[32];
-  std::snprintf(text, sizeof(text),
-                value < 10    ? "%.2f%s"
-                : value < 100 ? "%.1f%s"
-                              : "%.0f%s",
-                value, units[u]);
-  return text;
-}
-
-}  // namespace
 
 void Trainer::start_run() {
   if (world_.is_root()) {
@@ -107,9 +87,8 @@ void Trainer::print_banner() const {
                         scaled_text(static_cast<double>(mc.num_parameters()), 1000, {"", "K", "M", "B", "T"}),
                         " parameters, ", config::name(m.dtype), " compute, ",
                         m.reshard_after_forward ? "resharded" : "kept", " units"));
-  fact("memory", str_cat("~", scaled_text(per_rank, 1024, {" B", " KiB", " MiB", " GiB", " TiB"}),
-                         " per rank for weights, gradients, optimizer state", reference_ ? ", reference" : "",
-                         " and gathered units (activations extra)"));
+  fact("memory", str_cat("~", human_bytes(per_rank), " per rank for weights, gradients, optimizer state",
+                         reference_ ? ", reference" : "", " and gathered units (activations extra)"));
   fact("data", str_cat(train_data_->size(), " examples (", train_data_->count(true), " desirable, ",
                        train_data_->count(false), " undesirable)", train_data_->paired() ? ", paired" : "",
                        eval_data_ ? str_cat("; eval ", eval_data_->size(), " examples") : ""));

@@ -2,9 +2,12 @@
 
 #include <cmath>
 
+#include "kto/fsdp/sharded_model.h"
+#include "kto/model/layout.h"
 #include "kto/util/check.h"
 #include "kto/util/files.h"
 #include "kto/util/log.h"
+#include "kto/util/memory.h"
 
 namespace kto::train {
 
@@ -52,8 +55,8 @@ void check_class_weights(const loss::LossOptions& l, const data::Dataset& train,
 
 }  // namespace
 
-RunPlan check_run(const config::Config& config, const data::Dataset& train, const data::Dataset* eval,
-                  int64_t world_size) {
+RunPlan check_run(const config::Config& config, const model::ModelConfig& model, const data::Dataset& train,
+                  const data::Dataset* eval, int64_t world_size) {
   const data::DataOptions& d = config.data;
   RunPlan plan;
   plan.loss = config.loss;
@@ -79,6 +82,17 @@ RunPlan check_run(const config::Config& config, const data::Dataset& train, cons
                         : str_cat(loss::name(name), " is an unpaired loss but data.train is paired"));
   }
   check_control_tokens(name, train, eval);
+  for (const data::Dataset* ds : {&train, eval}) {
+    if (ds == nullptr) continue;
+    const int64_t max_length = ds->attributes().max_length;
+    if (max_length > model.max_position_embeddings) {
+      throw key_error("", ds == &train ? "data.train" : "data.eval",
+                      str_cat(ds->paths().front(), " holds sequences of up to ", max_length,
+                              " tokens (max_length), more than the model's max_position_embeddings (",
+                              model.max_position_embeddings, "); prepare it with --max-length ",
+                              model.max_position_embeddings, " or less"));
+    }
+  }
   const auto [auto_d, auto_u] = data::recommended_class_weights(train.count(true), train.count(false));
   loss::resolve_class_weights(plan.loss, auto_d, auto_u);
   check_class_weights(config.loss, train, auto_d, auto_u);
@@ -91,6 +105,29 @@ RunPlan check_run(const config::Config& config, const data::Dataset& train, cons
                                                           static_cast<double>(global_batch)));
   plan.total_steps = std::max<int64_t>(1, plan.total_steps);
   return plan;
+}
+
+void check_run_memory(const config::Config& config, const model::ModelConfig& model,
+                      const data::Dataset& train, int world_size, int ranks_on_host, bool with_reference) {
+  if (!config.run.check_memory) return;
+  const int bytes = config::dtype_bytes(config.model.dtype);
+  const int64_t seq =
+      train.attributes().max_length > 0 ? train.attributes().max_length : model.max_position_embeddings;
+  const int64_t sequences = config.data.micro_batch * (train.paired() ? 2 : 1);
+  const double state = fsdp::training_bytes_per_rank(model, model::ModelLayout::build(model), world_size,
+                                                     bytes, config.optim.state_tensors(), with_reference,
+                                                     config.model.reshard_after_forward);
+  const double activations = model::activation_bytes(model, sequences, seq, bytes, /*with_grad=*/true,
+                                                     config.model.reshard_after_forward);
+  const double per_host = (state + activations) * ranks_on_host;
+  check_fits_in_memory(
+      per_host, str_cat("this run (", ranks_on_host, " rank(s) on this host)"),
+      str_cat(human_bytes(state), " of weights, gradients, optimizer state and gathered units and ",
+              human_bytes(activations), " of activations per rank: ", model.num_parameters(),
+              " parameters over ", world_size, " rank(s), data.micro_batch ", config.data.micro_batch, " x ",
+              seq, " tokens, ", config::name(config.model.dtype)),
+      "add ranks or hosts, lower data.micro_batch (raise data.grad_accum), or set run.check_memory: false "
+      "to try anyway");
 }
 
 }  // namespace kto::train

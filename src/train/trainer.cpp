@@ -80,32 +80,34 @@ Trainer::Trainer(config::Config config, const comm::ProcessGroup& world)
   if (c.data.train.empty()) throw key_error("", "data.train", "no training files given");
   check_files_exist(c.data.train, "data.train");
   check_files_exist(c.data.eval, "data.eval");
-  // The vocabulary check needs the model's size: read it from the model config first.
-  const int64_t vocab =
-      c.model.path.empty() ? c.model.architecture.vocab_size : model::read_hf_config(c.model.path).vocab_size;
-  train_data_ = data::Dataset::open(c.data.train, vocab);
-  if (!c.data.eval.empty()) eval_data_ = data::Dataset::open(c.data.eval, vocab);
-  const RunPlan plan = check_run(c, *train_data_, eval_data_.get(), world_.size());
+  // The data checks need the model's sizes: read its config first.
+  model::ModelConfig mc = c.model.architecture;
+  if (!c.model.path.empty()) {
+    mc = model::read_hf_config(c.model.path);
+    policy_config_json_ = read_text_file(join_path(c.model.path, "config.json"));
+  }
+  train_data_ = data::Dataset::open(c.data.train, mc.vocab_size);
+  if (!c.data.eval.empty()) eval_data_ = data::Dataset::open(c.data.eval, mc.vocab_size);
+  const RunPlan plan = check_run(c, mc, *train_data_, eval_data_.get(), world_.size());
   loss_ = plan.loss;
   grad_accum_ = plan.grad_accum;
   total_steps_ = plan.total_steps;
   loader_ = std::make_unique<data::DataLoader>(
       train_data_, c.data, grad_accum_, data::batch_options(c.data, *train_data_, loss::uses_kl(loss_.name)),
       world_.size(), world_.rank());
-  setup_models();
+  const bool with_reference = loss::uses_reference(loss_.name) && !train_data_->has_reference_logps();
+  if (device_.is_cpu()) {  // GPU memory is the device's: LibTorch reports a CUDA OOM with its size
+    check_run_memory(c, mc, *train_data_, world_.size(), world_.local_size(), with_reference);
+  }
+  setup_models(mc);
   log_ = std::make_unique<MetricsLog>(c.run.dir, world_.is_root());
   resume();  // a resumed run rewinds the metrics log to its checkpoint
 }
 
 Trainer::~Trainer() = default;
 
-void Trainer::setup_models() {
+void Trainer::setup_models(const model::ModelConfig& mc) {
   const config::ModelSection& m = config_.model;
-  model::ModelConfig mc = m.architecture;
-  if (!m.path.empty()) {
-    mc = model::read_hf_config(m.path);
-    policy_config_json_ = read_text_file(join_path(m.path, "config.json"));
-  }
   fsdp::FsdpOptions o;
   o.compute_dtype = scalar_type(m.dtype);
   o.device = device_;

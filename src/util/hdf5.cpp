@@ -11,6 +11,12 @@ bool has_attr(hid_t object, const char* name) { return H5Aexists(object, name) >
 int64_t read_int_attr(hid_t object, const char* name, int64_t fallback) {
   if (!has_attr(object, name)) return fallback;
   Handle attr(KTO_H5_CHECK(H5Aopen(object, name, H5P_DEFAULT)));
+  Handle type(KTO_H5_CHECK(H5Aget_type(attr)));
+  Handle space(KTO_H5_CHECK(H5Aget_space(attr)));
+  if (H5Tget_class(type) != H5T_INTEGER || H5Sget_simple_extent_npoints(space) != 1) {
+    throw Error(std::string("attribute '") + name + "' must be one integer, but holds " +
+                (H5Tget_class(type) == H5T_INTEGER ? "several values" : "a non-integer type"));
+  }
   int64_t value = 0;
   KTO_H5_CHECK(H5Aread(attr, H5T_NATIVE_INT64, &value));
   return value;
@@ -54,6 +60,14 @@ void write_string_attr(hid_t object, const char* name, const std::string& value)
   std::string padded = value;
   padded.resize(std::max<size_t>(1, value.size()), '\0');
   KTO_H5_CHECK(H5Awrite(attr, type, padded.data()));
+}
+
+void check_integer_dataset(hid_t dataset, const std::string& where) {
+  Handle type(KTO_H5_CHECK(H5Dget_type(dataset)));
+  if (H5Tget_class(type) != H5T_INTEGER) {
+    throw Error(where + " must hold integers, but its type is " +
+                (H5Tget_class(type) == H5T_FLOAT ? "floating point" : "not an integer type"));
+  }
 }
 
 int64_t dataset_length(hid_t dataset, const std::string& where) {

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 
 #include "kto/util/check.h"
@@ -61,4 +62,18 @@ void throw_check_failure(const char* file, int line, const char* what, const cha
 }
 
 }  // namespace detail
+int compute_threads(int64_t requested, int processes_on_host, const std::string& what) {
+  const long online = ::sysconf(_SC_NPROCESSORS_ONLN);
+  const int64_t cores = online > 0 ? online : 1;
+  const int64_t limit = std::min<int64_t>(4096, 4 * cores);
+  if (requested < 0 || requested > limit) {
+    throw Error(detail::str_cat(what, ": ", requested, " threads is outside [0, ", limit,
+                                "] (0: automatic; at most 4 x the ", cores, " cores of this host)"));
+  }
+  if (requested > 0) return static_cast<int>(requested);
+  if (const char* omp = std::getenv("OMP_NUM_THREADS"); omp != nullptr && std::atoi(omp) > 0)
+    return static_cast<int>(std::min<int64_t>(limit, std::atoi(omp)));
+  return static_cast<int>(std::max<int64_t>(1, cores / std::max(1, processes_on_host)));
+}
+
 }  // namespace kto

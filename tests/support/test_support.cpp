@@ -12,12 +12,13 @@
 namespace kto::test {
 
 std::string fixtures_dir() { return KTO_TEST_FIXTURES; }
-std::string bin_dir() { return KTO_BIN_DIR; }
 
 std::string env_or(const char* name, const std::string& fallback) {
   const char* value = std::getenv(name);
   return value != nullptr && *value != '\0' ? std::string(value) : fallback;
 }
+
+std::string bin_dir() { return env_or("KTO_BIN_DIR", KTO_BIN_DIR); }
 
 TempDir::TempDir() {
   std::string pattern = env_or("TMPDIR", "/tmp") + "/kto-test-XXXXXX";

@@ -8,7 +8,7 @@ namespace kto::test {
 
 // tests/fixtures in the source tree.
 std::string fixtures_dir();
-// The directory holding kto's binaries (kto-ckpt, ...).
+// The directory holding kto's binaries (kto-ckpt, ...): $KTO_BIN_DIR, else the build's.
 std::string bin_dir();
 // $name if set and non-empty, else `fallback`.
 std::string env_or(const char* name, const std::string& fallback);

@@ -196,3 +196,73 @@ TEST_CASE("sampler: a restored state continues with the identical batch", "[data
   CHECK(p0 != kto::data::BatchSampler::permutation(20, 1, 1));
   CHECK(p0 != kto::data::BatchSampler::permutation(20, 2, 0));
 }
+
+TEST_CASE("damaged dataset files: every error names the file and the dataset or attribute",
+          "[data][bad_input]") {
+  kto::test::TempDir tmp;
+  auto fresh = [&](const std::string& name) { return write_dataset(tmp.file(name), 6); };
+  auto set_attr = [](const std::string& path, const char* name, hid_t type, const void* value) {
+    kto::h5::Handle f(KTO_H5_CHECK(H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT)));
+    if (H5Aexists(f, name) > 0) KTO_H5_CHECK(H5Adelete(f, name));
+    kto::h5::Handle space(KTO_H5_CHECK(H5Screate(H5S_SCALAR)));
+    kto::h5::Handle attr(KTO_H5_CHECK(H5Acreate2(f, name, type, space, H5P_DEFAULT, H5P_DEFAULT)));
+    KTO_H5_CHECK(H5Awrite(attr, type, value));
+  };
+  SECTION("truncated: HDF5's message alone did not say which file") {
+    const std::string path = fresh("cut.h5");
+    const std::string bytes = kto::test::read_bytes(path);
+    kto::test::write_bytes(path, bytes.substr(0, bytes.size() / 2));
+    CHECK_THAT(open_error({path}), Contains("cut.h5"));
+  }
+  SECTION("an attribute of the wrong type names the attribute") {
+    const std::string path = fresh("attr.h5");
+    const double v = 6.5;
+    set_attr(path, "n_examples", H5T_NATIVE_DOUBLE, &v);
+    CHECK_THAT(open_error({path}),
+               Contains("attr.h5") && Contains("attribute 'n_examples' must be one integer"));
+  }
+  SECTION("attributes that do not describe the data") {
+    const std::string path = fresh("count.h5");
+    const int64_t wrong = 7;
+    set_attr(path, "n_examples", H5T_NATIVE_INT64, &wrong);
+    CHECK_THAT(open_error({path}),
+               Contains("count.h5") && Contains("attribute n_examples is 7 but the data holds 6"));
+    const std::string vocab = fresh("vocab.h5");
+    const int64_t minus = -1;
+    set_attr(vocab, "tokenizer_vocab_size", H5T_NATIVE_INT64, &minus);
+    CHECK_THAT(open_error({vocab}), Contains("vocab.h5") && Contains("attribute tokenizer_vocab_size is -1"));
+  }
+  SECTION("float labels or tokens are not converted silently") {
+    const std::string path = tmp.file("float.h5");
+    write_dataset(path, 6);
+    {
+      kto::h5::Handle f(KTO_H5_CHECK(H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT)));
+      KTO_H5_CHECK(H5Ldelete(f, "label", H5P_DEFAULT));
+      const float labels[6] = {0, 1, 1, 1, 1, 0};
+      kto::h5::write_vector(f, "label", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, labels, 6);
+    }
+    CHECK_THAT(open_error({path}), Contains("float.h5") && Contains("dataset label must hold integers") &&
+                                       Contains("floating point"));
+  }
+  SECTION("bad token ids are found when the file opens, not when their batch is read") {
+    const std::string path = fresh("ids.h5");
+    {
+      kto::h5::Handle f(KTO_H5_CHECK(H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT)));
+      kto::h5::Handle d(KTO_H5_CHECK(H5Dopen2(f, "tokens", H5P_DEFAULT)));
+      const hsize_t at = 3, one = 1;
+      kto::h5::Handle space(KTO_H5_CHECK(H5Dget_space(d)));
+      KTO_H5_CHECK(H5Sselect_hyperslab(space, H5S_SELECT_SET, &at, nullptr, &one, nullptr));
+      kto::h5::Handle mem(KTO_H5_CHECK(H5Screate_simple(1, &one, nullptr)));
+      const int32_t big = 999999;
+      KTO_H5_CHECK(H5Dwrite(d, H5T_NATIVE_INT32, mem, space, H5P_DEFAULT, &big));
+    }
+    CHECK_THAT(open_error({path}), Contains("ids.h5") && Contains("max_token_id") && Contains("999999"));
+    CHECK_THAT(open_error({path}, 5000),
+               Contains("ids.h5") && Contains("token id 999999") && Contains("vocabulary of 5000"));
+  }
+  SECTION("an empty dataset names its file") {
+    DatasetWriter w(tmp.file("empty.h5"), DatasetAttributes{});
+    w.finish();
+    CHECK_THAT(open_error({tmp.file("empty.h5")}), Contains("empty.h5") && Contains("holds no examples"));
+  }
+}

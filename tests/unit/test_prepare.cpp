@@ -352,3 +352,72 @@ TEST_CASE("datasets whose control tokens differ are not mixed", "[prepare]") {
   CHECK_THROWS_WITH(kto::data::Dataset::open({tmp.file("plain/train.h5"), tmp.file("csft/train.h5")}),
                     Contains("control tokens"));
 }
+
+TEST_CASE("prepare on bad input files: empty, truncated gzip, overlong lines, bad templates, too many shards",
+          "[prepare][bad_input]") {
+  kto::test::TempDir tmp;
+  std::string rows;
+  for (int i = 0; i < 40; ++i)
+    rows +=
+        json{{"prompt", "q" + std::to_string(i)}, {"completion", "a"}, {"label", i % 2 == 0}}.dump() + "\n";
+  kto::write_text_file(tmp.file("rows.jsonl"), rows);
+  auto error_of = [&](PrepareOptions o) {
+    try {
+      kto::data_tools::run_prepare(o);
+    } catch (const kto::Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("prepared");
+  };
+  auto opts = [&](const std::string& input) { return options(tmp.file("out"), {input}, neox()); };
+
+  SECTION("empty, whitespace-only and NUL-only inputs name the file") {
+    for (const std::string& content : {std::string(), std::string(" \n\t\n  \n"), std::string(64, '\0')}) {
+      kto::test::write_bytes(tmp.file("blank.jsonl"), content);
+      INFO("content of " << content.size() << " bytes");
+      CHECK_THAT(error_of(opts(tmp.file("blank.jsonl"))), Contains("blank.jsonl"));
+    }
+    CHECK_THAT(error_of(opts(tmp.file("blank.jsonl"))), Contains("invalid_json"));  // NULs are not JSON
+  }
+  SECTION("a gzip file cut short, or missing its trailer, is truncated (not invalid JSON)") {
+    REQUIRE(kto::test::run_command("gzip -c '" + tmp.file("rows.jsonl") + "' > '" +
+                                   tmp.file("rows.jsonl.gz") + "'") == 0);
+    const std::string gz = kto::test::read_bytes(tmp.file("rows.jsonl.gz"));
+    for (size_t cut : {size_t{1}, size_t{4}, size_t{8}, gz.size() / 2}) {
+      kto::test::write_bytes(tmp.file("cut.jsonl.gz"), gz.substr(0, gz.size() - cut));
+      INFO("cut " << cut << " bytes");
+      CHECK_THAT(error_of(opts(tmp.file("cut.jsonl.gz"))), Contains("cut.jsonl.gz") && Contains("truncated"));
+    }
+    CHECK(error_of(opts(tmp.file("rows.jsonl.gz"))) == "prepared");
+  }
+  SECTION("a line longer than --max-line-bytes is skipped with its reason, read without being held") {
+    std::string input =
+        rows + json{{"prompt", "p"}, {"completion", std::string(1 << 20, 'x')}, {"label", true}}.dump() +
+        "\n";
+    kto::write_text_file(tmp.file("long.jsonl"), input);
+    PrepareOptions o = opts(tmp.file("long.jsonl"));
+    o.max_line_bytes = 4096;
+    o.max_error_rate = 0.05;
+    const auto s = kto::data_tools::run_prepare(o);
+    CHECK(s.skipped_by_reason.at("line_too_long") == 1);
+    CHECK(s.examples == 40);
+  }
+  SECTION("template files must be objects whose messages hold {content}") {
+    kto::write_text_file(tmp.file("t1.json"), "[1]");
+    PrepareOptions o = opts(tmp.file("rows.jsonl"));
+    o.template_file = tmp.file("t1.json");
+    CHECK_THAT(error_of(o),
+               Contains("t1.json") && Contains("JSON object") && Contains("an array of 1 value"));
+    kto::write_text_file(tmp.file("t2.json"),
+                         R"({"user": "User: hello\n", "assistant": "Bot: {content}\n"})");
+    o.template_file = tmp.file("t2.json");
+    CHECK_THAT(error_of(o), Contains("t2.json") && Contains("'user' must contain {content}"));
+  }
+  SECTION("more shards than examples") {
+    PrepareOptions o = opts(tmp.file("rows.jsonl"));
+    o.shards = 100000;
+    CHECK_THAT(error_of(o), Contains("--shards 100000 is more than the 40 examples"));
+    o.shards = 100001;
+    CHECK_THAT(error_of(o), Contains("--shards must be in [1, 100000]"));
+  }
+}

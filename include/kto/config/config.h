@@ -120,12 +120,17 @@ struct RunSection {
   std::string dir = "runs/kto";
   int64_t threads = 0;  // 0: OMP_NUM_THREADS, else all cores
   log::Level log_level = log::Level::info;
+  bool check_memory = true;
 
   template <class V>
   void visit(V& v) {
     v.field("dir", dir, "run directory: metrics, checkpoints, resolved config");
-    v.field("threads", threads, "CPU threads per rank for LibTorch (0: OMP_NUM_THREADS or all cores)");
+    v.field("threads", threads,
+            "CPU threads per rank for LibTorch (0: OMP_NUM_THREADS or the cores / ranks on the host)");
     v.choice("log_level", log_level, log::kLevels, "log verbosity");
+    v.field("check_memory", check_memory,
+            "refuse to start when the estimated memory of the ranks on a host exceeds its physical memory "
+            "(false: try anyway)");
   }
 };
 

@@ -77,6 +77,7 @@ class Dataset {
  private:
   struct Shard;
   Dataset() = default;
+  void open_shard(const std::string& path);  // validates and appends one file
   std::vector<std::string> paths_;
   std::vector<std::unique_ptr<Shard>> shards_;
   std::vector<int64_t> shard_begin_;  // first example index of each shard, plus the total

@@ -56,6 +56,19 @@ struct RopeScaling {
   }
 };
 
+// The largest sizes validate() accepts, far above any released model (Llama 3.1 405B: 126
+// layers, width 16384, MLP 53248, 128 heads; the largest vocabularies ~256k; contexts <= 10M).
+struct ModelLimits {
+  int64_t vocab_size = int64_t{1} << 24;
+  int64_t hidden_size = int64_t{1} << 17;
+  int64_t intermediate_size = int64_t{1} << 20;
+  int64_t num_hidden_layers = 1024;
+  int64_t heads = 1024;
+  int64_t head_dim = 4096;
+  int64_t positions = int64_t{1} << 26;
+};
+inline constexpr ModelLimits kModelLimits{};
+
 struct ModelConfig {
   Arch arch = Arch::llama;
   int64_t vocab_size = 0;
@@ -129,5 +142,15 @@ struct ModelConfig {
     v.field("pad_token_id", pad_token_id, "padding id (-1 = none)");
   }
 };
+
+// Rough peak bytes of the activations of a pass over a batch of `batch` sequences of `seq_len`
+// tokens in a dtype of `bytes` per element: one block's working set (normed input, q/k/v, rotated
+// q/k, attention output, MLP up/activation/down) with its attention scores and probabilities
+// (batch x heads x seq_len^2 in fp32), the residual stream, and two chunks of fp32 logits. With
+// `with_grad`, either every unit's input is kept and one block is recomputed (`recompute`), or
+// every block's working set is kept until backward. An estimate for refusing jobs that cannot
+// fit, not an accounting.
+double activation_bytes(const ModelConfig& config, int64_t batch, int64_t seq_len, int bytes, bool with_grad,
+                        bool recompute);
 
 }  // namespace kto::model

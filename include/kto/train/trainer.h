@@ -62,7 +62,7 @@ class Trainer {
   LogProbs target_logprobs(const data::Microbatch& mb, bool with_grad);
   loss::LossOutput objective(const data::Microbatch& mb, const LogProbs& lp, const at::Tensor& z0) const;
   at::Tensor zero_z0() const;
-  void setup_models();
+  void setup_models(const model::ModelConfig& config);
   // fit()'s phases: the start (config.yaml, banner, status), an eval, a stop on request, giving
   // up on non-finite steps, the end.
   void start_run();

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -49,17 +50,22 @@ std::string read_string_attr(hid_t object, const char* name);  // "" when absent
 void write_int_attr(hid_t object, const char* name, int64_t value);
 void write_string_attr(hid_t object, const char* name, const std::string& value);
 
+// Throws naming `where` when the dataset's type is not an integer (float labels, say).
+void check_integer_dataset(hid_t dataset, const std::string& where);
+
 // Length of a 1-D dataset; throws naming `where` when it is not 1-D.
 int64_t dataset_length(hid_t dataset, const std::string& where);
 
 // A whole 1-D dataset (`expected` >= 0: its required length); errors name `where`.
 void read_vector(hid_t location, const char* name, hid_t mem_type, void* out, int64_t count,
                  const std::string& where);
+// Integer element types must be stored as integers too (HDF5 would convert floats silently).
 template <class T>
 std::vector<T> read_vector(hid_t location, const char* name, hid_t mem_type, int64_t expected,
                            const std::string& where) {
   if (!has_link(location, name)) throw Error(where + ": missing dataset " + name);
   Handle dset(KTO_H5_CHECK(H5Dopen2(location, name, H5P_DEFAULT)));
+  if constexpr (std::is_integral_v<T>) check_integer_dataset(dset, where + ": dataset " + name);
   const int64_t n = dataset_length(dset, where + ": " + name);
   if (expected >= 0 && n != expected) {
     throw Error(detail::str_cat(where, ": dataset ", name, " has ", n, " entries, expected ", expected));

@@ -18,4 +18,10 @@ struct ProcessIdentity {
 const ProcessIdentity& process_identity();
 void set_process_identity(int rank, int world_size, int local_rank);
 
+// Compute threads for one process: `requested` if positive, else OMP_NUM_THREADS, else this
+// host's cores divided among `processes_on_host`. Throws kto::Error naming `what` (a flag or a
+// config key) for a negative request or one above 4 x the cores (at most 4096): more threads
+// than that only thrash (100,000 hung the process).
+int compute_threads(int64_t requested, int processes_on_host, const std::string& what);
+
 }  // namespace kto
