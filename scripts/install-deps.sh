@@ -4,7 +4,8 @@
 # Used by launch/demo.sh and tests/run.sh; safe to run by hand (needs root or sudo).
 #   --test   also the packages only the test suite uses: a real Slurm (slurm-wlm, munge) for the
 #            launch/slurm tests, headless Chromium to render the HTML report, script(1) for the
-#            terminal-progress test, clang-format 14 for the format check of .ci/run.
+#            terminal-progress test, clang-format 14 for the format check of .ci/run, clang 14
+#            with its sanitizer and libFuzzer runtimes for scripts/sanitize.sh.
 set -euo pipefail
 
 packages=(
@@ -29,6 +30,7 @@ if [[ "${1:-}" == "--test" ]]; then
     chromium                         # renders report.html headless in the report test
     bsdutils                         # script(1): runs kto-train on a pseudo-terminal
     clang-format-14                  # scripts/check-format.sh (the repo's .clang-format)
+    clang-14 libclang-rt-14-dev      # scripts/sanitize.sh: ASan, UBSan, libFuzzer (tests/fuzz)
   )
 elif [[ $# -gt 0 ]]; then
   echo "usage: scripts/install-deps.sh [--test]" >&2

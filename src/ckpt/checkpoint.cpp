@@ -76,7 +76,7 @@ hid_t mem_type_of(const at::Tensor& t) {
 ShardEntry write_shard(const std::string& path, const fsdp::ShardedModel& policy,
                        const fsdp::ShardedOptimizer& optimizer, int64_t step, int rank, int world) {
   {
-    h5::Handle file(KTO_H5_CHECK(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT)));
+    h5::Handle file(h5::create_file(path));
     h5::write_int_attr(file, "format_version", kFormatVersion);
     h5::write_int_attr(file, "rank", rank);
     h5::write_int_attr(file, "world_size", world);

@@ -127,6 +127,11 @@ std::shared_ptr<Dataset> Dataset::open(const std::vector<std::string>& paths, in
 }
 
 void Dataset::open_shard(const std::string& path) {
+  if (const int version = h5::superblock_version(path); version >= 0 && version < 2) {
+    log::warn("data", path, ": HDF5 metadata without checksums (an older file format, e.g. from an earlier ",
+              "kto or h5py's defaults): damage cannot be detected before libhdf5 parses it; ",
+              "kto-data prepare writes checksummed files");
+  }
   const DatasetAttributes a = read_attributes(path);
   if (a.format_version != kFormatVersion) {
     throw Error(str_cat(path, ": dataset format_version ", a.format_version, ", this kto reads version ",
@@ -272,14 +277,7 @@ DatasetWriter::DatasetWriter(std::string path, DatasetAttributes attributes, boo
       with_ref_(with_reference_logps),
       impl_(std::make_unique<Impl>()) {
   tmp_path_ = str_cat(path_, ".tmp.", ::getpid());
-  impl_->file =
-      h5::Handle(KTO_H5_CHECK(H5Fcreate(tmp_path_.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT)));
-  const hsize_t zero = 0, unlimited = H5S_UNLIMITED;
-  h5::Handle space(KTO_H5_CHECK(H5Screate_simple(1, &zero, &unlimited)));
-  h5::Handle props(KTO_H5_CHECK(H5Pcreate(H5P_DATASET_CREATE)));
-  KTO_H5_CHECK(H5Pset_chunk(props, 1, &kTokenChunk));
-  impl_->tokens = h5::Handle(
-      KTO_H5_CHECK(H5Dcreate2(impl_->file, "tokens", H5T_STD_I32LE, space, H5P_DEFAULT, props, H5P_DEFAULT)));
+  impl_->file = h5::Handle(h5::create_file(tmp_path_));
 }
 
 DatasetWriter::~DatasetWriter() {
@@ -307,6 +305,17 @@ void DatasetWriter::add(const std::vector<int32_t>& tokens, int32_t prompt_len, 
 }
 
 void DatasetWriter::flush_tokens() {
+  if (impl_->tokens.get() < 0) {
+    // Created at the first flush: a file whose tokens all fit in one flush gets one chunk of
+    // exactly their size (HDF5 stores whole chunks; a 1M-token chunk for 200 tokens is 4 MB).
+    const hsize_t zero = 0, unlimited = H5S_UNLIMITED;
+    const hsize_t chunk = std::clamp<hsize_t>(pending_tokens_.size(), 1, kTokenChunk);
+    h5::Handle space(KTO_H5_CHECK(H5Screate_simple(1, &zero, &unlimited)));
+    h5::Handle props(KTO_H5_CHECK(H5Pcreate(H5P_DATASET_CREATE)));
+    KTO_H5_CHECK(H5Pset_chunk(props, 1, &chunk));
+    impl_->tokens = h5::Handle(KTO_H5_CHECK(
+        H5Dcreate2(impl_->file, "tokens", H5T_STD_I32LE, space, H5P_DEFAULT, props, H5P_DEFAULT)));
+  }
   if (pending_tokens_.empty()) return;
   const hsize_t begin = static_cast<hsize_t>(impl_->written);
   const hsize_t count = pending_tokens_.size();

@@ -1,12 +1,34 @@
 #include "kto/util/hdf5.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 
 namespace kto::h5 {
 
-bool has_link(hid_t location, const char* name) { return H5Lexists(location, name, H5P_DEFAULT) > 0; }
-bool has_attr(hid_t object, const char* name) { return H5Aexists(object, name) > 0; }
+hid_t create_file(const std::string& path) {
+  Handle access(KTO_H5_CHECK(H5Pcreate(H5P_FILE_ACCESS)));
+  KTO_H5_CHECK(H5Pset_libver_bounds(access, H5F_LIBVER_V110, H5F_LIBVER_LATEST));
+  return KTO_H5_CHECK(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, access));
+}
+
+int superblock_version(const std::string& path) {
+  unsigned char head[9] = {};
+  FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) return -1;
+  const size_t got = std::fread(head, 1, sizeof(head), f);
+  std::fclose(f);
+  static const unsigned char signature[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
+  if (got != sizeof(head) || std::memcmp(head, signature, 8) != 0) return -1;
+  return head[8];
+}
+
+// A failed lookup (damaged metadata) is an error, not "absent": it must not turn into a
+// misleading "missing attribute" or a default value.
+bool has_link(hid_t location, const char* name) {
+  return KTO_H5_CHECK(H5Lexists(location, name, H5P_DEFAULT)) > 0;
+}
+bool has_attr(hid_t object, const char* name) { return KTO_H5_CHECK(H5Aexists(object, name)) > 0; }
 
 int64_t read_int_attr(hid_t object, const char* name, int64_t fallback) {
   if (!has_attr(object, name)) return fallback;

@@ -2,6 +2,7 @@
 // libsentencepiece and LibTorch carry clashing protobuf copies; batches are tested in
 // test_batch.cpp.)
 #include <catch2/catch.hpp>
+#include <cstdio>
 #include <map>
 #include <set>
 
@@ -265,4 +266,36 @@ TEST_CASE("damaged dataset files: every error names the file and the dataset or 
     w.finish();
     CHECK_THAT(open_error({tmp.file("empty.h5")}), Contains("empty.h5") && Contains("holds no examples"));
   }
+}
+
+TEST_CASE("a dataset file damaged at any byte is refused naming it, or reads as written",
+          "[data][bad_input]") {
+  // Files are written in the HDF5 1.10 format: libhdf5 checks the checksum of every piece of
+  // metadata before parsing it (it is not memory-safe on corrupt metadata it cannot check).
+  kto::test::TempDir tmp;
+  const std::string good = write_dataset(tmp.file("good.h5"), 6);
+  const std::string bytes = kto::test::read_bytes(good);
+  REQUIRE(bytes.size() > 48);
+  CHECK(static_cast<int>(bytes[8]) >= 2);  // superblock version 2+: checksummed
+  const std::string path = tmp.file("flipped.h5");
+  int64_t refused = 0, by_checksum = 0, opened = 0;
+  for (size_t at = 0; at < bytes.size(); ++at) {
+    std::string damaged = bytes;
+    damaged[at] = static_cast<char>(damaged[at] ^ 0x24);
+    kto::test::write_bytes(path, damaged);
+    const std::string error = open_error({path}, 1 << 16);
+    if (error == "opened") {
+      ++opened;  // raw token bytes (checked by value, not by checksum) or unused space
+      continue;
+    }
+    ++refused;
+    by_checksum += error.find("checksum") != std::string::npos;
+    INFO("byte " << at << ": " << error);
+    CHECK(error.rfind(path, 0) == 0);
+  }
+  CHECK(refused > 0);
+  CHECK(by_checksum > 0);
+  std::printf("[data] %lld of %zu single-byte flips refused (%lld by a metadata checksum), %lld opened\n",
+              static_cast<long long>(refused), bytes.size(), static_cast<long long>(by_checksum),
+              static_cast<long long>(opened));
 }

@@ -43,6 +43,16 @@ class Handle {
   hid_t id_ = H5I_INVALID_HID;
 };
 
+// Creates (truncates) `path` in the HDF5 1.10 file format: the superblock, object headers and
+// chunk indexes carry checksums, so libhdf5 refuses a damaged file before it parses its
+// metadata (libhdf5 is not memory-safe on corrupt metadata it has no checksum for). Readable by
+// HDF5 >= 1.10 (h5py included).
+hid_t create_file(const std::string& path);
+
+// The superblock version of an HDF5 file without a user block (0..3), or -1 when unknown. Below
+// 2 its metadata carries no checksums.
+int superblock_version(const std::string& path);
+
 bool has_link(hid_t location, const char* name);
 bool has_attr(hid_t object, const char* name);
 int64_t read_int_attr(hid_t object, const char* name, int64_t fallback);
