@@ -110,7 +110,17 @@ Config parse_config(const std::string& yaml_text, const std::string& source,
   config.visit(reader);
   reader.finish();
   config.model.architecture.resolve_defaults();
-  config.validate(source);
+  try {
+    config.validate(source);
+  } catch (const ConfigError& e) {
+    // A value that a --set gave is the --set's fault, not the file's.
+    for (const std::string& assignment : overrides) {
+      if (!e.key().empty() && assignment.compare(0, e.key().size() + 1, e.key() + "=") == 0) {
+        throw key_error("--set " + assignment, e.key(), e.complaint());
+      }
+    }
+    throw;
+  }
   return config;
 }
 

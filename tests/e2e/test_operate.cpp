@@ -2,6 +2,10 @@
 // exits 75 and resumes exactly; the handlers themselves are in tests/unit/test_util.cpp),
 // launch/mpirun.sh, the start-up banner, the progress line on a terminal and off it, and the
 // HTML report as a real browser (headless Chromium) draws it.
+// ATen (through runs.h) brings LibTorch's glog, whose CHECK would replace Catch's if it came
+// after catch.hpp: included first, Catch's CHECK wins.
+#include <ATen/core/Tensor.h>
+
 #include <catch2/catch.hpp>
 #include <cstdio>
 #include <map>
@@ -275,5 +279,18 @@ TEST_CASE("launch/mpirun.sh: one rank per GPU, binding, environment and its opti
     CHECK_THAT(out, Contains("'zero'"));
     CHECK(kto::test::run_command(mpirun_sh() + " --env 1BAD --dry-run -- x", &out) == 2);
     CHECK_THAT(out, Contains("1BAD"));
+  }
+}
+
+TEST_CASE("a launch/slurm script run outside Slurm says to submit it with sbatch", "[e2e][launch]") {
+  for (const char* script :
+       {"single-node-srun", "single-node-mpirun", "multi-node-srun", "multi-node-mpirun"}) {
+    std::string out;
+    const std::string path = source_dir() + "/launch/slurm/" + script + ".sbatch";
+    INFO(path);
+    const int status =
+        kto::test::run_command("env -u SLURM_JOB_ID -u SLURM_SUBMIT_DIR bash " + path + " x.yaml", &out);
+    CHECK(status == 2);
+    CHECK_THAT(out, Contains(std::string(script) + ".sbatch: not inside a Slurm job: submit it with sbatch"));
   }
 }

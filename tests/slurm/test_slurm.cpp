@@ -6,6 +6,10 @@
 // exit 77: skipped.
 #include <unistd.h>
 
+// ATen (through runs.h) brings LibTorch's glog, whose CHECK would replace Catch's if it came
+// after catch.hpp: included first, Catch's CHECK wins.
+#include <ATen/core/Tensor.h>
+
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <chrono>

@@ -11,6 +11,7 @@
 #include "kto/util/process.h"
 
 using Catch::Matchers::Contains;
+using Catch::Matchers::StartsWith;
 
 namespace {
 
@@ -82,6 +83,15 @@ TEST_CASE("YAML: huge sizes, non-finite numbers and batches are errors naming th
 
 TEST_CASE("a --set that introduces unknown sections is blamed on the --set", "[config][bad_input]") {
   CHECK_THAT(yaml_error({"a.b.c.d=1"}), Contains("--set a.b.c.d") && Contains("unknown key 'a'"));
+}
+
+TEST_CASE("a value out of range from a --set is blamed on the --set, not on the file",
+          "[config][bad_input]") {
+  CHECK_THAT(yaml_error({"loss.beta=-1"}),
+             StartsWith("--set loss.beta=-1: key 'loss.beta'") && Contains("must be in (0, 1e4]"));
+  CHECK_THAT(yaml_error({"optim.lr=1e300"}), StartsWith("--set optim.lr=1e300: key 'optim.lr'"));
+  // A key the file holds and no --set touched keeps the file as its source.
+  CHECK_THAT(yaml_error({"optim.lr=1e300", "loss.beta=0.1"}), StartsWith("--set optim.lr=1e300"));
 }
 
 TEST_CASE("thread counts are bounded by the host's cores", "[config][bad_input]") {

@@ -12,6 +12,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 namespace kto {
 
@@ -25,11 +26,20 @@ class Error : public std::runtime_error {
 class ConfigError : public Error {
  public:
   using Error::Error;
+  ConfigError(const std::string& message, std::string key, std::string what)
+      : Error(message), key_(std::move(key)), what_(std::move(what)) {}
+  // The key and the complaint of a key_error ("" otherwise): lets the config loader say which
+  // --set gave the value.
+  const std::string& key() const { return key_; }
+  const std::string& complaint() const { return what_; }
+
+ private:
+  std::string key_, what_;
 };
 
 // "SOURCE: key 'KEY': WHAT" (without a source: "key 'KEY': WHAT"), the form of every config error.
 inline ConfigError key_error(const std::string& source, const std::string& key, const std::string& what) {
-  return ConfigError((source.empty() ? "" : source + ": ") + "key '" + key + "': " + what);
+  return ConfigError((source.empty() ? "" : source + ": ") + "key '" + key + "': " + what, key, what);
 }
 
 namespace detail {
