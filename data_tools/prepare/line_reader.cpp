@@ -2,6 +2,7 @@
 
 #include <zlib.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -46,12 +47,13 @@ bool LineReader::fill() {
     buffer_.erase(0, pos_);
     pos_ = 0;
   }
-  char chunk[1 << 16];
-  const int n = gzread(f, chunk, sizeof(chunk));
+  constexpr unsigned kChunk = 1 << 16;  // decompressed straight into the buffer, no copy
+  const size_t kept = buffer_.size();
+  buffer_.resize(kept + kChunk);
+  const int n = gzread(f, buffer_.data() + kept, kChunk);
+  buffer_.resize(kept + static_cast<size_t>(std::max(n, 0)));
   check_stream(f, n, str_cat(path_, " (after line ", line_number_, ")"));
-  if (n <= 0) return false;
-  buffer_.append(chunk, static_cast<size_t>(n));
-  return true;
+  return n > 0;
 }
 
 bool LineReader::next(std::string& line, bool* too_long) {
