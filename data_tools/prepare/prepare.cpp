@@ -274,6 +274,7 @@ data::DatasetAttributes dataset_attributes(const Encoding& enc, const PrepareOpt
   attrs.tokenizer_name = parent == std::string::npos ? tok_path : tok_path.substr(parent + 1);
   attrs.tokenizer_kind = tok.kind();
   attrs.tokenizer_sha256 = tok.sha256();
+  attrs.tokenizer_path = absolute_path(tok_path);
   attrs.tokenizer_vocab_size = tok.vocab_size();
   attrs.bos_id = tok.bos_id();
   attrs.eos_id = enc.eos >= 0 ? enc.eos : tok.eos_id();

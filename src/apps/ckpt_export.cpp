@@ -12,6 +12,7 @@
 #include "kto/config/config.h"
 #include "kto/io/hf_checkpoint.h"
 #include "kto/io/safetensors.h"
+#include "kto/io/tokenizer_files.h"
 #include "kto/model/hf_config.h"
 #include "kto/model/layout.h"
 #include "kto/util/cli.h"
@@ -22,11 +23,6 @@ namespace kto::apps {
 namespace {
 
 using detail::str_cat;
-
-// The tokenizer and generation files a Hugging Face directory carries besides the weights.
-constexpr const char* kTokenizerFiles[] = {"tokenizer.json",        "tokenizer.model",
-                                           "tokenizer_config.json", "special_tokens_map.json",
-                                           "added_tokens.json",     "generation_config.json"};
 
 model::ModelConfig model_config_of(const ckpt::Manifest& m) {
   if (!m.model_source.empty() && path_exists(join_path(m.model_source, "config.json"))) {
@@ -41,6 +37,7 @@ model::ModelConfig model_config_of(const ckpt::Manifest& m) {
 
 int ckpt_export(int argc, char** argv) {
   std::string checkpoint, out_dir, dtype_name = "bf16", tokenizer;
+  bool no_tokenizer = false;
   int64_t max_shard_mb = 5000;
   cli::Args args(
       "kto-ckpt export",
@@ -52,13 +49,32 @@ int ckpt_export(int argc, char** argv) {
       .option("--out", &out_dir, "DIR", "output directory", cli::required)
       .option("--dtype", &dtype_name, "bf16|fp32", "stored weight dtype (default bf16)")
       .option("--max-shard-size", &max_shard_mb, "MB", "largest output file (default 5000)")
-      .option("--tokenizer", &tokenizer, "DIR",
-              "copy tokenizer files from here (default: the model's source directory)");
+      .option("--tokenizer", &tokenizer, "FILE|DIR",
+              "a tokenizer file (tokenizer.json, *.model) or a directory of tokenizer files to copy "
+              "(default: the model's source directory)")
+      .flag("--no-tokenizer", &no_tokenizer,
+            "export without tokenizer files (else their absence is an error)");
   if (!args.parse(argc, argv, 2)) return 0;
   if (dtype_name != "bf16" && dtype_name != "fp32") throw cli::UsageError("--dtype: expected bf16 or fp32");
+  if (no_tokenizer && !tokenizer.empty())
+    throw cli::UsageError("--tokenizer and --no-tokenizer are exclusive");
   const at::ScalarType dtype = dtype_name == "bf16" ? at::kBFloat16 : at::kFloat;
   ckpt::Reader reader(checkpoint);
   const ckpt::Manifest& m = reader.manifest();
+  // The tokenizer first: a missing one is an error before anything is written.
+  std::vector<io::TokenizerFile> tokenizer_files;
+  if (!no_tokenizer) {
+    tokenizer_files =
+        tokenizer.empty() ? io::tokenizer_files_in(m.model_source) : io::tokenizer_files_at(tokenizer);
+    if (tokenizer_files.empty()) {
+      throw Error(str_cat(checkpoint, ": ",
+                          m.model_source.empty()
+                              ? "a randomly initialised model has no source directory"
+                              : "the model source " + m.model_source + " has no tokenizer files",
+                          "; give --tokenizer FILE|DIR (the tokenizer the data was prepared with), or "
+                          "--no-tokenizer to export the weights alone"));
+    }
+  }
   const auto problems = ckpt::verify(checkpoint, m);
   if (!problems.empty()) throw Error(checkpoint + ": " + problems.front());
   const model::ModelConfig cfg = model_config_of(m);
@@ -113,17 +129,9 @@ int ckpt_export(int argc, char** argv) {
       !source.empty() && path_exists(join_path(source, "config.json"))
           ? model::hf_config_with_dtype(read_text_file(join_path(source, "config.json")), torch_dtype)
           : model::hf_config_json(cfg, torch_dtype));
-  const std::string tok_dir = tokenizer.empty() ? source : tokenizer;
-  int copied = 0;
-  for (const char* f : kTokenizerFiles) {
-    if (!tok_dir.empty() && path_exists(join_path(tok_dir, f))) {
-      write_text_file(join_path(out_dir, f), read_text_file(join_path(tok_dir, f)));
-      ++copied;
-    }
-  }
+  const int copied = io::copy_tokenizer_files(tokenizer_files, out_dir);
   log::info("export", "wrote ", out_dir, ": step ", m.step, ", ", files.size(), " weight file(s) (",
-            dtype_name, "), ", copied, " tokenizer file(s)",
-            copied == 0 ? " — give --tokenizer DIR to include them" : "");
+            dtype_name, "), ", copied, " tokenizer file(s)", no_tokenizer ? " (--no-tokenizer)" : "");
   return 0;
 }
 

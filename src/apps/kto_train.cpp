@@ -21,6 +21,7 @@ int main(int argc, char** argv) {
         std::vector<std::string> overrides;
         bool print_config = false;
         std::string resume;
+        std::vector<std::string> allow_change;
         kto::cli::Args args(
             "kto-train",
             "Aligns a language model with KTO (or DPO, SLiC, SFT, ... — loss.name) on prepared HDF5\n"
@@ -33,6 +34,9 @@ int main(int argc, char** argv) {
             .option(
                 "--resume", &resume, "auto|never|DIR",
                 "resume from the newest complete checkpoint (auto, the default), start over, or a given one")
+            .list("--allow-change", &allow_change, "KEY",
+                  "let a resumed run change this config key or section (repeatable; adds to "
+                  "ckpt.allow_change); without it a resume refuses changes that make another experiment")
             .flag("--print-config", &print_config, "print the resolved config and exit")
             .epilog(
                 "Launch: launch/mpirun.sh or launch/slurm/*.sbatch (docs/launching.md), mpirun -np N\n"
@@ -44,7 +48,8 @@ int main(int argc, char** argv) {
                 "forces either. run.dir/status.json says running, stopped or done.");
         if (!args.parse(argc, argv)) return 0;
         if (!resume.empty()) overrides.push_back("ckpt.resume=" + resume);
-        const kto::config::Config config = kto::config::load_config(config_path, overrides);
+        kto::config::Config config = kto::config::load_config(config_path, overrides);
+        for (const std::string& key : allow_change) config.ckpt.allow_change.push_back(key);
         if (print_config) {
           if (world.is_root()) std::cout << kto::config::dump_config(config, true);
           return 0;

@@ -161,6 +161,7 @@ std::string save(const SaveRequest& request, const fsdp::ShardedModel& policy,
     m.shards = entries;
     m.reference_identity = request.reference_identity;
     m.model_source = request.model_source;
+    m.identity = request.identity;
     m.config_yaml = request.config_yaml;
     m.created = utc_now();
     m.producer = build_summary();

@@ -46,6 +46,11 @@ std::string manifest_yaml(const Manifest& m) {
   out << YAML::EndSeq;
   out << YAML::Key << "reference_identity" << YAML::Value << m.reference_identity;
   out << YAML::Key << "model_source" << YAML::Value << m.model_source;
+  if (!m.identity.empty()) {
+    out << YAML::Key << "identity" << YAML::Value << YAML::BeginMap;
+    for (const auto& [key, value] : m.identity) out << YAML::Key << key << YAML::Value << value;
+    out << YAML::EndMap;
+  }
   out << YAML::Key << "created" << YAML::Value << m.created;
   out << YAML::Key << "producer" << YAML::Value << m.producer;
   out << YAML::Key << "config" << YAML::Value << YAML::Literal << m.config_yaml;
@@ -172,6 +177,10 @@ Manifest read_manifest(const std::string& dir) {
     }
     m.reference_identity = need(root, "reference_identity").as<std::string>();
     m.model_source = need(root, "model_source").as<std::string>();
+    if (const YAML::Node identity = root["identity"]) {  // absent in checkpoints of an older kto
+      if (!identity.IsMap()) throw Error(path + ": 'identity' is not a map");
+      for (const auto& kv : identity) m.identity[kv.first.as<std::string>()] = kv.second.as<std::string>();
+    }
     m.created = root["created"] ? root["created"].as<std::string>() : "";
     m.producer = root["producer"] ? root["producer"].as<std::string>() : "";
     m.config_yaml = need(root, "config").as<std::string>();

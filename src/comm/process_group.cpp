@@ -145,6 +145,15 @@ void abort_job(int code, const std::string& why) {
   std::_Exit(code);
 }
 
+namespace {
+bool g_failed_on_every_rank = false;  // an exception left a SameOnEveryRank scope
+}  // namespace
+
+SameOnEveryRank::SameOnEveryRank() : uncaught_(std::uncaught_exceptions()) {}
+SameOnEveryRank::~SameOnEveryRank() {
+  if (std::uncaught_exceptions() > uncaught_) g_failed_on_every_rank = true;
+}
+
 int run_distributed_main(const char* program, int argc, char** argv,
                          const std::function<int(const ProcessGroup& world)>& body) {
   int code = 0;
@@ -163,6 +172,20 @@ int run_distributed_main(const char* program, int argc, char** argv,
     why = e.what();
     // LibTorch errors append a C++ backtrace; the first part is the message users need.
     if (const size_t cut = why.find("\nException raised from"); cut != std::string::npos) why.resize(cut);
+  }
+  int initialized = 0, finalized = 0;
+  MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
+  if (g_failed_on_every_rank && initialized && !finalized) {
+    // Every rank failed the same check: rank 0 says why once, then all end together.
+    int rank = 0;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    if (rank == 0) log::error(program, why);
+    MPI_Barrier(MPI_COMM_WORLD);
+    MPI_Finalize();
+    std::fflush(stdout);
+    std::fflush(stderr);
+    std::_Exit(code);
   }
   // The other ranks may be blocked in a collective: abort them all rather than hang.
   abort_job(code, std::string(program) + ": " + why);

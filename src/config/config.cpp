@@ -84,6 +84,10 @@ void Config::validate(const std::string& source) const {
   if (train.eval_every < 0) fail("train.eval_every", "must be >= 0");
   if (train.log_every < 1) fail("train.log_every", "must be >= 1");
   if (train.max_nonfinite_steps < 1) fail("train.max_nonfinite_steps", "must be >= 1");
+  if (train.export_dtype != "auto" && train.export_dtype != "fp32" && train.export_dtype != "bf16")
+    fail("train.export_dtype", "must be auto, fp32 or bf16, got '" + train.export_dtype + "'");
+  if (train.export_tokenizer.empty())
+    fail("train.export_tokenizer", "must be auto, none or a tokenizer file or directory");
   if (ckpt.every < 0) fail("ckpt.every", "must be >= 0 (0: only at the end)");
   if (ckpt.keep < 1) fail("ckpt.keep", "must be >= 1");
   if (ckpt.resume.empty()) fail("ckpt.resume", "must be auto, never or a checkpoint directory");
@@ -136,6 +140,35 @@ std::string dump_config(const Config& config, bool with_comments) {
   copy.visit(writer);
   out << YAML::EndMap;
   return std::string(out.c_str()) + "\n";
+}
+
+namespace {
+
+void flatten(const YAML::Node& node, const std::string& prefix, std::map<std::string, std::string>& out) {
+  if (node.IsMap()) {
+    for (const auto& kv : node)
+      flatten(kv.second, prefix + (prefix.empty() ? "" : ".") + kv.first.Scalar(), out);
+  } else if (node.IsSequence()) {
+    std::string text = "[";
+    for (size_t i = 0; i < node.size(); ++i)
+      text += (i ? ", " : "") + (node[i].IsScalar() ? node[i].Scalar() : "?");
+    out[prefix] = text + "]";
+  } else {
+    out[prefix] = node.IsScalar() ? node.Scalar() : "";
+  }
+}
+
+}  // namespace
+
+std::map<std::string, std::string> flatten_config(const std::string& yaml_text, const std::string& source) {
+  std::map<std::string, std::string> keys;
+  flatten(YAML::Load(dump_config(Config{})), "", keys);  // the defaults
+  try {
+    flatten(YAML::Load(yaml_text), "", keys);
+  } catch (const YAML::Exception& e) {
+    throw ConfigError(str_cat(source, ": invalid YAML: ", e.msg));
+  }
+  return keys;
 }
 
 std::string config_reference_markdown() {

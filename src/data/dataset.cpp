@@ -12,6 +12,8 @@
 #include "kto/util/files.h"
 #include "kto/util/hdf5.h"
 #include "kto/util/log.h"
+#include "kto/util/memory.h"
+#include "kto/util/sha256.h"
 
 namespace kto::data {
 
@@ -79,6 +81,7 @@ DatasetAttributes read_attributes(const std::string& path) {
     a.tokenizer_name = h5::read_string_attr(file, "tokenizer_name");
     a.tokenizer_kind = h5::read_string_attr(file, "tokenizer_kind");
     a.tokenizer_sha256 = h5::read_string_attr(file, "tokenizer_sha256");
+    a.tokenizer_path = h5::read_string_attr(file, "tokenizer_path");  // absent in older files: ""
     a.tokenizer_vocab_size = h5::read_int_attr(file, "tokenizer_vocab_size", 0);
     a.bos_id = h5::read_int_attr(file, "bos_id", -1);
     a.eos_id = h5::read_int_attr(file, "eos_id", -1);
@@ -214,11 +217,34 @@ void Dataset::open_shard(const std::string& path) {
     ref_logp_.insert(ref_logp_.end(), r.begin(), r.end());
     ref_kl_logp_.insert(ref_kl_logp_.end(), k.begin(), k.end());
   }
+  FileIdentity id;
+  id.path = path;
+  id.bytes = file_size(path);
+  id.examples = E;
+  id.desirable = desirable;
+  id.tokens = n_tokens;
+  Sha256 content;
+  content.update(off.data(), off.size() * sizeof(off[0]));
+  content.update(prompt_len.data(), prompt_len.size() * sizeof(prompt_len[0]));
+  content.update(labels.data(), labels.size());
+  if (has_ref) {
+    content.update(ref_logp_.data() + (ref_logp_.size() - static_cast<size_t>(E)),
+                   static_cast<size_t>(E) * 4);
+    content.update(ref_kl_logp_.data() + (ref_kl_logp_.size() - static_cast<size_t>(E)),
+                   static_cast<size_t>(E) * 4);
+  }
+  id.sha256 = content.hex_digest();
+  identities_.push_back(std::move(id));
   shard_begin_.push_back(size());
   labels_.insert(labels_.end(), labels.begin(), labels.end());
   prompt_len_.insert(prompt_len_.end(), prompt_len.begin(), prompt_len.end());
   n_tokens_ += n_tokens;
   shards_.push_back(std::move(shard));
+}
+
+std::string FileIdentity::describe() const {
+  return str_cat(examples, " examples (", desirable, " desirable), ", tokens, " tokens, ",
+                 human_bytes(static_cast<double>(bytes)), ", content sha256 ", sha256.substr(0, 16));
 }
 
 int64_t Dataset::length(int64_t i) const {
@@ -356,6 +382,7 @@ void DatasetWriter::finish() {
   h5::write_string_attr(f, "tokenizer_name", a.tokenizer_name);
   h5::write_string_attr(f, "tokenizer_kind", a.tokenizer_kind);
   h5::write_string_attr(f, "tokenizer_sha256", a.tokenizer_sha256);
+  if (!a.tokenizer_path.empty()) h5::write_string_attr(f, "tokenizer_path", a.tokenizer_path);
   h5::write_int_attr(f, "tokenizer_vocab_size", a.tokenizer_vocab_size);
   h5::write_int_attr(f, "bos_id", a.bos_id);
   h5::write_int_attr(f, "eos_id", a.eos_id);

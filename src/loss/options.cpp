@@ -53,3 +53,28 @@ void resolve_class_weights(LossOptions& o, double auto_desirable, double auto_un
 }
 
 }  // namespace kto::loss
+
+namespace kto::loss {
+
+std::string describe(const LossOptions& o) {
+  using detail::str_cat;
+  const std::string weights =
+      str_cat(", lambda_D ", o.desirable_weight.value, ", lambda_U ", o.undesirable_weight.value);
+  switch (o.name) {
+    case LossName::kto:
+    case LossName::kto_logsigmoid:
+      return str_cat("beta ", o.beta, weights, ", z0 ", choice_name(kEstimators, o.estimator));
+    case LossName::kto_zero: return str_cat("beta ", o.beta, weights, ", z0 = 0");
+    case LossName::apo_zero: return str_cat("beta ", o.beta);
+    case LossName::sft: return "negative log-likelihood of the desirable completions";
+    case LossName::csft: return "negative log-likelihood of every completion after its control token";
+    case LossName::dpo: return str_cat("beta ", o.beta);
+    case LossName::cdpo: return str_cat("beta ", o.beta, ", label smoothing ", o.cdpo_epsilon);
+    case LossName::ipo: return str_cat("tau ", o.ipo_tau);
+    case LossName::simpo: return str_cat("beta ", o.beta, ", gamma/beta ", o.simpo_gamma_beta_ratio);
+    case LossName::slic: return str_cat("margin ", o.slic_margin, ", lambda ", o.slic_lambda);
+  }
+  return "";
+}
+
+}  // namespace kto::loss

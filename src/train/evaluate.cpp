@@ -6,6 +6,7 @@
 
 #include <algorithm>
 
+#include "kto/train/eval_metrics.h"
 #include "kto/train/trainer.h"
 #include "kto/util/check.h"
 
@@ -39,6 +40,7 @@ std::map<std::string, double> Trainer::evaluate() {
     LogProbs lp;
     at::Tensor kl;  // KL terms (KTO)
     bool real;
+    std::vector<int64_t> ids;  // the items of the microbatch
   };
   std::vector<Done> done;
   for (int64_t k = 0; k < rounds; ++k) {
@@ -59,7 +61,7 @@ std::map<std::string, double> Trainer::evaluate() {
     mb.paired = paired;
     const at::Tensor kl = bo.build_kl ? kl_terms(mb) : at::Tensor();
     LogProbs lp = target_logprobs(mb, /*with_grad=*/false);
-    done.push_back({std::move(mb), std::move(lp), kl, real});
+    done.push_back({std::move(mb), std::move(lp), kl, real, ids});
   }
 
   // z0 over the whole eval set: this rank's KL (sum, count), all-reduced across ranks once.
@@ -75,45 +77,61 @@ std::map<std::string, double> Trainer::evaluate() {
     z0 = loss::reference_point(stats, loss_.estimator).z0;
   }
 
-  // Sums: loss, examples, correct, and per-class rewards (as in training) and z0.
-  at::Tensor sums = at::zeros({8}, at::TensorOptions().dtype(at::kDouble).device(device_));
+  // Each example's reward, at its index in the dataset (paired: chosen 2i, rejected 2i+1), summed
+  // over ranks (each example is one rank's) so every rank holds all of them; and the loss sum.
+  const int64_t rows = paired ? 2 * items : items;
+  at::Tensor all = at::zeros({rows + 2}, at::TensorOptions().dtype(at::kDouble));
+  double* a = all.data_ptr<double>();
   for (const Done& d : done) {
     if (!d.real) continue;
     const loss::LossOutput out = objective(d.mb, d.lp, z0);
-    const at::Tensor rewards = out.rewards.to(at::kDouble);
-    at::Tensor correct, rd, ru, nd, nu;
-    if (paired) {
-      const int64_t n = rewards.size(0) / 2;
-      correct = (rewards.narrow(0, 0, n) > rewards.narrow(0, n, n)).to(at::kDouble).sum();
-      rd = rewards.narrow(0, 0, n).sum();
-      ru = rewards.narrow(0, n, n).sum();
-      nd = nu = at::full({}, static_cast<double>(n), rewards.options());
-    } else {
-      const at::Tensor des = d.mb.desirable.to(device_).to(at::kDouble);
-      // Classification by the sign of r - z0 (beta r vs beta z0: same sign).
-      const at::Tensor predicted = (rewards - loss_.beta * z0.to(at::kDouble) > 0).to(at::kDouble);
-      correct = (predicted == des).to(at::kDouble).sum();
-      rd = (rewards * des).sum();
-      ru = (rewards * (1.0 - des)).sum();
-      nd = des.sum();
-      nu = (1.0 - des).sum();
+    const at::Tensor rewards = out.rewards.to(at::kDouble).cpu().contiguous();
+    const double* r = rewards.data_ptr<double>();
+    const int64_t n = static_cast<int64_t>(d.ids.size());
+    for (int64_t k = 0; k < n; ++k) {
+      if (paired) {
+        a[2 * d.ids[k]] = r[k];
+        a[2 * d.ids[k] + 1] = r[n + k];
+      } else {
+        a[d.ids[k]] = r[k];
+      }
     }
-    const double examples = static_cast<double>(out.per_example.size(0));
-    sums.add_(at::stack({out.per_example.to(at::kDouble).sum(), at::full({}, examples, sums.options()),
-                         correct, rd, ru, nd, nu, z0.to(at::kDouble)}));
+    a[rows] += out.per_example.to(at::kDouble).sum().item<double>();
+    a[rows + 1] += static_cast<double>(out.per_example.size(0));
   }
-  comm_->all_reduce(sums, comm::ReduceOp::sum)->wait();
-  const at::Tensor s = sums.cpu();
-  auto v = [&](int i) { return s[i].item<double>(); };
+  at::Tensor shared = all.to(device_);
+  comm_->all_reduce(shared, comm::ReduceOp::sum)->wait();
+  all = shared.cpu();
+  a = all.data_ptr<double>();
+  std::vector<double> good, bad;  // rewards of desirable (chosen) and undesirable (rejected) examples
+  for (int64_t i = 0; i < rows; ++i) (ds.desirable(i) ? good : bad).push_back(a[i]);
   std::map<std::string, double> out;
-  out["eval/loss"] = v(1) > 0 ? v(0) / v(1) : 0.0;
-  const double judged = paired ? v(5) : v(5) + v(6);
-  out["eval/accuracy"] = judged > 0 ? v(2) / judged : 0.0;
-  out["eval/examples"] = v(5) + v(6);
+  out["eval/loss"] = a[rows + 1] > 0 ? a[rows] / a[rows + 1] : 0.0;
+  out["eval/examples"] = static_cast<double>(rows);
+  out["eval/count/desirable"] = static_cast<double>(good.size());
+  out["eval/count/undesirable"] = static_cast<double>(bad.size());
   if (bo.build_kl) out["eval/kl"] = z0.item<double>();
-  if (v(5) > 0) out["eval/rewards/desirable"] = v(3) / v(5);
-  if (v(6) > 0) out["eval/rewards/undesirable"] = v(4) / v(6);
-  if (v(5) > 0 && v(6) > 0)
+  const ClassificationMetrics c =
+      paired ? ClassificationMetrics{} : classify(good, bad, loss_.beta * z0.to(at::kDouble).item<double>());
+  if (paired) {
+    double preferred = 0;
+    for (int64_t i = 0; i < items; ++i) preferred += a[2 * i] > a[2 * i + 1] ? 1.0 : 0.0;
+    out["eval/preference_accuracy"] = items > 0 ? preferred / static_cast<double>(items) : 0.0;
+  } else {
+    out["eval/accuracy"] = c.accuracy;
+    if (!good.empty()) out["eval/accuracy/desirable"] = c.accuracy_desirable;
+    if (!bad.empty()) out["eval/accuracy/undesirable"] = c.accuracy_undesirable;
+    if (!good.empty() && !bad.empty()) out["eval/balanced_accuracy"] = c.balanced_accuracy;
+  }
+  if (!good.empty() && !bad.empty()) out["eval/auc"] = reward_auc(good, bad);
+  auto mean = [](const std::vector<double>& v) {
+    double sum = 0;
+    for (double x : v) sum += x;
+    return sum / static_cast<double>(v.size());
+  };
+  if (!good.empty()) out["eval/rewards/desirable"] = mean(good);
+  if (!bad.empty()) out["eval/rewards/undesirable"] = mean(bad);
+  if (!good.empty() && !bad.empty())
     out["eval/rewards/margin"] = out["eval/rewards/desirable"] - out["eval/rewards/undesirable"];
   return out;
 }

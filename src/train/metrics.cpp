@@ -149,7 +149,7 @@ std::string progress_line(const std::map<std::string, double>& m, int64_t step, 
   };
   std::string line = detail::str_cat("step ", step, "/", total);
   line += " | loss " + fmt("%.4f", m.at("loss"));
-  line += " | kl " + fmt("%.4f", m.at("kl"));
+  if (auto r = get("kl")) line += " | kl " + fmt("%.4f", *r);
   if (auto r = get("rewards/desirable")) line += " | rew+ " + fmt("%.4f", *r);
   if (auto r = get("rewards/undesirable")) line += " | rew- " + fmt("%.4f", *r);
   if (auto r = get("grad_norm")) line += " | gnorm " + fmt("%.3f", *r);

@@ -8,6 +8,7 @@
 #include "kto/util/files.h"
 #include "kto/util/log.h"
 #include "kto/util/memory.h"
+#include "kto/util/sha256.h"
 
 namespace kto::train {
 
@@ -55,6 +56,24 @@ void check_class_weights(const loss::LossOptions& l, const data::Dataset& train,
 
 }  // namespace
 
+std::string batch_advice(const data::DataOptions& d, int64_t world_size) {
+  // Micro batches that divide the global batch at this world size (up to twice today's, so
+  // memory stays in reach), and the nearest global batches for today's micro batch.
+  std::string micro;
+  for (int64_t m = d.micro_batch * 2; m >= 1; --m) {
+    if (d.global_batch % (m * world_size) == 0) micro += (micro.empty() ? "" : ", ") + std::to_string(m);
+  }
+  const int64_t unit = d.micro_batch * world_size;
+  const int64_t below = d.global_batch / unit * unit, above = below + unit;
+  std::string text = "at ";
+  text += str_cat(world_size, " rank(s) the global batch is micro_batch x grad_accum x ", world_size, ": ");
+  if (!micro.empty())
+    text += str_cat("data.micro_batch ", micro, " fit(s) global_batch ", d.global_batch, ", or ");
+  text += str_cat("data.global_batch ", below > 0 ? str_cat(below, " or ") : "", above,
+                  " fit(s) micro_batch ", d.micro_batch);
+  return text;
+}
+
 RunPlan check_run(const config::Config& config, const model::ModelConfig& model, const data::Dataset& train,
                   const data::Dataset* eval, int64_t world_size) {
   const data::DataOptions& d = config.data;
@@ -65,7 +84,7 @@ RunPlan check_run(const config::Config& config, const model::ModelConfig& model,
     if (d.global_batch % (d.micro_batch * world_size) != 0) {
       throw key_error("", "data.global_batch",
                       str_cat(d.global_batch, " is not divisible by micro_batch (", d.micro_batch,
-                              ") x world size (", world_size, ")"));
+                              ") x world size (", world_size, "); ", batch_advice(d, world_size)));
     }
     plan.grad_accum = d.global_batch / (d.micro_batch * world_size);
   }
@@ -105,6 +124,99 @@ RunPlan check_run(const config::Config& config, const model::ModelConfig& model,
                                                           static_cast<double>(global_batch)));
   plan.total_steps = std::max<int64_t>(1, plan.total_steps);
   return plan;
+}
+
+namespace {
+
+std::string tokenizer_text(const data::Dataset& ds) {
+  const data::DatasetAttributes& a = ds.attributes();
+  return str_cat(a.tokenizer_name.empty() ? "?" : a.tokenizer_name, ", sha256 ", a.tokenizer_sha256);
+}
+
+void mismatch(const config::Config& c, const char* key, const std::string& what) {
+  if (!c.data.allow_tokenizer_mismatch) {
+    throw key_error("", key,
+                    what +
+                        "; prepare them with the same tokenizer, or set data.allow_tokenizer_mismatch: true "
+                        "if the mix is intended");
+  }
+  log::warn("train", key, ": ", what, " (data.allow_tokenizer_mismatch)");
+}
+
+bool matches_data(const std::vector<std::pair<std::string, std::string>>& hashes,
+                  const data::Dataset& train) {
+  for (const auto& [path, sha] : hashes) {
+    if (sha == train.attributes().tokenizer_sha256) return true;
+  }
+  return false;
+}
+
+std::string hashes_text(const std::vector<std::pair<std::string, std::string>>& hashes) {
+  std::string text;
+  for (const auto& [path, sha] : hashes) text += (text.empty() ? "" : ", ") + path + " (sha256 " + sha + ")";
+  return text;
+}
+
+}  // namespace
+
+void check_tokenizers(const config::Config& c, const data::Dataset& train, const data::Dataset* eval) {
+  const std::string& sha = train.attributes().tokenizer_sha256;
+  if (eval && eval->attributes().tokenizer_sha256 != sha) {
+    mismatch(c, "data.eval",
+             str_cat(eval->paths().front(), " was tokenized with ", tokenizer_text(*eval), ", but ",
+                     train.paths().front(), " (data.train) with ", tokenizer_text(train)));
+  }
+  if (sha.empty() || c.model.path.empty()) return;
+  const auto hashes = io::tokenizer_hashes(io::tokenizer_files_in(c.model.path));
+  if (!hashes.empty() && !matches_data(hashes, train)) {
+    mismatch(c, "model.path",
+             str_cat("the model's tokenizer ", hashes_text(hashes), " is not the one ", train.paths().front(),
+                     " (data.train) was prepared with (", tokenizer_text(train), ")"));
+  }
+}
+
+std::vector<io::TokenizerFile> export_tokenizer_files(const config::Config& c, const data::Dataset& train) {
+  const std::string& choice = c.train.export_tokenizer;
+  if (!c.train.export_final || choice == "none") return {};
+  const data::DatasetAttributes& a = train.attributes();
+  if (choice != "auto") {
+    auto files = io::tokenizer_files_at(choice);
+    const auto hashes = io::tokenizer_hashes(files);
+    if (!a.tokenizer_sha256.empty() && !matches_data(hashes, train)) {
+      mismatch(c, "train.export_tokenizer",
+               str_cat(hashes_text(hashes), " is not the tokenizer ", train.paths().front(),
+                       " (data.train) was prepared with (", tokenizer_text(train), ")"));
+    }
+    return files;
+  }
+  if (auto files = io::tokenizer_files_in(c.model.path); !files.empty()) return files;
+  if (a.tokenizer_sha256.empty()) {
+    log::info("train",
+              "the training data records no tokenizer (token ids only): final/ gets no tokenizer files");
+    return {};
+  }
+  // The file the data was prepared with, where kto-data prepare found it, if it is still that file.
+  const std::string& recorded = a.tokenizer_path;
+  if (!recorded.empty() && path_exists(recorded) && !is_directory(recorded) &&
+      sha256_file(recorded) == a.tokenizer_sha256) {
+    std::vector<io::TokenizerFile> files = io::tokenizer_files_at(recorded);
+    const size_t slash = recorded.find_last_of('/');
+    const std::string name = recorded.substr(slash + 1);
+    if (slash != std::string::npos && (name == "tokenizer.json" || name == "tokenizer.model")) {
+      for (const io::TokenizerFile& f : io::tokenizer_files_in(recorded.substr(0, slash))) {
+        if (f.name != "tokenizer.json" && f.name != "tokenizer.model") files.push_back(f);
+      }
+    }
+    return files;
+  }
+  throw key_error(
+      "", "train.export_tokenizer",
+      str_cat("final/ would hold no tokenizer: model.path has no tokenizer files and the tokenizer ",
+              train.paths().front(), " was prepared with (", tokenizer_text(train), ") is ",
+              recorded.empty() ? "not recorded in the file (an older kto-data)"
+                               : "no longer at " + recorded + " (moved or changed)",
+              "; set train.export_tokenizer to that tokenizer's file or directory, or to none to "
+              "export the model without one"));
 }
 
 void check_run_memory(const config::Config& config, const model::ModelConfig& model,

@@ -8,7 +8,9 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 
+#include "kto/comm/process_group.h"
 #include "kto/io/hf_checkpoint.h"
 #include "kto/model/hf_config.h"
 #include "kto/train/run_plan.h"
@@ -52,6 +54,12 @@ double measure_peak_gflops(at::ScalarType dtype, at::Device device) {
   return best;
 }
 
+std::string fmt_metric(double v) {
+  char text[32];
+  std::snprintf(text, sizeof(text), "%.4g", v);
+  return text;
+}
+
 double peak_rss_mib() {
   rusage u{};
   getrusage(RUSAGE_SELF, &u);
@@ -88,7 +96,12 @@ Trainer::Trainer(config::Config config, const comm::ProcessGroup& world)
   }
   train_data_ = data::Dataset::open(c.data.train, mc.vocab_size);
   if (!c.data.eval.empty()) eval_data_ = data::Dataset::open(c.data.eval, mc.vocab_size);
-  const RunPlan plan = check_run(c, mc, *train_data_, eval_data_.get(), world_.size());
+  const RunPlan plan = [&] {
+    comm::SameOnEveryRank same;  // the config and the data's headers: a refusal is reported once
+    return check_run(c, mc, *train_data_, eval_data_.get(), world_.size());
+  }();
+  check_tokenizers(c, *train_data_, eval_data_.get());
+  export_tokenizer_ = export_tokenizer_files(c, *train_data_);
   loss_ = plan.loss;
   grad_accum_ = plan.grad_accum;
   total_steps_ = plan.total_steps;
@@ -119,7 +132,7 @@ void Trainer::setup_models(const model::ModelConfig& mc) {
   } else {
     policy_->load(io::SafetensorsSet::open_dir(m.path));
   }
-  reference_identity_ = "none";
+  reference_identity_ = reference_content_ = "none";
   if (loss::uses_reference(loss_.name) && !train_data_->has_reference_logps()) {
     fsdp::FsdpOptions r = o;
     r.trainable = false;
@@ -131,9 +144,11 @@ void Trainer::setup_models(const model::ModelConfig& mc) {
       const std::string arch = model::hf_config_json(mc, "float32");
       reference_identity_ = str_cat("random init seed ", m.init_seed, " std ", m.init_std, " architecture ",
                                     sha256_hex(arch.data(), arch.size()));
+      reference_content_ = reference_identity_;
     } else {
       reference_->load(io::SafetensorsSet::open_dir(ref_path));
-      reference_identity_ = str_cat(ref_path, " ", io::hf_directory_identity(ref_path));
+      reference_content_ = io::hf_directory_identity(ref_path);
+      reference_identity_ = str_cat(ref_path, " ", reference_content_);
     }
   }
   optimizer_ = std::make_unique<fsdp::ShardedOptimizer>(policy_->shards(), policy_->decay_segments(),
@@ -224,6 +239,7 @@ std::map<std::string, double> Trainer::train_step() {
 
   // ---- metrics (after the algorithm) ----
   std::map<std::string, double> m = sums.reduce(*comm_);
+  if (!loss::uses_kl(loss_.name)) m.erase("kl");  // only what the loss uses
   const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   m["step"] = static_cast<double>(step_);
   m["lr"] = lr;
@@ -243,6 +259,7 @@ std::map<std::string, double> Trainer::fit() {
   std::map<std::string, double> last;
   const auto start = Clock::now();
   const int64_t first_step = step_;
+  if (step_ == 0 && config_.train.eval_at_start && eval_data_) log_evaluation();  // the starting point
   while (step_ < total_steps_) {
     last = train_step();
     log_->write(last, {{"split", "train"}});
@@ -279,8 +296,19 @@ void Trainer::log_evaluation() {
   auto e = evaluate();
   e["step"] = static_cast<double>(step_);
   log_->write(e, {{"split", "eval"}});
-  log::info("eval", "step ", step_, ": loss ", e["eval/loss"], ", accuracy ", e["eval/accuracy"],
-            e.count("eval/rewards/margin") ? str_cat(", margin ", e["eval/rewards/margin"]) : "");
+  std::string text = str_cat("step ", step_, ": loss ", e["eval/loss"]);
+  for (const auto& [key, label] :
+       std::vector<std::pair<const char*, const char*>>{{"eval/preference_accuracy", "preference accuracy"},
+                                                        {"eval/balanced_accuracy", "balanced accuracy"},
+                                                        {"eval/accuracy/desirable", "accuracy+"},
+                                                        {"eval/accuracy/undesirable", "accuracy-"},
+                                                        {"eval/auc", "AUC"},
+                                                        {"eval/rewards/desirable", "rew+"},
+                                                        {"eval/rewards/undesirable", "rew-"},
+                                                        {"eval/kl", "kl"}}) {
+    if (e.count(key)) text += str_cat(", ", label, " ", fmt_metric(e[key]));
+  }
+  log::info("eval", text);
 }
 
 }  // namespace kto::train

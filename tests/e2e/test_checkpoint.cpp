@@ -84,9 +84,10 @@ TEST_CASE("a 4-rank checkpoint resumes at 2 and 1 ranks with identical state and
   for (int ranks : {2, 1}) {
     const std::string dir = run.dir.file("at" + std::to_string(ranks));
     // Load at the new world size and save again at the same step (no training in between).
-    REQUIRE(run.train(dir, ranks, {"train.steps=10", "ckpt.resume=" + kto::test::step_dir(four, 10)}, &log) ==
-            0);
+    const int rc =
+        run.train(dir, ranks, {"train.steps=10", "ckpt.resume=" + kto::test::step_dir(four, 10)}, &log);
     INFO(log);
+    REQUIRE(rc == 0);
     const auto resaved = saved_tensors(kto::test::step_dir(dir, 10));
     REQUIRE(resaved.size() == saved.size());
     for (size_t i = 0; i < saved.size(); ++i) CHECK(at::equal(resaved[i], saved[i]));

@@ -68,7 +68,8 @@ std::string config_for(const std::string& case_dir, const json& s, int ranks, co
     << ", weight_decay: " << s.value("weight_decay", 0.0)
     << ", max_grad_norm: " << s.at("max_grad_norm").get<double>() << "}\n"
     << "schedule: {warmup_steps: 0, decay: constant}\n"
-    << "train: {steps: " << s.at("steps").get<int64_t>() << ", export_final: true, peak_gflops: 1}\n"
+    << "train: {steps: " << s.at("steps").get<int64_t>()
+    << ", export_final: true, export_tokenizer: none, peak_gflops: 1}\n"
     << "ckpt: {resume: never}\n"
     << "run: {dir: " << run_dir << ", threads: 1}\n";
   return y.str();

@@ -64,6 +64,12 @@ TEST_CASE("KTO with 90% of desirable examples dropped and auto weights still sep
   spec.examples = 1024;
   spec.keep_desirable = 0.1;
   Task task(spec, "loss: {desirable_weight: auto, undesirable_weight: auto}\n");
+  // An imbalanced held-out set too (~1 desirable in 9), where accuracy alone flatters.
+  kto::test::SyntheticSpec eval_spec = spec;
+  eval_spec.seed = spec.seed + 1000;
+  eval_spec.examples = 256;
+  eval_spec.keep_desirable = 0.125;
+  kto::test::write_synthetic_dataset(task.dir.file("eval.h5"), eval_spec);
   std::string log;
   REQUIRE(train(task.config, {"train.steps=80"}, 1, &log) == 0);
   INFO(log);
@@ -73,6 +79,22 @@ TEST_CASE("KTO with 90% of desirable examples dropped and auto weights still sep
   CHECK(eval.back()["eval/rewards/desirable"].get<double>() >
         eval.back()["eval/rewards/undesirable"].get<double>());
   CHECK(eval.back()["eval/accuracy"].get<double>() >= 0.9);
+  CHECK(eval.back()["eval/balanced_accuracy"].get<double>() >= 0.9);
+  CHECK(eval.back()["eval/accuracy/desirable"].get<double>() >= 0.8);
+  CHECK(eval.back()["eval/auc"].get<double>() >= 0.9);
+  // Step 0, before any update: every reward is 0 = beta z0, so every example reads as
+  // undesirable. Accuracy alone is the undesirable share (~0.89 here); balanced accuracy and AUC
+  // show there is nothing learnt yet.
+  const auto& start = eval.front();
+  REQUIRE(start["step"].get<double>() == 0);
+  const double nd = start["eval/count/desirable"].get<double>(),
+               nu = start["eval/count/undesirable"].get<double>();
+  CHECK(nu / (nd + nu) > 0.85);
+  CHECK(start["eval/accuracy"].get<double>() == Approx(nu / (nd + nu)));
+  CHECK(start["eval/accuracy/desirable"].get<double>() == 0);
+  CHECK(start["eval/accuracy/undesirable"].get<double>() == 1);
+  CHECK(start["eval/balanced_accuracy"].get<double>() == 0.5);
+  CHECK(start["eval/auc"].get<double>() == 0.5);
 }
 
 TEST_CASE("DPO learns the paired version of the task", "[e2e][train]") {
@@ -85,7 +107,12 @@ TEST_CASE("DPO learns the paired version of the task", "[e2e][train]") {
   INFO(log);
   const auto eval = kto::test::read_metrics(task.run(), "eval");
   REQUIRE_FALSE(eval.empty());
-  CHECK(eval.back()["eval/accuracy"].get<double>() >= 0.9);  // chosen reward above rejected
+  CHECK(eval.back()["eval/preference_accuracy"].get<double>() >= 0.9);  // chosen reward above rejected
+  CHECK(eval.back()["eval/auc"].get<double>() >= 0.9);
+  CHECK(eval.back().count("eval/accuracy") == 0);  // no z0 threshold in DPO: preference accuracy it is
+  // The banner and the progress line show what DPO uses: beta, no lambda, z0 or KL.
+  CHECK_THAT(log, Contains("loss: dpo: beta 0.1") && Contains(" pairs = 4 x 2 x 1"));
+  CHECK_THAT(log, !Contains("lambda_D") && !Contains("| kl "));
   CHECK(eval.back()["eval/rewards/margin"].get<double>() > 0);
 }
 

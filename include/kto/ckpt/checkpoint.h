@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -57,6 +58,9 @@ struct Manifest {
   std::vector<ShardEntry> shards;
   std::string reference_identity;
   std::string model_source;  // the policy's Hugging Face directory, or "" for a random init
+  // What the run trained on (data files, tokenizer, architecture, reference), key -> text, as
+  // train::Trainer::identity() gives it; empty in checkpoints of an older kto.
+  std::map<std::string, std::string> identity;
   std::string config_yaml;
   std::string created, producer;
 };
@@ -68,7 +72,8 @@ struct SaveRequest {
   std::string config_yaml;         // the resolved config
   std::string reference_identity;  // what the reference model is (checked on resume)
   std::string model_source;        // the policy's Hugging Face directory, or "" for a random init
-  int64_t keep = 3;                // complete checkpoints to keep (the newest)
+  std::map<std::string, std::string> identity;  // what the run trained on (checked on resume)
+  int64_t keep = 3;                             // complete checkpoints to keep (the newest)
 };
 
 // Collective. Writes step_<step> under request.checkpoints_dir, then deletes all but the newest

@@ -75,9 +75,25 @@ class Runtime {
 // Ends the whole job: prints `why` with rank and host, then MPI_Abort (or exit without MPI).
 [[noreturn]] void abort_job(int code, const std::string& why);
 
+// Marks a scope whose failures are every rank's alike: checks that every rank computes from the
+// same inputs (the config, the data's headers, a checkpoint's manifest). An exception that leaves
+// such a scope is reported once, by rank 0, and every rank ends in order (no MPI_Abort). Use it
+// only where no rank can fail alone: a rank that did not throw would wait for the others.
+class SameOnEveryRank {
+ public:
+  SameOnEveryRank();
+  ~SameOnEveryRank();
+  SameOnEveryRank(const SameOnEveryRank&) = delete;
+  SameOnEveryRank& operator=(const SameOnEveryRank&) = delete;
+
+ private:
+  int uncaught_;
+};
+
 // main() for distributed binaries: runs `body`; an exception on any rank prints the cause with
-// rank and host and aborts every rank (MPI_Abort), so a failure never becomes a hang. Usage
-// errors exit with 2, other errors with 1.
+// rank and host and aborts every rank (MPI_Abort), so a failure never becomes a hang — except one
+// thrown inside a SameOnEveryRank scope, which rank 0 alone reports before every rank exits.
+// Usage errors exit with 2, other errors with 1.
 int run_distributed_main(const char* program, int argc, char** argv,
                          const std::function<int(const ProcessGroup& world)>& body);
 

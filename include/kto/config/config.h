@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -83,6 +84,9 @@ struct TrainSection {
   int64_t log_every = 1;
   int64_t max_nonfinite_steps = 3;
   bool export_final = true;
+  std::string export_dtype = "auto";      // auto | fp32 | bf16
+  std::string export_tokenizer = "auto";  // auto | none | a tokenizer file or directory
+  bool eval_at_start = true;
   double peak_gflops = 0;  // per rank; 0: measured at start-up
 
   template <class V>
@@ -95,6 +99,14 @@ struct TrainSection {
             "stop after this many consecutive steps with a non-finite loss or gradient");
     v.field("export_final", export_final,
             "write the trained policy as a Hugging Face directory in run.dir/final");
+    v.field("export_dtype", export_dtype,
+            "weight dtype of final/: auto (that of model.path's config.json torch_dtype; fp32 for a random "
+            "init), fp32 or bf16");
+    v.field("export_tokenizer", export_tokenizer,
+            "tokenizer files for final/: auto (model.path's, else the file the training data was prepared "
+            "with, found by its recorded path and sha256), none, or a tokenizer file or directory");
+    v.field("eval_at_start", eval_at_start,
+            "evaluate before the first step (step 0: the starting point of every eval curve)");
     v.field("peak_gflops", peak_gflops,
             "per-rank peak GFLOP/s for MFU; 0: measure the matmul peak at start-up");
   }
@@ -103,8 +115,9 @@ struct TrainSection {
 struct CheckpointSection {
   int64_t every = 0;  // 0: only at the end
   int64_t keep = 3;
-  std::string dir;              // empty: run.dir/checkpoints
-  std::string resume = "auto";  // auto | never | a checkpoint directory
+  std::string dir;                        // empty: run.dir/checkpoints
+  std::string resume = "auto";            // auto | never | a checkpoint directory
+  std::vector<std::string> allow_change;  // keys resuming may change besides resumable_keys()
 
   template <class V>
   void visit(V& v) {
@@ -113,6 +126,9 @@ struct CheckpointSection {
     v.field("dir", dir, "checkpoint directory; empty: run.dir/checkpoints");
     v.field("resume", resume,
             "auto (newest complete checkpoint in dir, if any), never, or a checkpoint directory");
+    v.field("allow_change", allow_change,
+            "config keys (or sections) a resumed run may change besides the always-allowed ones "
+            "(docs/checkpoints.md); kto-train --allow-change KEY adds to it");
   }
 };
 
@@ -166,6 +182,10 @@ Config parse_config(const std::string& yaml_text, const std::string& source,
                     const std::vector<std::string>& overrides = {});
 // The resolved config as YAML (every key, defaults included); loads back to the same Config.
 std::string dump_config(const Config& config, bool with_comments = false);
+// A resolved config (dump_config's YAML) as flat keys and values: "loss.beta" -> "0.1",
+// "data.train" -> "[a.h5, b.h5]". Keys this kto knows that `yaml_text` lacks (a config an older
+// kto wrote) take their defaults. Throws kto::ConfigError naming `source` if it is not YAML.
+std::map<std::string, std::string> flatten_config(const std::string& yaml_text, const std::string& source);
 // Markdown table of every key: name, type, default, description.
 std::string config_reference_markdown();
 

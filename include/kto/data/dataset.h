@@ -5,7 +5,7 @@
 //   /prompt_len  int32 [E]    the first prompt_len[i] tokens of example i are the prompt
 //   /label       int8  [E]    1 desirable, 0 undesirable
 //   /ref_logp, /ref_kl_logp   float32 [E], optional: precomputed reference log-probs
-//   attributes on /: format_version, tokenizer (name, kind, sha256, vocab_size), bos_id,
+//   attributes on /: format_version, tokenizer (name, kind, sha256, vocab_size, path), bos_id,
 //   eos_id, pad_id, n_examples, n_desirable, n_undesirable, n_tokens, max_token_id,
 //   max_length, max_prompt_length, paired, split, shard_index, num_shards, source, created,
 //   producer. A paired dataset (paired = 1) stores each pair as examples 2k (chosen, label 1)
@@ -31,6 +31,7 @@ constexpr int64_t kFormatVersion = 1;
 struct DatasetAttributes {
   int64_t format_version = kFormatVersion;
   std::string tokenizer_name, tokenizer_kind, tokenizer_sha256;
+  std::string tokenizer_path;  // absolute path of the file at prepare time ("" in older files)
   int64_t tokenizer_vocab_size = 0;
   int64_t bos_id = -1, eos_id = -1, pad_id = -1;
   int64_t n_examples = 0, n_desirable = 0, n_undesirable = 0, n_tokens = 0;
@@ -52,6 +53,17 @@ struct Example {
   int64_t completion_len() const { return static_cast<int64_t>(tokens.size()) - prompt_len; }
 };
 
+// What one file of a dataset is, for checks that it is the same data (resume): its size and
+// counts, and a SHA-256 of its offsets, prompt lengths, labels (and reference log-probs, if any)
+// — cheap (no token is read) yet changed by any edit that moves an example's boundaries or label.
+struct FileIdentity {
+  std::string path;
+  int64_t bytes = 0, examples = 0, desirable = 0, tokens = 0;
+  std::string sha256;
+  // "400 examples (57 desirable), 61234 tokens, 1.2 MB, content sha256 1f2e3d4c5b6a7980" (no path)
+  std::string describe() const;
+};
+
 class Dataset {
  public:
   // Opens and validates the shards. `model_vocab_size` > 0 also checks every token id of the
@@ -70,6 +82,8 @@ class Dataset {
   // Attributes of the first shard (all shards share tokenizer and special ids).
   const DatasetAttributes& attributes() const { return attributes_; }
   const std::vector<std::string>& paths() const { return paths_; }
+  // One per file, in the order given.
+  const std::vector<FileIdentity>& identities() const { return identities_; }
 
   // Example i: a hyperslab read of its tokens from its shard.
   Example read(int64_t i) const;
@@ -79,6 +93,7 @@ class Dataset {
   Dataset() = default;
   void open_shard(const std::string& path);  // validates and appends one file
   std::vector<std::string> paths_;
+  std::vector<FileIdentity> identities_;
   std::vector<std::unique_ptr<Shard>> shards_;
   std::vector<int64_t> shard_begin_;  // first example index of each shard, plus the total
   std::vector<int32_t> prompt_len_;

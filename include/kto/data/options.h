@@ -34,6 +34,7 @@ struct DataOptions {
   Pairing pairing = Pairing::next;
   PairScope pair_scope = PairScope::global;
   int64_t pad_to_multiple_of = 8;
+  bool allow_tokenizer_mismatch = false;
 
   template <class V>
   void visit(V& v) {
@@ -42,7 +43,8 @@ struct DataOptions {
     v.field("micro_batch", micro_batch,
             "examples per rank per forward pass (pairs for paired losses); KTO needs >= 2");
     v.field("global_batch", global_batch,
-            "examples per optimizer step over all ranks; 0: micro_batch * grad_accum * world size");
+            "examples (pairs for paired losses) per optimizer step over all ranks; 0: micro_batch * "
+            "grad_accum * world size");
     v.field("grad_accum", grad_accum,
             "microbatches per optimizer step (derived from global_batch when that is set)");
     v.field("seed", seed, "seed of the per-epoch shuffles");
@@ -51,6 +53,9 @@ struct DataOptions {
              "pair within the global microbatch (world-size invariant) or within each rank's (TRL, HALOs)");
     v.field("pad_to_multiple_of", pad_to_multiple_of,
             "round padded sequence lengths up to a multiple of this");
+    v.field("allow_tokenizer_mismatch", allow_tokenizer_mismatch,
+            "train although the eval files or the model directory's tokenizer differ from the training "
+            "data's tokenizer (sha256); only for an intended mix");
   }
   // Throws kto::ConfigError naming `source` and the key (`prefix` + key, e.g. "data.micro_batch").
   void validate(const std::string& source, const std::string& prefix) const;

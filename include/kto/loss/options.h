@@ -32,6 +32,11 @@ bool uses_kl(LossName name);
 // KTO proper (kto, kto_logsigmoid, kto_zero): the class-weight rule of the paper applies.
 bool is_kto(LossName name);
 
+struct LossOptions;
+// The options `options.name` uses, for the banner: "beta 0.1, lambda_D 1, lambda_U 1.33, z0 pooled"
+// for KTO, "beta 0.1" for DPO, "margin 1, lambda 0.1" for SLiC, ...
+std::string describe(const LossOptions& options);
+
 // How the reference point z0 is estimated from the KL terms KL_i of the global microbatch:
 //   pooled  max(0, sum_i KL_i / n) over all ranks' examples (default; exact with unequal counts)
 //   trl     max(0, mean over ranks of each rank's mean) (TRL, HALOs legacy, OpenRLHF)

@@ -8,6 +8,7 @@
 
 #include "kto/config/config.h"
 #include "kto/data/dataset.h"
+#include "kto/io/tokenizer_files.h"
 #include "kto/loss/options.h"
 #include "kto/model/model_config.h"
 
@@ -19,6 +20,10 @@ struct RunPlan {
   loss::LossOptions loss;   // the config's, class weights resolved
 };
 
+// Which data.micro_batch or data.global_batch values would fit `world_size` ranks, for the error
+// when data.global_batch does not divide.
+std::string batch_advice(const data::DataOptions& data, int64_t world_size);
+
 // Throws kto::ConfigError naming the key. `eval` may be null.
 RunPlan check_run(const config::Config& config, const model::ModelConfig& model, const data::Dataset& train,
                   const data::Dataset* eval, int64_t world_size);
@@ -29,6 +34,17 @@ RunPlan check_run(const config::Config& config, const model::ModelConfig& model,
 // keys to change (run.check_memory: false skips the check).
 void check_run_memory(const config::Config& config, const model::ModelConfig& model,
                       const data::Dataset& train, int world_size, int ranks_on_host, bool with_reference);
+
+// The eval files and the model directory's tokenizer files (when it has any) must have the
+// tokenizer the training data was prepared with (its sha256); kto::ConfigError naming both files
+// and hashes, or a warning with data.allow_tokenizer_mismatch. `eval` may be null.
+void check_tokenizers(const config::Config& config, const data::Dataset& train, const data::Dataset* eval);
+
+// The tokenizer files final/ gets (train.export_tokenizer), decided before training so a missing
+// tokenizer is an error at the start, not after the last step. Empty for export_tokenizer none,
+// without export_final, or for data that records no tokenizer (synthetic token ids).
+std::vector<io::TokenizerFile> export_tokenizer_files(const config::Config& config,
+                                                      const data::Dataset& train);
 
 // Every file of `files` exists; else kto::ConfigError naming `key` and the file.
 void check_files_exist(const std::vector<std::string>& files, const char* key);

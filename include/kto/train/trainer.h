@@ -17,13 +17,16 @@
 #include <memory>
 #include <string>
 
+#include "kto/ckpt/checkpoint.h"
 #include "kto/comm/communicator.h"
 #include "kto/config/config.h"
 #include "kto/data/loader.h"
 #include "kto/fsdp/optimizer.h"
 #include "kto/fsdp/sharded_model.h"
+#include "kto/io/tokenizer_files.h"
 #include "kto/loss/halo.h"
 #include "kto/train/metrics.h"
+#include "kto/train/resume_check.h"
 
 namespace kto::train {
 
@@ -72,6 +75,15 @@ class Trainer {
   void fail_run();
   void finish_run();
   void resume();
+  // What the run trains on, recorded in checkpoints and compared on resume (resume_check.h):
+  // model.architecture, model.reference, data.tokenizer, data.train[i], data.eval[i].
+  RunFacts identity() const;
+  // Refuses (kto::Error, every rank alike) a resume that would change the experiment.
+  void check_resume(const ckpt::Manifest& manifest, const std::string& dir);
+  at::ScalarType export_dtype() const;  // train.export_dtype resolved
+  // run.dir/segments.jsonl: one line per started segment of the run (a resume starts one), its
+  // line rewritten at every checkpoint and at the end (rank 0).
+  void write_segment(const char* state) const;
   void save_checkpoint();
   void export_final();
   // run.dir/status.json: {"state": "running" | "stopped" | "failed" | "done", "step": N, "steps": total}
@@ -90,8 +102,14 @@ class Trainer {
   std::unique_ptr<data::DataLoader> loader_;
   loss::LossOptions loss_;  // the config's, class weights resolved
   std::unique_ptr<MetricsLog> log_;
-  std::string policy_config_json_;  // the HF config.json the policy came from, if any
-  std::string reference_identity_;  // what the reference model is, checked on resume
+  std::string policy_config_json_;         // the HF config.json the policy came from, if any
+  std::string reference_identity_;         // what the reference model is, checked on resume
+  std::string reference_content_;          // the same without the path (a moved directory is the same)
+  std::vector<RunChange> resume_changes_;  // the changes this segment's resume accepted
+  std::vector<io::TokenizerFile> export_tokenizer_;  // what final/ gets
+  int64_t segment_ = 0, segment_start_step_ = 0;
+  std::string segment_started_;       // UTC
+  double segment_start_seconds_ = 0;  // steady clock
   int64_t last_saved_step_ = -1;
   bool stopped_ = false, failed_ = false;
   int64_t step_ = 0, total_steps_ = 0, grad_accum_ = 1, nonfinite_in_a_row_ = 0;

@@ -16,6 +16,12 @@ std::string read_text_file(const std::string& path);
 
 bool path_exists(const std::string& path);
 bool is_directory(const std::string& path);
+// The canonical absolute path (realpath), or `path` itself when it cannot be resolved.
+std::string absolute_path(const std::string& path);
+// Size in bytes; throws kto::Error naming the path.
+int64_t file_size(const std::string& path);
+// Copies `from` to `to` atomically (AtomicFile); throws kto::Error naming the file.
+void copy_file(const std::string& from, const std::string& to);
 // mkdir -p; throws kto::Error naming the path.
 void make_directories(const std::string& path);
 std::string join_path(const std::string& dir, const std::string& name);
