@@ -196,7 +196,7 @@ std::string write_report(const std::vector<std::string>& run_dirs, const std::st
           "svg.chart{border:1px solid #ddd;background:#fcfcfc}\n"
           ".title{font-size:13px;font-weight:600}.tick,.legend,.axis{font-size:10px;fill:#555}\n"
           ".frame{fill:none;stroke:#bbb}.grid{stroke:#eee}.tickmark{stroke:#bbb}.raw{stroke-opacity:.25}\n"
-          ".empty{fill:#999;font-size:12px}\n"
+          ".empty{fill:#999;font-size:12px}p.warning{font-size:13px;color:#a33}\n"
           "table{border-collapse:collapse;margin-bottom:12px}th,td{text-align:left;padding:3px 10px;"
           "border-bottom:1px solid #eee;font-size:13px;vertical-align:top}\n"
           ".swatch{display:inline-block;width:10px;height:10px;margin-right:6px;border-radius:2px}\n"

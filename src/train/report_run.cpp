@@ -18,8 +18,10 @@ using json = nlohmann::json;
 using detail::str_cat;
 
 // Calls each(record, line number) for every line of a JSON-lines file. A last line without its
-// newline that does not parse is a record still being written: not yet part of the run.
-void read_jsonl(const std::string& path, const std::function<void(const json&, int64_t)>& each) {
+// newline that does not parse is a record still being written: not yet part of the run. A bad
+// line is an Error naming the file and line, or, given `notes`, a note there and left out.
+void read_jsonl(const std::string& path, const std::function<void(const json&, int64_t)>& each,
+                std::vector<std::string>* notes = nullptr) {
   std::ifstream in(path);
   if (!in) throw Error(path + ": cannot open");
   std::string line;
@@ -27,15 +29,20 @@ void read_jsonl(const std::string& path, const std::function<void(const json&, i
   while (std::getline(in, line)) {
     ++line_no;
     if (line.empty()) continue;
-    json j;
     try {
-      j = json::parse(line);
-    } catch (const json::exception& e) {
-      if (in.eof()) break;
-      throw Error(str_cat(path, ":", line_no, ": not valid JSON: ", e.what()));
+      json j;
+      try {
+        j = json::parse(line);
+      } catch (const json::exception& e) {
+        if (in.eof()) break;
+        throw Error(str_cat(path, ":", line_no, ": not valid JSON: ", e.what()));
+      }
+      if (!j.is_object()) throw Error(str_cat(path, ":", line_no, ": not a JSON object"));
+      each(j, line_no);
+    } catch (const Error& e) {
+      if (notes == nullptr) throw;
+      notes->push_back(str_cat(e.what(), "; the line is left out"));
     }
-    if (!j.is_object()) throw Error(str_cat(path, ":", line_no, ": not a JSON object"));
-    each(j, line_no);
   }
 }
 
@@ -77,45 +84,51 @@ void read_metrics(const std::string& path, RunData* run) {
   run->eval = to_records(eval);
 }
 
+// segments.jsonl is history, not the run (kto-train drops damaged lines too): a bad line is a
+// note on the page, not an error that would stop kto-train's final report.
 void read_segments(const std::string& path, RunData* run) {
-  read_jsonl(path, [&](const json& j, int64_t line_no) {
-    auto bad = [&](const char* field, const char* what) {
-      return Error(str_cat(path, ":", line_no, ": field '", field, "' ", what));
-    };
-    auto integer = [&](const char* field, bool required) -> int64_t {
-      if (!j.contains(field)) {
-        if (required) throw bad(field, "is missing");
-        return 0;
-      }
-      if (!j[field].is_number_integer()) throw bad(field, "is not an integer");
-      return j[field].get<int64_t>();
-    };
-    auto text = [&](const char* field) -> std::string {
-      if (!j.contains(field) || j[field].is_null()) return "";
-      if (!j[field].is_string()) throw bad(field, "is not a string");
-      return j[field].get<std::string>();
-    };
-    Segment s;
-    s.index = j.contains("segment") ? integer("segment", true) : static_cast<int64_t>(run->segments.size());
-    s.start_step = integer("start_step", true);
-    s.end_step = integer("end_step", true);
-    s.world_size = integer("world_size", false);
-    if (j.contains("wall_s")) {
-      if (!j["wall_s"].is_number()) throw bad("wall_s", "is not a number");
-      s.wall_s = j["wall_s"].get<double>();
-    }
-    s.started = text("started");
-    s.state = text("state");
-    s.config = text("config");
-    if (j.contains("changes")) {
-      if (!j["changes"].is_array()) throw bad("changes", "is not a list of strings");
-      for (const json& c : j["changes"]) {
-        if (!c.is_string()) throw bad("changes", "is not a list of strings");
-        s.changes.push_back(c.get<std::string>());
-      }
-    }
-    run->segments.push_back(std::move(s));
-  });
+  read_jsonl(
+      path,
+      [&](const json& j, int64_t line_no) {
+        auto bad = [&](const char* field, const char* what) {
+          return Error(str_cat(path, ":", line_no, ": field '", field, "' ", what));
+        };
+        auto integer = [&](const char* field, bool required) -> int64_t {
+          if (!j.contains(field)) {
+            if (required) throw bad(field, "is missing");
+            return 0;
+          }
+          if (!j[field].is_number_integer()) throw bad(field, "is not an integer");
+          return j[field].get<int64_t>();
+        };
+        auto text = [&](const char* field) -> std::string {
+          if (!j.contains(field) || j[field].is_null()) return "";
+          if (!j[field].is_string()) throw bad(field, "is not a string");
+          return j[field].get<std::string>();
+        };
+        Segment s;
+        s.index =
+            j.contains("segment") ? integer("segment", true) : static_cast<int64_t>(run->segments.size());
+        s.start_step = integer("start_step", true);
+        s.end_step = integer("end_step", true);
+        s.world_size = integer("world_size", false);
+        if (j.contains("wall_s")) {
+          if (!j["wall_s"].is_number()) throw bad("wall_s", "is not a number");
+          s.wall_s = j["wall_s"].get<double>();
+        }
+        s.started = text("started");
+        s.state = text("state");
+        s.config = text("config");
+        if (j.contains("changes")) {
+          if (!j["changes"].is_array()) throw bad("changes", "is not a list of strings");
+          for (const json& c : j["changes"]) {
+            if (!c.is_string()) throw bad("changes", "is not a list of strings");
+            s.changes.push_back(c.get<std::string>());
+          }
+        }
+        run->segments.push_back(std::move(s));
+      },
+      &run->notes);
 }
 
 }  // namespace

@@ -35,12 +35,14 @@ struct RunData {
   std::vector<Segment> segments;                           // segments.jsonl, in order
   std::string state;                                       // status.json's, or ""
   std::string config;                                      // config.yaml, or ""
+  std::vector<std::string> notes;  // problems met that left something out ("FILE:LINE: ...")
   double last_step() const;
   // The sum of the segments' wall times (< 0 without segments.jsonl).
   double wall_seconds() const;
 };
 
-// Reads run_dir; name is left empty. Throws kto::Error naming the file (and line) on bad input.
+// Reads run_dir; name is left empty. Throws kto::Error naming the file (and line) on bad input,
+// except in segments.jsonl, whose bad lines are left out with a note.
 RunData read_run(const std::string& run_dir);
 
 // What to call each run: the directory's basename; parent/basename for runs whose basenames

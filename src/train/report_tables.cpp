@@ -88,8 +88,9 @@ std::string final_eval_table(const std::vector<RunData>& runs) {
 }
 
 std::string segments_table(const RunData& run) {
-  if (run.segments.empty()) return "";
   std::ostringstream t;
+  for (const std::string& note : run.notes) t << "<p class=\"warning\">" << html_escape(note) << "</p>\n";
+  if (run.segments.empty()) return t.str();
   t << "<table class=\"segments\"><tr><th>segment</th><th>steps</th><th>world size</th><th>state</th>"
        "<th>started</th><th>wall time</th><th>config</th><th>changes</th></tr>\n";
   for (const Segment& s : run.segments) {

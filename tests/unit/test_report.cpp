@@ -245,12 +245,21 @@ TEST_CASE("write_report: eval beside train, breaks where a class is absent, segm
     const std::string older = kto::read_text_file(run + "/report.html");
     CHECK_THAT(older, !Contains("segment(s)") && Contains("<th>train time</th>"));
   }
-  SECTION("a damaged segments.jsonl is named with its line") {
+  SECTION("a damaged line of segments.jsonl is left out, with a note naming it") {
     kto::write_text_file(run + "/segments.jsonl",
                          "{\"segment\": 0, \"start_step\": 0, \"end_step\": 4}\n"
-                         "{\"segment\": 1, \"start_step\": 4, \"end_step\": \"six\"}\n");
+                         "{\"segment\": 1, \"start_step\": 4, \"end_step\": \"six\"}\n"
+                         "{\"segment\": 2, \"start_step\": 4, \"end_step\": 6, \"wall_s\": 3}\n");
+    kto::train::write_report(run, raw);
+    const std::string page = kto::read_text_file(run + "/report.html");
+    CHECK_THAT(page,
+               Contains(run + "/segments.jsonl:2: field 'end_step' is not an integer; the line is left out"));
+    CHECK_THAT(page, Contains("<td>0 \u2192 4</td>") && Contains("<td>4 \u2192 6</td>"));
+  }
+  SECTION("a damaged metrics.jsonl is an error naming its line") {
+    kto::write_text_file(run + "/metrics.jsonl", "{\"step\": 1}\n[1, 2]\n{\"step\": 2}\n");
     CHECK_THROWS_WITH(kto::train::write_report(run, raw),
-                      Contains(run + "/segments.jsonl:2: field 'end_step' is not an integer"));
+                      Contains(run + "/metrics.jsonl:2: not a JSON object"));
   }
   SECTION("smoothing must be a weight in [0, 1)") {
     kto::train::ReportOptions bad;
