@@ -1,14 +1,12 @@
 // Operating kto-train as a user does: stop signals (every rank stops at one step, checkpoints,
 // exits 75 and resumes exactly; the handlers themselves are in tests/unit/test_util.cpp),
-// launch/mpirun.sh, the start-up banner, the progress line on a terminal and off it, and the
-// HTML report as a real browser (headless Chromium) draws it.
+// launch/mpirun.sh, the start-up banner, and the progress line on a terminal and off it. The
+// HTML report as a real browser draws it: test_report.cpp.
 // ATen (through runs.h) brings LibTorch's glog, whose CHECK would replace Catch's if it came
 // after catch.hpp: included first, Catch's CHECK wins.
 #include <ATen/core/Tensor.h>
 
 #include <catch2/catch.hpp>
-#include <cstdio>
-#include <map>
 #include <regex>
 
 #include "kto/util/files.h"
@@ -22,14 +20,6 @@ namespace {
 std::string source_dir() { return KTO_SOURCE_DIR; }
 std::string train_bin() { return kto::test::bin_dir() + "/kto-train"; }
 std::string mpirun_sh() { return source_dir() + "/launch/mpirun.sh"; }
-
-// `kto-train --config C --set run.dir=R --set A --set B ...`
-std::string train_args(const kto::test::SyntheticTask& task, const std::string& run_dir,
-                       const std::vector<std::string>& sets) {
-  std::string cmd = " --config " + task.config + " --set run.dir=" + run_dir;
-  for (const std::string& s : sets) cmd += " --set " + s;
-  return cmd;
-}
 
 // The step of "stopping at step N on request" in a log, or -1.
 int stopped_at(const std::string& log) {
@@ -168,74 +158,6 @@ TEST_CASE("progress: one updating line on a terminal, plain lines otherwise", "[
     REQUIRE(b != std::string::npos);
     CHECK(log.substr(a, b - a).find('\n') == std::string::npos);
   }
-}
-
-TEST_CASE("kto-report: a self-contained page whose charts headless Chromium draws, none empty",
-          "[e2e][operate][report]") {
-  kto::test::SyntheticTask task({}, /*with_eval=*/true);
-  const std::string run = task.run();
-  std::string log;
-  REQUIRE(kto::test::run_command(
-              train_bin() + train_args(task, run, {"train.steps=20", "train.eval_every=5"}), &log) == 0);
-  CHECK_THAT(log, Contains("report: " + run + "/report.html"));
-  REQUIRE(std::remove((run + "/report.html").c_str()) == 0);
-  REQUIRE(kto::test::run_command(kto::test::bin_dir() + "/kto-report " + run, &log) == 0);  // RUN_DIR form
-  const std::string html = kto::read_text_file(run + "/report.html");
-  // Self-contained: nothing fetched from anywhere.
-  CHECK(html.find("src=\"http") == std::string::npos);
-  CHECK(html.find("href=\"http") == std::string::npos);
-  CHECK_THAT(html, Contains("Resolved config") && Contains("world") && Contains("lambda_D"));
-
-  std::string browser;
-  for (const char* b : {"chromium", "chromium-browser", "google-chrome"}) {
-    if (kto::test::have_program(b)) {
-      browser = b;
-      break;
-    }
-  }
-  if (browser.empty())
-    kto::test::skip_test("no Chromium to render the report (scripts/install-deps.sh installs it)");
-  const std::string profile = task.dir.file("chromium-profile");
-  std::string dom;
-  // (--disable-dev-shm-usage: containers often have a tiny /dev/shm. Chromium's stderr is kept
-  // apart from the DOM on stdout, and shown if it fails.)
-  const int status = kto::test::run_command(
-      "timeout 120 " + browser +
-          " --headless --no-sandbox --disable-gpu --disable-dev-shm-usage --disable-background-networking"
-          " --disable-component-update --disable-sync --no-first-run --user-data-dir=" +
-          profile + " --dump-dom file://" + run + "/report.html 2>" + profile + ".stderr",
-      &dom);
-  const std::string browser_log =
-      kto::path_exists(profile + ".stderr") ? kto::read_text_file(profile + ".stderr") : "";
-  INFO(browser_log);
-  REQUIRE(status == 0);
-  // The page's script records the size of what the browser drew in each chart as data-drawn.
-  std::map<std::string, std::pair<double, double>> drawn;
-  const std::regex svg("<svg[^>]*id=\"chart-([a-z_]+)\"[^>]*data-drawn=\"([0-9.]+)x([0-9.]+)\"");
-  for (auto it = std::sregex_iterator(dom.begin(), dom.end(), svg); it != std::sregex_iterator(); ++it) {
-    drawn[(*it)[1]] = {std::stod((*it)[2]), std::stod((*it)[3])};
-  }
-  INFO(dom.substr(0, 4000));
-  for (const char* chart : {"loss", "kl", "rewards", "margin", "grad_norm", "lr", "throughput", "accuracy"}) {
-    INFO(chart);
-    REQUIRE(drawn.count(chart) == 1);
-    CHECK(drawn[chart].first > 50);  // a curve across the plot
-  }
-}
-
-TEST_CASE("kto-report during a run: a record still being written is left out; a damaged one is named",
-          "[e2e][operate][report]") {
-  kto::test::SyntheticTask task;
-  const std::string run = task.run();
-  std::string log;
-  REQUIRE(kto::test::run_command(train_bin() + train_args(task, run, {"train.steps=4"}), &log) == 0);
-  const std::string metrics = kto::read_text_file(run + "/metrics.jsonl");
-  kto::write_text_file(run + "/metrics.jsonl", metrics + "{\"step\": 5, \"lo");  // mid-write
-  CHECK(kto::test::run_command(kto::test::bin_dir() + "/kto-report " + run, &log) == 0);
-  INFO(log);
-  kto::write_text_file(run + "/metrics.jsonl", "{\"step\": 1, \"lo\n" + metrics);
-  CHECK(kto::test::run_command(kto::test::bin_dir() + "/kto-report " + run, &log) == 1);
-  CHECK_THAT(log, Contains("metrics.jsonl:1: not valid JSON"));
 }
 
 TEST_CASE("launch/mpirun.sh: one rank per GPU, binding, environment and its options", "[e2e][launch]") {

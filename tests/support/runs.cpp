@@ -41,6 +41,13 @@ SyntheticTask::SyntheticTask(const SyntheticSpec& spec, bool with_eval, const st
                   extra_yaml);
 }
 
+std::string train_args(const SyntheticTask& task, const std::string& run_dir,
+                       const std::vector<std::string>& sets) {
+  std::string args = " --config " + task.config + " --set run.dir=" + run_dir;
+  for (const std::string& s : sets) args += " --set " + s;
+  return args;
+}
+
 int run_and_signal(const std::string& command, const std::string& run_dir, int after_records,
                    const std::string& signal, std::string* log) {
   TempDir scratch;

@@ -24,6 +24,10 @@ struct SyntheticTask {
   std::string run() const { return dir.file("run"); }
 };
 
+// " --config CONFIG --set run.dir=RUN_DIR --set A --set B ...": kto-train's arguments for task.
+std::string train_args(const SyntheticTask& task, const std::string& run_dir,
+                       const std::vector<std::string>& sets);
+
 // Starts `command` (one simple command: kto-train or a launcher) in the background, waits until
 // run_dir/metrics.jsonl holds at least `after_records` lines, then runs the shell snippet
 // `signal` (in which $PID is the command's pid) and waits for the command to end. Returns the
