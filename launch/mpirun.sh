@@ -12,13 +12,15 @@
 # Options:
 #   -n, --ranks N       number of ranks. Default: in a Slurm allocation SLURM_NTASKS; else the
 #                       GPUs on the listed hosts (one rank per GPU, GPU = local rank); else 1.
-#   --per-node N        ranks per node. Default: GPUs per node (nvidia-smi -L on this host),
-#                       in Slurm the allocation's tasks per node, else all ranks on one node.
+#   --per-node N        ranks per node. Default: in Slurm the allocation's tasks per node; with
+#                       --hostfile or --host the hosts' slots (the smallest); else GPUs per node
+#                       (nvidia-smi -L on this host), else all ranks on one node.
 #   --threads N         CPU threads per rank (OMP_NUM_THREADS and kto's LibTorch pool).
 #                       Default: this node's cores / ranks per node, at least 1.
 #   --bind core|none    pin each rank to its own N cores (core, the default when they fit) or
 #                       let the OS schedule (none; the default when ranks x threads exceed the
-#                       cores, which also allows oversubscription).
+#                       cores, which on this host alone also allows oversubscription; hosts
+#                       from --hostfile/--host take only their slots).
 #   --hostfile FILE     Open MPI hostfile (one "host slots=N" per line); ignored in Slurm.
 #   -H, --host LIST     host list, host1:slots,host2:slots (mpirun --host); ignored in Slurm.
 #   -x, --env NAME      also pass environment variable NAME to the ranks (repeatable). Always
@@ -43,6 +45,7 @@ usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
 die() { echo "launch/mpirun.sh: $*" >&2; exit 2; }
 
 ranks="" per_node="" threads="" bind="" hostfile="" hosts="" dry_run=0
+slots=()
 extra_env=() mpirun_args=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -104,16 +107,22 @@ if [[ $in_slurm -eq 1 ]]; then
   fi
   hostfile="" hosts=""
 else
+  # The slots of each host the hostfile ("host slots=N") or the host list ("host:N") names (1
+  # where none is given, as Open MPI counts): they say how many ranks each node takes.
+  slots=()
+  if [[ -n "$hostfile" ]]; then
+    mapfile -t slots < <(awk '!/^[[:space:]]*(#|$)/ { s = 1; for (i = 2; i <= NF; i++) if ($i ~ /^(slots|max_slots)=/) { split($i, a, "="); s = a[2]; break } print s }' "$hostfile")
+  elif [[ -n "$hosts" ]]; then
+    mapfile -t slots < <(tr ',' '\n' <<<"$hosts" | awk -F: 'NF { print (NF > 1 ? $2 : 1) }')
+  fi
   if [[ -z "$per_node" ]]; then
-    if [[ $local_gpus -gt 0 ]]; then per_node=$local_gpus; else per_node=${ranks:-1}; fi
+    if [[ ${#slots[@]} -gt 0 ]]; then
+      per_node=$(printf '%s\n' "${slots[@]}" | sort -n | head -1)  # the smallest node's slots
+    elif [[ $local_gpus -gt 0 ]]; then per_node=$local_gpus; else per_node=${ranks:-1}; fi
   fi
   if [[ -z "$ranks" ]]; then
     node_count=1
-    if [[ -n "$hostfile" ]]; then
-      node_count=$(grep -cvE '^\s*(#|$)' "$hostfile")
-    elif [[ -n "$hosts" ]]; then
-      node_count=$(tr ',' '\n' <<<"$hosts" | grep -c .)
-    fi
+    [[ ${#slots[@]} -gt 0 ]] && node_count=${#slots[@]}
     ranks=$((per_node * node_count))
   fi
 fi
@@ -135,6 +144,9 @@ export NCCL_DEBUG=${NCCL_DEBUG:-WARN}
 cmd=(mpirun -np "$ranks" --stdin none)
 if [[ "$bind" == core ]]; then
   cmd+=(--map-by "ppr:$per_node:node:PE=$threads" --bind-to core)
+elif [[ ${#slots[@]} -gt 0 ]]; then
+  # Other hosts' slots are honoured as the hostfile gives them (their cores are theirs to count).
+  cmd+=(--map-by "ppr:$per_node:node" --bind-to none)
 else
   cmd+=(--map-by "ppr:$per_node:node" --bind-to none --oversubscribe)
 fi

@@ -163,8 +163,18 @@ Encoding load_encoding(const PrepareOptions& o) {
                                        special_empty.front() == tok.bos_id());
   if (enc.add_bos && tok.bos_id() < 0)
     throw Error(o.tokenizer + ": --add-bos yes, but the tokenizer has no BOS token");
+  // ChatML spells turns with <|im_start|> / <|im_end|>: special tokens in the tokenizers made for
+  // it, plain text (many tokens, unlike anything the model saw) in the others.
+  const bool chatml = o.template_file.empty() && o.chat_template == "chatml";
+  const int32_t im_end = chatml ? tok.token_to_id("<|im_end|>") : -1;
+  if (chatml && tok.token_to_id("<|im_start|>") < 0) {
+    log::warn("prepare", o.tokenizer,
+              " has no <|im_start|> token: --template chatml spells it as text, several tokens per turn; use the "
+              "template the model was trained with (--template hh, llama3, plain or --template-file)");
+  }
   if (o.append_eos) {
-    enc.eos = o.eos_token.empty() ? tok.eos_id() : tok.token_to_id(o.eos_token);
+    // A chatml completion ends its turn with <|im_end|> where the tokenizer has it.
+    enc.eos = !o.eos_token.empty() ? tok.token_to_id(o.eos_token) : im_end >= 0 ? im_end : tok.eos_id();
     if (enc.eos < 0) {
       throw Error(o.eos_token.empty()
                       ? o.tokenizer + ": the tokenizer has no EOS token; give --eos-token or --no-eos"
@@ -249,6 +259,11 @@ Split split_examples(const std::vector<Tokenized>& examples, const PrepareOption
     s.completion_truncated += e.completion_truncated;
   }
   if (split.train.empty()) throw Error("the eval split took every example; lower --eval-fraction");
+  if (o.eval_fraction > 0 && split.eval.empty()) {
+    log::warn("prepare", "--eval-fraction ", o.eval_fraction, " drew no eval example from ", order.size(),
+              " (each is drawn with that probability): no eval split is written; give more data or a larger "
+              "fraction");
+  }
   const int64_t units = static_cast<int64_t>(split.train.size()) / (o.keep_pairs ? 2 : 1);
   if (o.shards > units) {
     throw Error(str_cat("--shards ", o.shards, " is more than the ", units,

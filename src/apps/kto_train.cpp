@@ -8,6 +8,7 @@
 
 #include "kto/comm/process_group.h"
 #include "kto/config/config.h"
+#include "kto/train/dry_run.h"
 #include "kto/train/trainer.h"
 #include "kto/util/cli.h"
 #include "kto/util/log.h"
@@ -19,7 +20,8 @@ int main(int argc, char** argv) {
       "kto-train", argc, argv, [&](const kto::comm::ProcessGroup& world) -> int {
         std::string config_path;
         std::vector<std::string> overrides;
-        bool print_config = false;
+        bool print_config = false, dry = false;
+        int64_t world_size = 0, ranks_per_host = 8;
         std::string resume;
         std::vector<std::string> allow_change;
         kto::cli::Args args(
@@ -38,6 +40,12 @@ int main(int argc, char** argv) {
                   "let a resumed run change this config key or section (repeatable; adds to "
                   "ckpt.allow_change); without it a resume refuses changes that make another experiment")
             .flag("--print-config", &print_config, "print the resolved config and exit")
+            .flag("--dry-run", &dry,
+                  "size the job: print the batch decomposition, steps and memory per rank for "
+                  "--world-size ranks, then exit (reads config.json and the data headers only)")
+            .option("--world-size", &world_size, "N", "ranks of the --dry-run (default: this launch's)")
+            .option("--ranks-per-host", &ranks_per_host, "N",
+                    "ranks sharing one host's memory in the --dry-run estimate (default 8)")
             .epilog(
                 "Launch: launch/mpirun.sh or launch/slurm/*.sbatch (docs/launching.md), mpirun -np N\n"
                 "kto-train --config FILE (one rank per GPU), or alone for one process.\n"
@@ -50,6 +58,11 @@ int main(int argc, char** argv) {
         if (!resume.empty()) overrides.push_back("ckpt.resume=" + resume);
         kto::config::Config config = kto::config::load_config(config_path, overrides);
         for (const std::string& key : allow_change) config.ckpt.allow_change.push_back(key);
+        if (dry) {
+          if (!world.is_root()) return 0;
+          kto::train::dry_run(config, world_size > 0 ? world_size : world.size(), ranks_per_host);
+          return 0;
+        }
         if (print_config) {
           if (world.is_root()) std::cout << kto::config::dump_config(config, true);
           return 0;

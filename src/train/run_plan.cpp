@@ -74,20 +74,22 @@ std::string batch_advice(const data::DataOptions& d, int64_t world_size) {
   return text;
 }
 
+int64_t grad_accum_for(const data::DataOptions& d, int64_t world_size) {
+  if (d.global_batch == 0) return d.grad_accum;
+  if (d.global_batch % (d.micro_batch * world_size) != 0) {
+    throw key_error("", "data.global_batch",
+                    str_cat(d.global_batch, " is not divisible by micro_batch (", d.micro_batch, ") x world size (",
+                            world_size, "); ", batch_advice(d, world_size)));
+  }
+  return d.global_batch / (d.micro_batch * world_size);
+}
+
 RunPlan check_run(const config::Config& config, const model::ModelConfig& model, const data::Dataset& train,
                   const data::Dataset* eval, int64_t world_size) {
   const data::DataOptions& d = config.data;
   RunPlan plan;
   plan.loss = config.loss;
-  plan.grad_accum = d.grad_accum;
-  if (d.global_batch > 0) {
-    if (d.global_batch % (d.micro_batch * world_size) != 0) {
-      throw key_error("", "data.global_batch",
-                      str_cat(d.global_batch, " is not divisible by micro_batch (", d.micro_batch,
-                              ") x world size (", world_size, "); ", batch_advice(d, world_size)));
-    }
-    plan.grad_accum = d.global_batch / (d.micro_batch * world_size);
-  }
+  plan.grad_accum = grad_accum_for(d, world_size);
   const LossName name = config.loss.name;
   if (loss::uses_kl(name) && d.micro_batch < 2) {
     throw key_error(

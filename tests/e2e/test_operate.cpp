@@ -194,6 +194,19 @@ TEST_CASE("launch/mpirun.sh: one rank per GPU, binding, environment and its opti
             0);
     CHECK_THAT(out, Contains("--bind-to none --oversubscribe"));
   }
+  SECTION("a hostfile's slots say the ranks per node (no GPU here, none oversubscribed)") {
+    kto::write_text_file(dir.file("hosts"), "# two 8-GPU nodes\nnode1 slots=8\n\nnode2 slots=8 max_slots=8\n");
+    REQUIRE(kto::test::run_command("env -u SLURM_JOB_ID PATH=/usr/bin:/bin " + mpirun_sh() + " --dry-run --hostfile " +
+                                       dir.file("hosts") + " -- --config c",
+                                   &out) == 0);
+    INFO(out);
+    CHECK_THAT(out, Contains("16 rank(s), 8 per node") && Contains("-np 16 ") && Contains("ppr:8:node"));
+    CHECK_THAT(out, !Contains("--oversubscribe"));
+    REQUIRE(kto::test::run_command("env -u SLURM_JOB_ID PATH=/usr/bin:/bin " + mpirun_sh() +
+                                       " --dry-run --host a:4,b:4,c:4 -- --config c",
+                                   &out) == 0);
+    CHECK_THAT(out, Contains("12 rank(s), 4 per node") && !Contains("--oversubscribe"));
+  }
   SECTION("bad options fail naming them") {
     CHECK(kto::test::run_command(mpirun_sh() + " --dry-run --bind socket -- x", &out) == 2);
     CHECK_THAT(out, Contains("--bind socket"));

@@ -263,7 +263,7 @@ TEST_CASE("kto-report RUN_A RUN_B: two runs overlaid, one colour each, their fin
   }
 }
 
-TEST_CASE("kto-report during a run: a record still being written is left out; a damaged one is named",
+TEST_CASE("kto-report during a run: a record still being written is left out, a damaged one is named",
           "[e2e][operate][report]") {
   kto::test::SyntheticTask task;
   const std::string run = task.run();

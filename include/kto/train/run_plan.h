@@ -24,6 +24,10 @@ struct RunPlan {
 // when data.global_batch does not divide.
 std::string batch_advice(const data::DataOptions& data, int64_t world_size);
 
+// Microbatches per rank per step: data.grad_accum, or derived from data.global_batch (which must
+// divide by micro_batch x world size: else kto::ConfigError with batch_advice).
+int64_t grad_accum_for(const data::DataOptions& data, int64_t world_size);
+
 // Throws kto::ConfigError naming the key. `eval` may be null.
 RunPlan check_run(const config::Config& config, const model::ModelConfig& model, const data::Dataset& train,
                   const data::Dataset* eval, int64_t world_size);
