@@ -168,9 +168,10 @@ Encoding load_encoding(const PrepareOptions& o) {
   const bool chatml = o.template_file.empty() && o.chat_template == "chatml";
   const int32_t im_end = chatml ? tok.token_to_id("<|im_end|>") : -1;
   if (chatml && tok.token_to_id("<|im_start|>") < 0) {
-    log::warn("prepare", o.tokenizer,
-              " has no <|im_start|> token: --template chatml spells it as text, several tokens per turn; use the "
-              "template the model was trained with (--template hh, llama3, plain or --template-file)");
+    log::warn(
+        "prepare", o.tokenizer,
+        " has no <|im_start|> token: --template chatml spells it as text, several tokens per turn; use the "
+        "template the model was trained with (--template hh, llama3, plain or --template-file)");
   }
   if (o.append_eos) {
     // A chatml completion ends its turn with <|im_end|> where the tokenizer has it.

@@ -29,7 +29,8 @@ void line(const std::string& key, const std::string& value) {
 void dry_run(const config::Config& c, int64_t world_size, int64_t ranks_per_host) {
   if (world_size < 1) throw key_error("--world-size", "world size", "must be >= 1");
   ranks_per_host = std::max<int64_t>(1, std::min(ranks_per_host, world_size));
-  const model::ModelConfig mc = c.model.path.empty() ? c.model.architecture : model::read_hf_config(c.model.path);
+  const model::ModelConfig mc =
+      c.model.path.empty() ? c.model.architecture : model::read_hf_config(c.model.path);
   const int64_t grad_accum = grad_accum_for(c.data, world_size);
   const int64_t global = c.data.micro_batch * grad_accum * world_size;
 
@@ -62,25 +63,30 @@ void dry_run(const config::Config& c, int64_t world_size, int64_t ranks_per_host
   int64_t steps = c.train.steps;
   if (found && !c.data.train.empty()) {
     const int64_t items = paired ? examples / 2 : examples;
-    line("data", str_cat(examples, " examples (", desirable, " desirable, ", examples - desirable, " undesirable)",
-                         paired ? ", paired" : "", ", up to ", max_length, " tokens, tokenizer ", tokenizer));
+    line("data",
+         str_cat(examples, " examples (", desirable, " desirable, ", examples - desirable, " undesirable)",
+                 paired ? ", paired" : "", ", up to ", max_length, " tokens, tokenizer ", tokenizer));
     if (steps == 0)
-      steps = std::max<int64_t>(
-          1, static_cast<int64_t>(std::ceil(c.train.epochs * static_cast<double>(items) / static_cast<double>(global))));
+      steps =
+          std::max<int64_t>(1, static_cast<int64_t>(std::ceil(c.train.epochs * static_cast<double>(items) /
+                                                              static_cast<double>(global))));
   } else {
-    line("data", "not found here (" + str_cat(c.data.train.size()) + " file(s) in data.train): counts unknown");
+    line("data",
+         "not found here (" + str_cat(c.data.train.size()) + " file(s) in data.train): counts unknown");
   }
-  line("steps", steps > 0 ? str_cat(steps) : str_cat(c.train.epochs, " epoch(s) of a dataset not found here"));
+  line("steps",
+       steps > 0 ? str_cat(steps) : str_cat(c.train.epochs, " epoch(s) of a dataset not found here"));
   line("loss", str_cat(loss::name(c.loss.name), ": ", loss::describe(c.loss)));
 
   const int bytes = config::dtype_bytes(c.model.dtype);
   const bool with_reference = loss::uses_reference(c.loss.name);
-  const double state = fsdp::training_bytes_per_rank(mc, model::ModelLayout::build(mc), static_cast<int>(world_size),
-                                                     bytes, c.optim.state_tensors(), with_reference,
-                                                     c.model.reshard_after_forward);
+  const double state =
+      fsdp::training_bytes_per_rank(mc, model::ModelLayout::build(mc), static_cast<int>(world_size), bytes,
+                                    c.optim.state_tensors(), with_reference, c.model.reshard_after_forward);
   const int64_t seq = max_length > 0 ? max_length : mc.max_position_embeddings;
-  const double activations = model::activation_bytes(mc, c.data.micro_batch * (paired_loss ? 2 : 1), seq, bytes,
-                                                     /*with_grad=*/true, c.model.reshard_after_forward);
+  const double activations =
+      model::activation_bytes(mc, c.data.micro_batch * (paired_loss ? 2 : 1), seq, bytes,
+                              /*with_grad=*/true, c.model.reshard_after_forward);
   line("memory", str_cat("~", human_bytes(state + activations), " per rank: ", human_bytes(state),
                          " weights, gradients, optimizer state", with_reference ? ", reference" : "",
                          " and gathered units + ", human_bytes(activations), " activations (micro_batch ",
@@ -88,7 +94,8 @@ void dry_run(const config::Config& c, int64_t world_size, int64_t ranks_per_host
   const double host = (state + activations) * static_cast<double>(ranks_per_host);
   const double physical = static_cast<double>(physical_memory_bytes());
   line("host", str_cat("~", human_bytes(host), " for ", ranks_per_host, " rank(s) on CPU; this host has ",
-                       human_bytes(physical), host > physical ? " (more than it has: a CPU run would be refused)" : "",
+                       human_bytes(physical),
+                       host > physical ? " (more than it has: a CPU run would be refused)" : "",
                        "; on GPUs compare the per-rank figure with one GPU's memory"));
 }
 

@@ -78,8 +78,8 @@ int64_t grad_accum_for(const data::DataOptions& d, int64_t world_size) {
   if (d.global_batch == 0) return d.grad_accum;
   if (d.global_batch % (d.micro_batch * world_size) != 0) {
     throw key_error("", "data.global_batch",
-                    str_cat(d.global_batch, " is not divisible by micro_batch (", d.micro_batch, ") x world size (",
-                            world_size, "); ", batch_advice(d, world_size)));
+                    str_cat(d.global_batch, " is not divisible by micro_batch (", d.micro_batch,
+                            ") x world size (", world_size, "); ", batch_advice(d, world_size)));
   }
   return d.global_batch / (d.micro_batch * world_size);
 }

@@ -1,5 +1,6 @@
 #include "kto/util/log.h"
 
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -79,6 +80,16 @@ Level parse_level(const std::string& text) {
   throw Error("unknown log level '" + text + "' (use debug|info|warn|error)");
 }
 
+size_t terminal_columns() {
+  if (const char* c = std::getenv("COLUMNS")) {
+    const long n = std::strtol(c, nullptr, 10);
+    if (n > 0) return static_cast<size_t>(n);
+  }
+  winsize w{};
+  if (::ioctl(STDOUT_FILENO, TIOCGWINSZ, &w) == 0 && w.ws_col > 0) return w.ws_col;
+  return 0;
+}
+
 void status(const char* tag, const std::string& text) {
   if (process_identity().rank != 0 || !enabled(Level::info)) return;
   if (g_out != nullptr || !live_progress()) {
@@ -87,6 +98,12 @@ void status(const char* tag, const std::string& text) {
   }
   std::lock_guard<std::mutex> lock(output_mutex());
   g_status = detail::str_cat("[", tag, "] ", text);
+  // A line longer than the terminal wraps, and "\r" then rewrites only its last row: cut it to
+  // the width (COLUMNS, else the terminal's), keeping its start: step, loss, rewards.
+  if (const size_t width = terminal_columns(); width > 1 && g_status.size() >= width) {
+    g_status.resize(width - 2);
+    g_status += "…";
+  }
   std::fputs("\r\033[2K", stdout);
   std::fputs(g_status.c_str(), stdout);
   std::fflush(stdout);

@@ -123,25 +123,29 @@ TEST_CASE("kto-data prepare and inspect, as a user runs them", "[e2e][prepare]")
   CHECK_FALSE(kto::path_exists(tmp.file("bad_out")));
 }
 
-TEST_CASE("kto-data prepare --template chatml: warns without <|im_start|>, ends turns with <|im_end|> where it is a token",
-          "[e2e][prepare]") {
+TEST_CASE(
+    "kto-data prepare --template chatml: warns without <|im_start|>, ends turns with <|im_end|> where it is "
+    "a token",
+    "[e2e][prepare]") {
   kto::test::TempDir tmp;
   const std::string neox = kto::test::fixtures_dir() + "/tokenizers/gpt-neox-20b/tokenizer.json";
   std::string rows;
   for (int i = 0; i < 6; ++i) {
     rows += "{\"messages\": [{\"role\": \"user\", \"content\": \"What is " + std::to_string(i) +
-            " plus one?\"}, {\"role\": \"assistant\", \"content\": \"" + std::to_string(i + 1) + "\"}], \"label\": " +
-            (i % 2 ? "true" : "false") + "}\n";
+            " plus one?\"}, {\"role\": \"assistant\", \"content\": \"" + std::to_string(i + 1) +
+            "\"}], \"label\": " + (i % 2 ? "true" : "false") + "}\n";
   }
   kto::write_text_file(tmp.file("rows.jsonl"), rows);
   std::string out;
-  const std::string prepare = data_bin() + " prepare --input " + tmp.file("rows.jsonl") + " --template chatml --out ";
+  const std::string prepare =
+      data_bin() + " prepare --input " + tmp.file("rows.jsonl") + " --template chatml --out ";
   REQUIRE(kto::test::run_command(prepare + tmp.file("plain") + " --tokenizer " + neox, &out) == 0);
   CHECK_THAT(out, Contains("has no <|im_start|> token") && Contains("spells it as text"));
 
   // The same tokenizer with ChatML's two special tokens added, as ChatML models' tokenizers have.
   json tok = json::parse(kto::read_text_file(neox));
-  for (const auto& [id, content] : {std::pair<int, const char*>{50277, "<|im_start|>"}, {50278, "<|im_end|>"}}) {
+  for (const auto& [id, content] :
+       {std::pair<int, const char*>{50277, "<|im_start|>"}, {50278, "<|im_end|>"}}) {
     tok["added_tokens"].push_back({{"id", id},
                                    {"content", content},
                                    {"single_word", false},
@@ -151,12 +155,13 @@ TEST_CASE("kto-data prepare --template chatml: warns without <|im_start|>, ends 
                                    {"special", true}});
   }
   kto::write_text_file(tmp.file("chatml.json"), tok.dump());
-  REQUIRE(kto::test::run_command(prepare + tmp.file("chatml") + " --tokenizer " + tmp.file("chatml.json"), &out) == 0);
+  REQUIRE(kto::test::run_command(prepare + tmp.file("chatml") + " --tokenizer " + tmp.file("chatml.json"),
+                                 &out) == 0);
   CHECK_THAT(out, !Contains("<|im_start|> token"));
   const auto ds = kto::data::Dataset::open({tmp.file("chatml/train.h5")});
   for (int64_t i = 0; i < ds->size(); ++i) {
     const auto ex = ds->read(i);
-    CHECK(ex.tokens.back() == 50278);                // the completion ends its turn
+    CHECK(ex.tokens.back() == 50278);              // the completion ends its turn
     CHECK(ex.tokens[ex.prompt_len - 1] != 50278);  // (the prompt ends with "assistant\n")
   }
   CHECK(ds->attributes().eos_id == 50278);
@@ -164,14 +169,16 @@ TEST_CASE("kto-data prepare --template chatml: warns without <|im_start|>, ends 
 
 TEST_CASE("kto-data prepare: an eval fraction that draws no example says so", "[e2e][prepare]") {
   kto::test::TempDir tmp;
-  kto::write_text_file(tmp.file("rows.jsonl"), "{\"prompt\": \"a\", \"completion\": \"b\", \"label\": true}\n"
-                                               "{\"prompt\": \"c\", \"completion\": \"d\", \"label\": false}\n"
-                                               "{\"prompt\": \"e\", \"completion\": \"f\", \"label\": true}\n");
+  kto::write_text_file(tmp.file("rows.jsonl"),
+                       "{\"prompt\": \"a\", \"completion\": \"b\", \"label\": true}\n"
+                       "{\"prompt\": \"c\", \"completion\": \"d\", \"label\": false}\n"
+                       "{\"prompt\": \"e\", \"completion\": \"f\", \"label\": true}\n");
   std::string out;
   // Each row goes to eval with probability 0.3: the first seed that draws none of the 3.
   for (int seed = 1; seed < 40; ++seed) {
-    REQUIRE(kto::test::run_command(data_bin() + " prepare --input " + tmp.file("rows.jsonl") + " --tokenizer " +
-                                       kto::test::fixtures_dir() + "/tokenizers/gpt-neox-20b/tokenizer.json --out " +
+    REQUIRE(kto::test::run_command(data_bin() + " prepare --input " + tmp.file("rows.jsonl") +
+                                       " --tokenizer " + kto::test::fixtures_dir() +
+                                       "/tokenizers/gpt-neox-20b/tokenizer.json --out " +
                                        tmp.file("o" + std::to_string(seed)) + " --eval-fraction 0.3 --seed " +
                                        std::to_string(seed),
                                    &out) == 0);

@@ -158,6 +158,20 @@ TEST_CASE("progress: one updating line on a terminal, plain lines otherwise", "[
     REQUIRE(b != std::string::npos);
     CHECK(log.substr(a, b - a).find('\n') == std::string::npos);
   }
+  SECTION("a narrow terminal: the line is cut to its width, never wrapped") {
+    if (!kto::test::have_program("script")) kto::test::skip_test("util-linux 'script' is not installed");
+    REQUIRE(kto::test::run_command("COLUMNS=60 script -qec '" + cmd(task.dir.file("narrow")) + "' /dev/null",
+                                   &log) == 0);
+    INFO(log);
+    int cut = 0;
+    for (size_t at = log.find("\r\033[2K"); at != std::string::npos; at = log.find("\r\033[2K", at + 1)) {
+      const size_t start = at + 5, end = log.find_first_of("\r\n", start);
+      const std::string shown = log.substr(start, end - start);
+      CHECK(shown.size() <= 61);  // 58 characters and the 3-byte ellipsis: 59 columns
+      cut += shown.find("…") != std::string::npos;
+    }
+    CHECK(cut >= 2);
+  }
 }
 
 TEST_CASE("launch/mpirun.sh: one rank per GPU, binding, environment and its options", "[e2e][launch]") {
@@ -195,9 +209,10 @@ TEST_CASE("launch/mpirun.sh: one rank per GPU, binding, environment and its opti
     CHECK_THAT(out, Contains("--bind-to none --oversubscribe"));
   }
   SECTION("a hostfile's slots say the ranks per node (no GPU here, none oversubscribed)") {
-    kto::write_text_file(dir.file("hosts"), "# two 8-GPU nodes\nnode1 slots=8\n\nnode2 slots=8 max_slots=8\n");
-    REQUIRE(kto::test::run_command("env -u SLURM_JOB_ID PATH=/usr/bin:/bin " + mpirun_sh() + " --dry-run --hostfile " +
-                                       dir.file("hosts") + " -- --config c",
+    kto::write_text_file(dir.file("hosts"),
+                         "# two 8-GPU nodes\nnode1 slots=8\n\nnode2 slots=8 max_slots=8\n");
+    REQUIRE(kto::test::run_command("env -u SLURM_JOB_ID PATH=/usr/bin:/bin " + mpirun_sh() +
+                                       " --dry-run --hostfile " + dir.file("hosts") + " -- --config c",
                                    &out) == 0);
     INFO(out);
     CHECK_THAT(out, Contains("16 rank(s), 8 per node") && Contains("-np 16 ") && Contains("ppr:8:node"));

@@ -55,14 +55,15 @@ std::string prepare_demo(const std::string& dir, const std::string& tokenizer) {
 // A config for a tiny random Llama whose vocabulary holds both bundled tokenizers' ids.
 std::string demo_config(const std::string& path, const std::string& train, const std::string& eval,
                         const std::string& extra = "") {
-  kto::write_text_file(path,
-                       "model:\n  architecture: {arch: llama, vocab_size: 50304, hidden_size: 16, intermediate_size: "
-                       "32, num_hidden_layers: 1, num_attention_heads: 2, max_position_embeddings: 64}\n"
-                       "data: {train: [" +
-                           train + "]" + (eval.empty() ? "" : ", eval: [" + eval + "]") +
-                           ", micro_batch: 4}\n"
-                           "train: {steps: 2, peak_gflops: 1}\nrun: {threads: 1}\n" +
-                           extra);
+  kto::write_text_file(
+      path,
+      "model:\n  architecture: {arch: llama, vocab_size: 50304, hidden_size: 16, intermediate_size: "
+      "32, num_hidden_layers: 1, num_attention_heads: 2, max_position_embeddings: 64}\n"
+      "data: {train: [" +
+          train + "]" + (eval.empty() ? "" : ", eval: [" + eval + "]") +
+          ", micro_batch: 4}\n"
+          "train: {steps: 2, peak_gflops: 1}\nrun: {threads: 1}\n" +
+          extra);
   return path;
 }
 
@@ -78,9 +79,8 @@ TEST_CASE("resume refuses a changed experiment listing every key; allowed change
   kto::test::write_synthetic_dataset(task.dir.file("other.h5"), other);
   const std::string run = task.run();
   auto train = [&](const std::vector<std::string>& sets, std::string* log, int ranks = 1) {
-    return kto::test::run_command((ranks > 1 ? mpirun(ranks) : "") + bin("kto-train") +
-                                      kto::test::train_args(task, run, sets),
-                                  log);
+    return kto::test::run_command(
+        (ranks > 1 ? mpirun(ranks) : "") + bin("kto-train") + kto::test::train_args(task, run, sets), log);
   };
   std::string log;
   REQUIRE(train({"train.steps=4"}, &log) == 0);
@@ -89,9 +89,10 @@ TEST_CASE("resume refuses a changed experiment listing every key; allowed change
   SECTION("another loss, learning rate and data: refused, every key listed, once, nothing written") {
     // (At 2 ranks with half the micro batch: the same global batch and KL groups, so that the
     // world size is not among the changes.)
-    const int rc = train({"loss.name=apo_zero", "optim.lr=0.01", "data.train=[" + task.dir.file("other.h5") + "]",
-                          "train.steps=6", "data.micro_batch=4"},
-                         &log, 2);
+    const int rc =
+        train({"loss.name=apo_zero", "optim.lr=0.01", "data.train=[" + task.dir.file("other.h5") + "]",
+               "train.steps=6", "data.micro_batch=4"},
+              &log, 2);
     INFO(log);
     CHECK(rc == 1);
     CHECK(count(log, "cannot resume from") == 1);  // rank 0 says it; both ranks end in order
@@ -104,11 +105,13 @@ TEST_CASE("resume refuses a changed experiment listing every key; allowed change
   }
   SECTION("at 2 ranks with the same micro batch the KL groups double: refused, named") {
     CHECK(train({"train.steps=6"}, &log, 2) == 1);
-    CHECK_THAT(log, Contains("data.global_microbatch: 8 → 16") && Contains("--allow-change data.global_microbatch"));
+    CHECK_THAT(
+        log, Contains("data.global_microbatch: 8 → 16") && Contains("--allow-change data.global_microbatch"));
   }
   SECTION("a changed architecture is named as such") {
     CHECK(train({"model.architecture.hidden_size=64", "train.steps=6"}, &log) == 1);
-    CHECK_THAT(log, Contains("model.architecture.hidden_size: 32 → 64") && Contains("model.architecture: llama"));
+    CHECK_THAT(log,
+               Contains("model.architecture.hidden_size: 32 → 64") && Contains("model.architecture: llama"));
   }
   SECTION("more steps, cadence and threads resume; the history keeps each segment's config") {
     REQUIRE(train({"train.steps=6", "ckpt.every=3", "train.log_every=2", "run.threads=1"}, &log) == 0);
@@ -125,9 +128,10 @@ TEST_CASE("resume refuses a changed experiment listing every key; allowed change
     CHECK(kto::read_text_file(run + "/configs/segment_000.yaml") == config0);
     CHECK_THAT(kto::read_text_file(run + "/configs/segment_001.yaml"), Contains("steps: 6"));
     SECTION("--allow-change names a key resuming may otherwise not change") {
-      REQUIRE(kto::test::run_command(bin("kto-train") + kto::test::train_args(task, run, {"train.steps=8", "optim.lr=0.01"}) +
-                                         " --allow-change optim.lr",
-                                     &log) == 0);
+      REQUIRE(kto::test::run_command(
+                  bin("kto-train") + kto::test::train_args(task, run, {"train.steps=8", "optim.lr=0.01"}) +
+                      " --allow-change optim.lr",
+                  &log) == 0);
       CHECK_THAT(log, Contains("resuming with a change: optim.lr: 0.005 → 0.01"));
       CHECK(segments(run).size() == 3);
     }
@@ -153,19 +157,22 @@ TEST_CASE("tokenizers must match: eval files and the model directory; an explici
     const std::string cmd = bin("kto-train") + " --config " + config + " --set run.dir=" + dir.file("run");
     CHECK(kto::test::run_command(cmd, &log) == 1);
     CHECK_THAT(log, Contains("key 'data.eval'") && Contains(b + "/eval.h5") && Contains(a + "/train.h5") &&
-                        Contains(neox_sha) && Contains(llama_sha) && Contains("data.allow_tokenizer_mismatch"));
+                        Contains(neox_sha) && Contains(llama_sha) &&
+                        Contains("data.allow_tokenizer_mismatch"));
     REQUIRE(kto::test::run_command(cmd + " --set data.allow_tokenizer_mismatch=true", &log) == 0);
     CHECK_THAT(log, Contains("(data.allow_tokenizer_mismatch)"));
   }
   SECTION("Llama-2 data on a model directory whose tokenizer.json is GPT-NeoX's") {
     const std::string model = dir.file("model");
     const std::string init = demo_config(dir.file("init.yaml"), a + "/train.h5", "");
-    REQUIRE(kto::test::run_command(bin("kto-ckpt") + " init --config " + init + " --out " + model, &log) == 0);
+    REQUIRE(kto::test::run_command(bin("kto-ckpt") + " init --config " + init + " --out " + model, &log) ==
+            0);
     kto::copy_file(neox, model + "/tokenizer.json");
-    kto::write_text_file(dir.file("c.yaml"), "model: {path: " + model + "}\ndata: {train: [" + b +
-                                                 "/train.h5], micro_batch: 4}\ntrain: {steps: 1, peak_gflops: 1}\n"
-                                                 "run: {threads: 1, dir: " +
-                                                 dir.file("run") + "}\n");
+    kto::write_text_file(dir.file("c.yaml"),
+                         "model: {path: " + model + "}\ndata: {train: [" + b +
+                             "/train.h5], micro_batch: 4}\ntrain: {steps: 1, peak_gflops: 1}\n"
+                             "run: {threads: 1, dir: " +
+                             dir.file("run") + "}\n");
     CHECK(kto::test::run_command(bin("kto-train") + " --config " + dir.file("c.yaml"), &log) == 1);
     CHECK_THAT(log, Contains("key 'model.path'") && Contains(model + "/tokenizer.json (sha256 " + neox_sha) &&
                         Contains(llama_sha));
@@ -198,10 +205,12 @@ TEST_CASE("final/ is usable as it is: the tokenizer files, the export dtype, kto
   REQUIRE(kto::test::run_command(bin("kto-data") + " encode --tokenizer " + run + "/final/tokenizer.json < " +
                                      dir.file("text.jsonl"),
                                  &ids_json) == 0);
-  std::vector<int64_t> ids = json::parse(ids_json.substr(ids_json.find('{')))["ids"].get<std::vector<int64_t>>();
+  std::vector<int64_t> ids =
+      json::parse(ids_json.substr(ids_json.find('{')))["ids"].get<std::vector<int64_t>>();
   REQUIRE(ids.size() > 3);
-  kto::io::write_safetensors(dir.file("ids.safetensors"),
-                             {{"input_ids", at::tensor(ids, at::kLong).view({1, static_cast<int64_t>(ids.size())})}});
+  kto::io::write_safetensors(
+      dir.file("ids.safetensors"),
+      {{"input_ids", at::tensor(ids, at::kLong).view({1, static_cast<int64_t>(ids.size())})}});
   REQUIRE(kto::test::run_command(bin("kto-ckpt") + " forward --model " + run + "/final --ids " +
                                      dir.file("ids.safetensors") + " --out " + dir.file("out.safetensors"),
                                  &log) == 0);
@@ -221,9 +230,11 @@ TEST_CASE("final/ is usable as it is: the tokenizer files, the export dtype, kto
     CHECK(kto::test::run_command(train + dir.file("gone"), &log) == 1);
     CHECK_THAT(log, Contains("train.export_tokenizer") && Contains("no longer at") && Contains("none"));
     CHECK_FALSE(kto::path_exists(dir.file("gone") + "/metrics.jsonl"));  // nothing trained
-    REQUIRE(kto::test::run_command(train + dir.file("none") + " --set train.export_tokenizer=none", &log) == 0);
+    REQUIRE(kto::test::run_command(train + dir.file("none") + " --set train.export_tokenizer=none", &log) ==
+            0);
     CHECK_FALSE(kto::path_exists(dir.file("none") + "/final/tokenizer.json"));
-    REQUIRE(kto::test::run_command(train + dir.file("given") + " --set train.export_tokenizer=" + fixture, &log) == 0);
+    REQUIRE(kto::test::run_command(train + dir.file("given") + " --set train.export_tokenizer=" + fixture,
+                                   &log) == 0);
     CHECK(kto::path_exists(dir.file("given") + "/final/tokenizer.json"));
   }
   SECTION("kto-ckpt export: --tokenizer takes a file; no tokenizer is an error unless --no-tokenizer") {
@@ -244,13 +255,14 @@ TEST_CASE("every documented launch of a shipped config is valid at its world siz
   // scripts' #SBATCH lines say; --nodes=N, else 1 or 2 nodes by script), launch/mpirun.sh (-n N,
   // else "on N GPUs" in the line, else one 8-GPU node), mpirun -np N.
   std::vector<std::string> files = {"README.md"};
-  for (const char* d : {"building", "checkpoints", "configuration", "data", "distributed", "launching", "model",
-                        "performance", "quickstart", "tools", "training", "troubleshooting"})
+  for (const char* d : {"building", "checkpoints", "configuration", "data", "distributed", "launching",
+                        "model", "performance", "quickstart", "tools", "training", "troubleshooting"})
     files.push_back(std::string("docs/") + d + ".md");
   for (const char* c : {"demo", "tiny", "llama-2-7b", "llama-2-13b", "llama-30b", "pythia-1.4b"})
     files.push_back(std::string("configs/") + c + ".yaml");
   const std::regex config_re("configs/([a-z0-9.-]+)\\.yaml"), set_re("--set (data\\.[a-z_]+=[0-9]+)");
-  const std::regex nodes_re("--nodes[= ]([0-9]+)"), n_re("(?:-n|-np|--ranks) ([0-9]+)"), gpus_re("on ([0-9]+) GPUs");
+  const std::regex nodes_re("--nodes[= ]([0-9]+)"), n_re("(?:-n|-np|--ranks) ([0-9]+)"),
+      gpus_re("on ([0-9]+) GPUs");
   int checked = 0;
   for (const std::string& f : files) {
     std::istringstream in(kto::read_text_file(source_dir() + "/" + f));
@@ -265,21 +277,23 @@ TEST_CASE("every documented launch of a shipped config is valid at its world siz
         const bool multi = line.find("multi-node") != std::string::npos;
         world = 8 * (std::regex_search(line, m, nodes_re) ? std::stoi(m[1]) : multi ? 2 : 1);
       } else if (line.find("mpirun") != std::string::npos) {
-        world = std::regex_search(line, m, n_re) ? std::stoi(m[1])
+        world = std::regex_search(line, m, n_re)      ? std::stoi(m[1])
                 : std::regex_search(line, m, gpus_re) ? std::stoi(m[1])
-                                                       : 8;
+                                                      : 8;
       } else {
         continue;
       }
       std::string sets;
-      for (auto it = std::sregex_iterator(line.begin(), line.end(), set_re); it != std::sregex_iterator(); ++it)
+      for (auto it = std::sregex_iterator(line.begin(), line.end(), set_re); it != std::sregex_iterator();
+           ++it)
         sets += " --set " + (*it)[1].str();
       const std::string hf = kto::test::fixtures_dir() + "/hf_configs/" + name;
       if (kto::path_exists(hf)) sets += " --set model.path=" + hf;
       std::string log;
-      const int rc = kto::test::run_command(bin("kto-train") + " --dry-run --world-size " + std::to_string(world) +
-                                                " --config " + source_dir() + "/configs/" + name + ".yaml" + sets,
-                                            &log);
+      const int rc =
+          kto::test::run_command(bin("kto-train") + " --dry-run --world-size " + std::to_string(world) +
+                                     " --config " + source_dir() + "/configs/" + name + ".yaml" + sets,
+                                 &log);
       INFO(f << ":" << line_no << ": " << line << "\nat " << world << " ranks:\n" << log);
       CHECK(rc == 0);
       CHECK_THAT(log, Contains("x " + std::to_string(world) + " (micro_batch x grad_accum x ranks)"));
@@ -289,7 +303,8 @@ TEST_CASE("every documented launch of a shipped config is valid at its world siz
   CHECK(checked >= 10);
 }
 
-TEST_CASE("a global batch the world size cannot meet: the values that would work, said once", "[e2e][trust]") {
+TEST_CASE("a global batch the world size cannot meet: the values that would work, said once",
+          "[e2e][trust]") {
   std::string log;
   // The 7B recipe (global 32, micro 4) on 16 GPUs, sized with --dry-run.
   CHECK(kto::test::run_command(bin("kto-train") + " --dry-run --world-size 16 --config " + source_dir() +
@@ -301,7 +316,8 @@ TEST_CASE("a global batch the world size cannot meet: the values that would work
                       Contains("data.global_batch 64 fit(s) micro_batch 4"));
   // A real start at 3 ranks: every rank finds it, rank 0 says it.
   kto::test::SyntheticTask task;
-  CHECK(kto::test::run_command(mpirun(3) + bin("kto-train") + kto::test::train_args(task, task.run(), {}), &log) == 1);
+  CHECK(kto::test::run_command(mpirun(3) + bin("kto-train") + kto::test::train_args(task, task.run(), {}),
+                               &log) == 1);
   INFO(log);
   CHECK(count(log, "is not divisible by micro_batch") == 1);
   CHECK_THAT(log, Contains("16 is not divisible by micro_batch (8) x world size (3)") &&
@@ -312,16 +328,16 @@ TEST_CASE("a global batch the world size cannot meet: the values that would work
 TEST_CASE("kto-train --dry-run sizes a job from config.json and the data's headers", "[e2e][trust]") {
   std::string log;
   REQUIRE(kto::test::run_command(bin("kto-train") + " --dry-run --world-size 8 --config " + source_dir() +
-                                     "/configs/llama-2-7b.yaml --set model.path=" + kto::test::fixtures_dir() +
-                                     "/hf_configs/llama-2-7b",
+                                     "/configs/llama-2-7b.yaml --set model.path=" +
+                                     kto::test::fixtures_dir() + "/hf_configs/llama-2-7b",
                                  &log) == 0);
   INFO(log);
   CHECK_THAT(log, Contains("6.74B parameters") && Contains("global 32 examples = 4 x 1 x 8") &&
                       Contains("per rank") && Contains("not found here"));
   kto::test::SyntheticTask task;
-  REQUIRE(kto::test::run_command(bin("kto-train") + kto::test::train_args(task, task.run(), {}) +
-                                     " --dry-run --world-size 2",
-                                 &log) == 0);
+  REQUIRE(kto::test::run_command(
+              bin("kto-train") + kto::test::train_args(task, task.run(), {}) + " --dry-run --world-size 2",
+              &log) == 0);
   CHECK_THAT(log, Contains("512 examples (256 desirable, 256 undesirable)") && Contains("steps:     60"));
   CHECK_FALSE(kto::path_exists(task.run()));  // nothing written
 }

@@ -8,6 +8,7 @@
 // whole under a lock so ranks and threads never interleave within a line.
 #pragma once
 
+#include <cstddef>
 #include <cstdio>
 #include <string>
 
@@ -31,7 +32,11 @@ void set_streams(FILE* out, FILE* err);
 
 // Rank 0's progress line: on a terminal it is rewritten in place (other lines print above it);
 // otherwise it is an ordinary info line. end_status() finishes it with a newline.
+// A live status line is cut to terminal_columns() so that it never wraps (a wrapped line cannot
+// be rewritten in place).
 void status(const char* tag, const std::string& text);
+// Columns of the terminal: $COLUMNS, else stdout's window size; 0 when unknown.
+size_t terminal_columns();
 void end_status();
 
 // Writes one line. `all_ranks` false means only rank 0 writes.
