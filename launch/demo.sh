@@ -51,7 +51,9 @@ first, last = train[0], train[-1]
 print(f"steps: {len(train)}; loss {first['loss']:.4f} -> {last['loss']:.4f}; "
       f"{last.get('tokens_per_s', 0):.0f} tokens/s")
 for e in evals:
-    print(f"eval @ step {int(e['step'])}: loss {e['eval/loss']:.4f}, accuracy {e['eval/accuracy']:.3f}, "
+    print(f"eval @ step {int(e['step'])}: loss {e['eval/loss']:.4f}, "
+          f"balanced accuracy {e.get('eval/balanced_accuracy', float('nan')):.3f}, "
+          f"AUC {e.get('eval/auc', float('nan')):.3f}, "
           f"rewards desirable {e.get('eval/rewards/desirable', float('nan')):+.4f} / "
           f"undesirable {e.get('eval/rewards/undesirable', float('nan')):+.4f}")
 PY
@@ -59,7 +61,7 @@ echo
 echo "[demo] done. Outputs in $out:"
 echo "  data/                 the tokenized dataset (train.h5, eval.h5, summary.json)"
 echo "  train/metrics.jsonl   one line per step (loss, kl, rewards per class, grad norm, tokens/s, MFU)"
-echo "  train/config.yaml     the resolved config"
+echo "  train/config.yaml     the resolved config (configs/, segments.jsonl: every segment of the run)"
 echo "  train/final/          the trained policy as a Hugging Face directory"
 echo "  train/report.html     charts of the run (loss, kl, rewards, accuracy, ...) and its facts;"
 echo "                        open it in a browser, or rebuild it with: $bin/kto-report $out/train"

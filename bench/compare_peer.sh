@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# kto's full KTO step against the plain-PyTorch peer (bench/peer_kto_step.py: same ATen kernels,
+# eager autograd), alternating the two on each shape in one run so that both see the same
+# machine state. Prints, per shape, every round's ms per step for both and the range of the
+# time ratio kto / peer (lower is better for kto).
+#
+#   bench/compare_peer.sh [--rounds N] [--steps N] [--threads N] [--dtype fp32|bf16] [--shapes LIST]
+#
+# Shapes (the issue-14 table, plus a 1B-proportioned one); --shapes takes a comma list of names:
+#   h256      hidden 256, 4 layers, 8/4 heads, ffn 688, vocab 32000, batch 8
+#   h512      hidden 512, 4 layers, 8/4 heads, ffn 1376, vocab 32000, batch 8
+#   h1024     hidden 1024, 4 layers, 16/8 heads, ffn 2816, vocab 32000, batch 4
+#   block     hidden 1024, 4 layers, 16/8 heads, ffn 2816, vocab 2048, batch 4 (block-dominated, like 7B)
+#   block-rs  the same with --reshard 1 (recompute in backward; the peer has no such mode)
+#   1b        hidden 2048, 2 layers, 16/8 heads, ffn 5632, vocab 32000, batch 2
+# Every shape: seq 256, completion = second half, one rank. Needs Debian's python3-torch
+# (apt-get install python3-torch) for the peer, run by /usr/bin/python3. Run nothing else
+# meanwhile: both are timed on a quiet machine or not at all.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+bin=${KTO_BUILD_DIR:-$root/build}/bin
+rounds=2 steps=4 threads=1 dtype=fp32 shapes="h256,h512,h1024,block,block-rs,1b"
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --rounds) rounds=$2; shift 2 ;;
+    --steps) steps=$2; shift 2 ;;
+    --threads) threads=$2; shift 2 ;;
+    --dtype) dtype=$2; shift 2 ;;
+    --shapes) shapes=$2; shift 2 ;;
+    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "compare_peer.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+[[ -x "$bin/bench_kto_step" ]] || { echo "compare_peer.sh: build bench_kto_step first (scripts/build.sh bench_kto_step)" >&2; exit 1; }
+/usr/bin/python3 -c 'import torch' 2>/dev/null || { echo "compare_peer.sh: the peer needs Debian's python3-torch: apt-get install python3-torch" >&2; exit 1; }
+
+shape_args() {
+  case "$1" in
+    h256) echo "--hidden 256 --layers 4 --heads 8 --kv-heads 4 --ffn 688 --vocab 32000 --batch 8" ;;
+    h512) echo "--hidden 512 --layers 4 --heads 8 --kv-heads 4 --ffn 1376 --vocab 32000 --batch 8" ;;
+    h1024) echo "--hidden 1024 --layers 4 --heads 16 --kv-heads 8 --ffn 2816 --vocab 32000 --batch 4" ;;
+    block|block-rs) echo "--hidden 1024 --layers 4 --heads 16 --kv-heads 8 --ffn 2816 --vocab 2048 --batch 4" ;;
+    1b) echo "--hidden 2048 --layers 2 --heads 16 --kv-heads 8 --ffn 5632 --vocab 32000 --batch 2" ;;
+    *) echo "compare_peer.sh: unknown shape '$1'" >&2; exit 2 ;;
+  esac
+}
+ms_of() { sed -n 's/.*"ms_per_step": \([0-9.]*\).*/\1/p' | tail -1; }
+
+cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
+bf16=no; grep -qw avx512_bf16 /proc/cpuinfo && bf16=yes
+echo "machine: $cpu, $(nproc) cores, native bf16 (avx512_bf16): $bf16; $threads thread(s), $dtype, seq 256, $steps timed steps, $rounds round(s)"
+[[ "$dtype" == bf16 && "$bf16" == no ]] && echo "note: this CPU has no native bf16: bf16 figures here are emulated and far slower than fp32"
+printf '%-9s %-28s %-28s %s\n' shape "kto ms/step (rounds)" "peer ms/step (rounds)" "kto/peer"
+IFS=, read -r -a list <<<"$shapes"
+for s in "${list[@]}"; do
+  args="$(shape_args "$s") --seq 256 --steps $steps --warmup 1 --threads $threads --dtype $dtype"
+  kto_args=$args
+  [[ "$s" == block-rs ]] && kto_args+=" --reshard 1"
+  k_ms=() p_ms=() ratios=()
+  for ((r = 0; r < rounds; r++)); do
+    k=$("$bin/bench_kto_step" $kto_args 2>/dev/null | ms_of)
+    p=$(OMP_NUM_THREADS=$threads /usr/bin/python3 "$root/bench/peer_kto_step.py" $args 2>/dev/null | ms_of)
+    k_ms+=("$k") p_ms+=("$p")
+    ratios+=("$(awk -v a="$k" -v b="$p" 'BEGIN { printf "%.2f", a / b }')")
+  done
+  lo=$(printf '%s\n' "${ratios[@]}" | sort -n | head -1) hi=$(printf '%s\n' "${ratios[@]}" | sort -n | tail -1)
+  printf '%-9s %-28s %-28s %s\n' "$s" "${k_ms[*]}" "${p_ms[*]}" "$lo–$hi"
+done
