@@ -37,6 +37,9 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 # kto's own leaks show in the fuzzers, which check every input (libFuzzer -detect_leaks).
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0:abort_on_error=1:detect_stack_use_after_return=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+# A use after free of a tensor would land in a cached block, out of ASan's sight: use
+# LibTorch's own CPU allocator here (kto/model/cpu_allocator.h).
+export KTO_CPU_ALLOCATOR=system
 if [[ $mode == fuzz ]]; then
   cmake --build "$build_dir" -j "$jobs" --target kto_fuzzers
   ctest --test-dir "$build_dir" -L fuzz -j "$(nproc)" --output-on-failure "$@"

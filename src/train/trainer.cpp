@@ -12,6 +12,7 @@
 
 #include "kto/comm/process_group.h"
 #include "kto/io/hf_checkpoint.h"
+#include "kto/model/cpu_allocator.h"
 #include "kto/model/hf_config.h"
 #include "kto/train/run_plan.h"
 #include "kto/train/schedule.h"
@@ -82,6 +83,7 @@ at::Device pick_device(const comm::ProcessGroup& world) {
 
 Trainer::Trainer(config::Config config, const comm::ProcessGroup& world)
     : config_(std::move(config)), world_(world), device_(pick_device(world)) {
+  if (device_.is_cpu()) model::install_caching_cpu_allocator();  // steps reuse their buffers
   comm_ = std::shared_ptr<comm::Communicator>(comm::make_communicator(world_, device_));
   const config::Config& c = config_;
   c.validate("the config");  // already checked when parsed; a Config built in code is checked here

@@ -7,6 +7,7 @@
 
 #include "kto/io/hf_checkpoint.h"
 #include "kto/model/blocks.h"
+#include "kto/model/cpu_allocator.h"
 #include "kto/model/dense_model.h"
 #include "kto/model/hf_config.h"
 #include "kto/model/logprob.h"
@@ -339,4 +340,30 @@ TEST_CASE("loading rejects weights that do not match config.json", "[model][io]"
   kto::test::write_bytes(dir.file("config.json"), kto::model::hf_config_json(shallower, "float32"));
   CHECK_THROWS_WITH(kto::io::load_hf_model(dir.path(), at::kFloat),
                     Catch::Contains("does not have") && Catch::Contains("model.layers.1."));
+}
+
+TEST_CASE("the caching CPU allocator reuses freed blocks of a size, and results do not depend on it",
+          "[model]") {
+  if (!kto::model::install_caching_cpu_allocator()) kto::test::skip_test("KTO_CPU_ALLOCATOR=system");
+  const int64_t n = int64_t{1} << 18;  // 1 MiB of fp32: cached
+  at::Tensor a = at::full({n}, NAN);
+  const void* block = a.data_ptr();
+  a.reset();  // freed: kept in the cache, stale NaNs and all
+  const auto before = kto::model::cpu_cache_stats();
+  CHECK(before.cached_bytes >= n * 4);
+  at::Tensor b = at::zeros({n});
+  CHECK(b.data_ptr() == block);  // the same block again
+  CHECK(b.eq(0).all().item<bool>());
+  const auto after = kto::model::cpu_cache_stats();
+  CHECK(after.hits == before.hits + 1);
+  // Small blocks are glibc's: neither hit nor miss.
+  at::Tensor small = at::ones({16});
+  CHECK(kto::model::cpu_cache_stats().hits == after.hits);
+  CHECK(kto::model::cpu_cache_stats().misses == after.misses);
+  // The same product twice, the second into recycled (stale) memory: equal bit for bit.
+  const at::Tensor x = at::randn({300, 200}), y = at::randn({200, 400});
+  const at::Tensor first = at::matmul(x, y);
+  at::Tensor scratch = at::full({300, 400}, NAN);
+  scratch.reset();
+  CHECK(at::equal(at::matmul(x, y), first));
 }
