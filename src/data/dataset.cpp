@@ -211,9 +211,16 @@ void Dataset::open_shard(const std::string& path) {
   const bool has_ref = h5::has_link(shard->file, "ref_logp") && h5::has_link(shard->file, "ref_kl_logp");
   if (shards_.empty()) has_ref_ = has_ref;
   if (has_ref != has_ref_) throw Error(path + ": reference log-probs present in some shards only");
+  // The file's identity (resume checks): counts and a hash of everything but the tokens.
+  Sha256 content;
+  content.update(off.data(), off.size() * sizeof(off[0]));
+  content.update(prompt_len.data(), prompt_len.size() * sizeof(prompt_len[0]));
+  content.update(labels.data(), labels.size());
   if (has_ref) {
     auto r = h5::read_vector<float>(shard->file, "ref_logp", H5T_NATIVE_FLOAT, E, path);
     auto k = h5::read_vector<float>(shard->file, "ref_kl_logp", H5T_NATIVE_FLOAT, E, path);
+    content.update(r.data(), r.size() * sizeof(float));
+    content.update(k.data(), k.size() * sizeof(float));
     ref_logp_.insert(ref_logp_.end(), r.begin(), r.end());
     ref_kl_logp_.insert(ref_kl_logp_.end(), k.begin(), k.end());
   }
@@ -223,16 +230,6 @@ void Dataset::open_shard(const std::string& path) {
   id.examples = E;
   id.desirable = desirable;
   id.tokens = n_tokens;
-  Sha256 content;
-  content.update(off.data(), off.size() * sizeof(off[0]));
-  content.update(prompt_len.data(), prompt_len.size() * sizeof(prompt_len[0]));
-  content.update(labels.data(), labels.size());
-  if (has_ref) {
-    content.update(ref_logp_.data() + (ref_logp_.size() - static_cast<size_t>(E)),
-                   static_cast<size_t>(E) * 4);
-    content.update(ref_kl_logp_.data() + (ref_kl_logp_.size() - static_cast<size_t>(E)),
-                   static_cast<size_t>(E) * 4);
-  }
   id.sha256 = content.hex_digest();
   identities_.push_back(std::move(id));
   shard_begin_.push_back(size());

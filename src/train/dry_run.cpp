@@ -1,14 +1,11 @@
 #include "kto/train/dry_run.h"
 
 #include <algorithm>
-#include <cmath>
 #include <cstdio>
 
 #include "kto/data/dataset.h"
-#include "kto/fsdp/sharded_model.h"
 #include "kto/loss/options.h"
 #include "kto/model/hf_config.h"
-#include "kto/model/layout.h"
 #include "kto/train/run_plan.h"
 #include "kto/util/check.h"
 #include "kto/util/files.h"
@@ -66,10 +63,7 @@ void dry_run(const config::Config& c, int64_t world_size, int64_t ranks_per_host
     line("data",
          str_cat(examples, " examples (", desirable, " desirable, ", examples - desirable, " undesirable)",
                  paired ? ", paired" : "", ", up to ", max_length, " tokens, tokenizer ", tokenizer));
-    if (steps == 0)
-      steps =
-          std::max<int64_t>(1, static_cast<int64_t>(std::ceil(c.train.epochs * static_cast<double>(items) /
-                                                              static_cast<double>(global))));
+    steps = total_steps_for(c.train, items, global);
   } else {
     line("data",
          "not found here (" + str_cat(c.data.train.size()) + " file(s) in data.train): counts unknown");
@@ -78,15 +72,10 @@ void dry_run(const config::Config& c, int64_t world_size, int64_t ranks_per_host
        steps > 0 ? str_cat(steps) : str_cat(c.train.epochs, " epoch(s) of a dataset not found here"));
   line("loss", str_cat(loss::name(c.loss.name), ": ", loss::describe(c.loss)));
 
-  const int bytes = config::dtype_bytes(c.model.dtype);
   const bool with_reference = loss::uses_reference(c.loss.name);
-  const double state =
-      fsdp::training_bytes_per_rank(mc, model::ModelLayout::build(mc), static_cast<int>(world_size), bytes,
-                                    c.optim.state_tensors(), with_reference, c.model.reshard_after_forward);
-  const int64_t seq = max_length > 0 ? max_length : mc.max_position_embeddings;
-  const double activations =
-      model::activation_bytes(mc, c.data.micro_batch * (paired_loss ? 2 : 1), seq, bytes,
-                              /*with_grad=*/true, c.model.reshard_after_forward);
+  const MemoryEstimate e = estimate_memory(c, mc, max_length, paired_loss, world_size, with_reference);
+  const double state = e.state, activations = e.activations;
+  const int64_t seq = e.seq;
   line("memory", str_cat("~", human_bytes(state + activations), " per rank: ", human_bytes(state),
                          " weights, gradients, optimizer state", with_reference ? ", reference" : "",
                          " and gathered units + ", human_bytes(activations), " activations (micro_batch ",

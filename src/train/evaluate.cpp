@@ -111,13 +111,12 @@ std::map<std::string, double> Trainer::evaluate() {
   out["eval/count/desirable"] = static_cast<double>(good.size());
   out["eval/count/undesirable"] = static_cast<double>(bad.size());
   if (bo.build_kl) out["eval/kl"] = z0.item<double>();
-  const ClassificationMetrics c =
-      paired ? ClassificationMetrics{} : classify(good, bad, loss_.beta * z0.to(at::kDouble).item<double>());
   if (paired) {
     double preferred = 0;
     for (int64_t i = 0; i < items; ++i) preferred += a[2 * i] > a[2 * i + 1] ? 1.0 : 0.0;
     out["eval/preference_accuracy"] = items > 0 ? preferred / static_cast<double>(items) : 0.0;
   } else {
+    const ClassificationMetrics c = classify(good, bad, loss_.beta * z0.to(at::kDouble).item<double>());
     out["eval/accuracy"] = c.accuracy;
     if (!good.empty()) out["eval/accuracy/desirable"] = c.accuracy_desirable;
     if (!bad.empty()) out["eval/accuracy/undesirable"] = c.accuracy_undesirable;

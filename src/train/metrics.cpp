@@ -160,4 +160,21 @@ std::string progress_line(const std::map<std::string, double>& m, int64_t step, 
   return line;
 }
 
+std::string eval_line(const std::map<std::string, double>& e, int64_t step) {
+  std::string line = detail::str_cat("step ", step, ": loss ", e.at("eval/loss"));
+  for (const auto& [key, label] :
+       {std::pair<const char*, const char*>{"eval/preference_accuracy", "preference accuracy"},
+        {"eval/balanced_accuracy", "balanced accuracy"},
+        {"eval/accuracy/desirable", "accuracy+"},
+        {"eval/accuracy/undesirable", "accuracy-"},
+        {"eval/auc", "AUC"},
+        {"eval/rewards/desirable", "rew+"},
+        {"eval/rewards/undesirable", "rew-"},
+        {"eval/kl", "kl"}}) {
+    if (const auto it = e.find(key); it != e.end())
+      line += detail::str_cat(", ", label, " ", fmt("%.4g", it->second));
+  }
+  return line;
+}
+
 }  // namespace kto::train

@@ -34,6 +34,13 @@ double steady_seconds() {
 
 std::string segments_path(const std::string& run_dir) { return join_path(run_dir, "segments.jsonl"); }
 
+// configs/segment_NNN.yaml, relative to the run directory.
+std::string segment_config(int64_t segment) {
+  char name[48];
+  std::snprintf(name, sizeof(name), "configs/segment_%03ld.yaml", static_cast<long>(segment));
+  return name;
+}
+
 // The records of segments.jsonl (a damaged line is dropped: it is only history).
 std::vector<nlohmann::json> read_segments(const std::string& run_dir) {
   std::vector<nlohmann::json> records;
@@ -64,9 +71,7 @@ void Trainer::start_run() {
     make_directories(join_path(config_.run.dir, "configs"));
     segment_ = static_cast<int64_t>(read_segments(config_.run.dir).size());
     const std::string yaml = config::dump_config(config_);
-    char name[48];
-    std::snprintf(name, sizeof(name), "configs/segment_%03ld.yaml", static_cast<long>(segment_));
-    write_text_file(join_path(config_.run.dir, name), yaml);
+    write_text_file(join_path(config_.run.dir, segment_config(segment_)), yaml);
     write_text_file(join_path(config_.run.dir, "config.yaml"), yaml);
   }
   print_banner();
@@ -75,8 +80,6 @@ void Trainer::start_run() {
 
 void Trainer::write_segment(const char* state) const {
   if (!world_.is_root()) return;
-  char name[48];
-  std::snprintf(name, sizeof(name), "configs/segment_%03ld.yaml", static_cast<long>(segment_));
   nlohmann::json j = {{"segment", segment_},
                       {"start_step", segment_start_step_},
                       {"end_step", step_},
@@ -84,7 +87,7 @@ void Trainer::write_segment(const char* state) const {
                       {"wall_s", steady_seconds() - segment_start_seconds_},
                       {"world_size", world_.size()},
                       {"state", state},
-                      {"config", name},
+                      {"config", segment_config(segment_)},
                       {"changes", nlohmann::json::array()}};
   for (const RunChange& c : resume_changes_) j["changes"].push_back(c.text());
   std::string text;

@@ -119,13 +119,27 @@ RunPlan check_run(const config::Config& config, const model::ModelConfig& model,
   check_class_weights(config.loss, train, auto_d, auto_u);
 
   const int64_t items = train.paired() ? train.size() / 2 : train.size();
-  const int64_t global_batch = d.micro_batch * plan.grad_accum * world_size;
-  plan.total_steps = config.train.steps > 0
-                         ? config.train.steps
-                         : static_cast<int64_t>(std::ceil(config.train.epochs * static_cast<double>(items) /
-                                                          static_cast<double>(global_batch)));
-  plan.total_steps = std::max<int64_t>(1, plan.total_steps);
+  plan.total_steps = total_steps_for(config.train, items, d.micro_batch * plan.grad_accum * world_size);
   return plan;
+}
+
+int64_t total_steps_for(const config::TrainSection& train, int64_t items, int64_t global_batch) {
+  if (train.steps > 0) return train.steps;
+  return std::max<int64_t>(1, static_cast<int64_t>(std::ceil(train.epochs * static_cast<double>(items) /
+                                                             static_cast<double>(global_batch))));
+}
+
+MemoryEstimate estimate_memory(const config::Config& config, const model::ModelConfig& model,
+                               int64_t max_length, bool paired, int64_t world_size, bool with_reference) {
+  MemoryEstimate e;
+  const int bytes = config::dtype_bytes(config.model.dtype);
+  e.seq = max_length > 0 ? max_length : model.max_position_embeddings;
+  e.state = fsdp::training_bytes_per_rank(model, model::ModelLayout::build(model),
+                                          static_cast<int>(world_size), bytes, config.optim.state_tensors(),
+                                          with_reference, config.model.reshard_after_forward);
+  e.activations = model::activation_bytes(model, config.data.micro_batch * (paired ? 2 : 1), e.seq, bytes,
+                                          /*with_grad=*/true, config.model.reshard_after_forward);
+  return e;
 }
 
 namespace {
@@ -224,15 +238,10 @@ std::vector<io::TokenizerFile> export_tokenizer_files(const config::Config& c, c
 void check_run_memory(const config::Config& config, const model::ModelConfig& model,
                       const data::Dataset& train, int world_size, int ranks_on_host, bool with_reference) {
   if (!config.run.check_memory) return;
-  const int bytes = config::dtype_bytes(config.model.dtype);
-  const int64_t seq =
-      train.attributes().max_length > 0 ? train.attributes().max_length : model.max_position_embeddings;
-  const int64_t sequences = config.data.micro_batch * (train.paired() ? 2 : 1);
-  const double state = fsdp::training_bytes_per_rank(model, model::ModelLayout::build(model), world_size,
-                                                     bytes, config.optim.state_tensors(), with_reference,
-                                                     config.model.reshard_after_forward);
-  const double activations = model::activation_bytes(model, sequences, seq, bytes, /*with_grad=*/true,
-                                                     config.model.reshard_after_forward);
+  const MemoryEstimate e = estimate_memory(config, model, train.attributes().max_length, train.paired(),
+                                           world_size, with_reference);
+  const double state = e.state, activations = e.activations;
+  const int64_t seq = e.seq;
   const double per_host = (state + activations) * ranks_on_host;
   check_fits_in_memory(
       per_host, str_cat("this run (", ranks_on_host, " rank(s) on this host)"),

@@ -55,12 +55,6 @@ double measure_peak_gflops(at::ScalarType dtype, at::Device device) {
   return best;
 }
 
-std::string fmt_metric(double v) {
-  char text[32];
-  std::snprintf(text, sizeof(text), "%.4g", v);
-  return text;
-}
-
 double peak_rss_mib() {
   rusage u{};
   getrusage(RUSAGE_SELF, &u);
@@ -298,19 +292,7 @@ void Trainer::log_evaluation() {
   auto e = evaluate();
   e["step"] = static_cast<double>(step_);
   log_->write(e, {{"split", "eval"}});
-  std::string text = str_cat("step ", step_, ": loss ", e["eval/loss"]);
-  for (const auto& [key, label] :
-       std::vector<std::pair<const char*, const char*>>{{"eval/preference_accuracy", "preference accuracy"},
-                                                        {"eval/balanced_accuracy", "balanced accuracy"},
-                                                        {"eval/accuracy/desirable", "accuracy+"},
-                                                        {"eval/accuracy/undesirable", "accuracy-"},
-                                                        {"eval/auc", "AUC"},
-                                                        {"eval/rewards/desirable", "rew+"},
-                                                        {"eval/rewards/undesirable", "rew-"},
-                                                        {"eval/kl", "kl"}}) {
-    if (e.count(key)) text += str_cat(", ", label, " ", fmt_metric(e[key]));
-  }
-  log::info("eval", text);
+  log::info("eval", eval_line(e, step_));
 }
 
 }  // namespace kto::train

@@ -51,6 +51,10 @@ class MetricsLog {
   FILE* file_ = nullptr;
 };
 
+// "step 40: loss 0.4923, balanced accuracy 0.543, accuracy+ 0.6154, ..., AUC 0.5656, ...": the
+// eval metrics present in `e` (from Trainer::evaluate()).
+std::string eval_line(const std::map<std::string, double>& e, int64_t step);
+
 // "step 12/100 | loss 0.4953 | kl 0.0123 | rew+ 0.051 | rew- -0.023 | ..."
 std::string progress_line(const std::map<std::string, double>& m, int64_t step, int64_t total,
                           double eta_seconds);

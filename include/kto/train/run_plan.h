@@ -32,6 +32,19 @@ int64_t grad_accum_for(const data::DataOptions& data, int64_t world_size);
 RunPlan check_run(const config::Config& config, const model::ModelConfig& model, const data::Dataset& train,
                   const data::Dataset* eval, int64_t world_size);
 
+// train.steps, or train.epochs over `items` (examples, or pairs) at `global_batch` items a step;
+// at least 1.
+int64_t total_steps_for(const config::TrainSection& train, int64_t items, int64_t global_batch);
+
+// Memory per rank: the sharded training state and one microbatch's activations at the data's
+// longest sequence (`max_length`; 0: the model's max_position_embeddings).
+struct MemoryEstimate {
+  double state = 0, activations = 0;
+  int64_t seq = 0;
+};
+MemoryEstimate estimate_memory(const config::Config& config, const model::ModelConfig& model,
+                               int64_t max_length, bool paired, int64_t world_size, bool with_reference);
+
 // Refuses (kto::Error) a run whose estimated memory on one host — the sharded training state
 // of `ranks_on_host` ranks plus each one's activations for a microbatch of the data's longest
 // sequences — exceeds the host's physical memory, naming the estimate, what it counts and the
