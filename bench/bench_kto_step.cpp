@@ -1,7 +1,10 @@
 // bench_kto_step: one full KTO training step through the real trainer (KL pass, reference and
-// policy log-probs, loss, backward, AdamW), on the model and batch of
-// shared/bench/peer_kto_step.py, at any world size (run under mpirun). Prints tokens/s and MFU
-// (12N model FLOPs per token over the measured matmul peak); asserts nothing.
+// policy log-probs, loss, backward, AdamW), on the model and batch of bench/peer_kto_step.py,
+// at any world size (run under mpirun). Prints, as one JSON line: ms per step, tokens/s, model
+// FLOP/s at the 12N-per-token convention (the peer's) and MFU; the FLOPs kto actually executes
+// (executed_flops_per_step: LM head on completion tokens only, its backward recomputing the
+// logits, the recompute of --reshard 1 included) and their rate over the measured matmul peak;
+// peak RSS; whether the CPU has native bf16. Asserts nothing.
 //
 //   mpirun -np 2 --oversubscribe build/bin/bench_kto_step --hidden 256 --layers 4 --reshard 0
 #include <ATen/ATen.h>
@@ -12,16 +15,47 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <string>
 #include <vector>
 
 #include "kto/comm/process_group.h"
 #include "kto/config/config.h"
 #include "kto/data/dataset.h"
+#include "kto/model/cpu_allocator.h"
 #include "kto/train/trainer.h"
 #include "kto/util/cli.h"
 #include "kto/util/files.h"
 #include "kto/util/log.h"
+
+namespace {
+
+// Matmul FLOPs one KTO step executes per rank (kto's choices, counted from the shape): the
+// four forwards (policy KL pass, reference target and KL passes, policy target pass), the
+// policy backward (2x its forward: input and weight gradients; attention's score and value
+// products alike) and, with recompute, the policy forward again. Attention products are full
+// T x T (the kernels compute the masked half). The LM head runs on completion tokens only; its
+// backward recomputes the logits (3x its forward).
+double executed_flops_per_step(int64_t C, int64_t L, int64_t H, int64_t Hkv, int64_t I, int64_t V, int64_t T,
+                               int64_t B, bool recompute) {
+  const double D = static_cast<double>(C / H);
+  const double linear = 2.0 * (C * (H + 2 * Hkv) * D + H * D * C + 2.0 * C * I + I * C);  // per token
+  const double attention = 2.0 * 2.0 * static_cast<double>(T) * H * D;                    // per token
+  const double blocks = static_cast<double>(B * T) * static_cast<double>(L) * (linear + attention);
+  const double selected = static_cast<double>(B) * static_cast<double>(T - T / 2);  // completion tokens
+  const double head = selected * 2.0 * static_cast<double>(C) * static_cast<double>(V);
+  return blocks * (recompute ? 7 : 6) + head * 7;
+}
+
+bool native_bf16() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string word;
+  while (in >> word)
+    if (word == "avx512_bf16") return true;
+  return false;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   return kto::comm::run_distributed_main(
@@ -78,13 +112,16 @@ int main(int argc, char** argv) {
             "\n  pad_to_multiple_of: 1\noptim: {lr: 1e-6}\ntrain: {steps: ", warmup + steps,
             ", export_final: false}\nrun: {dir: ", dir, "/run, threads: ", threads, "}\n");
         kto::train::Trainer trainer(kto::config::parse_config(yaml, "bench"), world);
-        std::vector<double> times, tps, mfu;
+        std::vector<double> times, tps, mfu, rss;
+        kto::model::CpuCacheStats cache_before;
         for (int64_t s = 0; s < warmup + steps; ++s) {
+          if (s == warmup) cache_before = kto::model::cpu_cache_stats();
           const auto m = trainer.train_step();
           if (s >= warmup) {
             times.push_back(m.at("step_seconds"));
             tps.push_back(m.at("tokens_per_s"));
             mfu.push_back(m.at("mfu"));
+            rss.push_back(m.at("peak_rss_mib"));
           }
         }
         auto median = [](std::vector<double> v) {
@@ -92,15 +129,28 @@ int main(int argc, char** argv) {
           return v[v.size() / 2];
         };
         if (world.is_root()) {
+          const double sec = median(times);
+          const double executed =
+              executed_flops_per_step(hidden, layers, heads, kv_heads, ffn, vocab, seq, batch, reshard != 0);
+          const double peak_per_rank = trainer.peak_flops() / world.size();
+          const kto::model::CpuCacheStats cache = kto::model::cpu_cache_stats();
+          const double misses =
+              static_cast<double>(cache.misses - cache_before.misses) / static_cast<double>(steps);
+          const double model_per_rank =
+              trainer.model_flops_per_token() * static_cast<double>(batch * seq) / sec;
           std::printf(
-              "{\"impl\": \"kto\", \"ranks\": %d, \"dtype\": \"%s\", \"threads_per_rank\": %ld, \"reshard\": "
+              "{\"impl\": \"kto\", \"ranks\": %d, \"dtype\": \"%s\", \"native_bf16\": %s, "
+              "\"threads_per_rank\": %ld, \"reshard\": %ld, \"hidden\": %ld, \"layers\": %ld, \"vocab\": "
               "%ld, "
-              "\"hidden\": %ld, \"layers\": %ld, \"vocab\": %ld, \"seq\": %ld, \"batch_per_rank\": %ld, "
-              "\"ms_per_step\": %.2f, \"tokens_per_s\": %.1f, \"mfu\": %.4f}\n",
-              world.size(), dtype.c_str(), static_cast<long>(threads), static_cast<long>(reshard),
-              static_cast<long>(hidden), static_cast<long>(layers), static_cast<long>(vocab),
-              static_cast<long>(seq), static_cast<long>(batch), median(times) * 1e3, median(tps),
-              median(mfu));
+              "\"seq\": %ld, \"batch_per_rank\": %ld, \"ms_per_step\": %.2f, \"tokens_per_s\": %.1f, "
+              "\"model_gflops\": %.2f, \"mfu\": %.4f, \"executed_gflop_per_step\": %.2f, "
+              "\"executed_gflops\": %.2f, \"peak_gflops\": %.2f, \"executed_vs_peak\": %.4f, "
+              "\"peak_rss_mib\": %.0f, \"allocator_misses_per_step\": %.0f}\n",
+              world.size(), dtype.c_str(), native_bf16() ? "true" : "false", static_cast<long>(threads),
+              static_cast<long>(reshard), static_cast<long>(hidden), static_cast<long>(layers),
+              static_cast<long>(vocab), static_cast<long>(seq), static_cast<long>(batch), sec * 1e3,
+              median(tps), model_per_rank / 1e9, median(mfu), executed / 1e9, executed / sec / 1e9,
+              peak_per_rank / 1e9, executed / sec / peak_per_rank, median(rss), misses);
           kto::remove_tree(dir);
         }
         return 0;

@@ -58,6 +58,14 @@ class MpiWork : public Work {
     keep_alive.clear();
     staged = at::Tensor();
   }
+  bool test() override {
+    if (requests.empty()) return true;
+    int done = 0;
+    KTO_MPI_CHECK(
+        MPI_Testall(static_cast<int>(requests.size()), requests.data(), &done, MPI_STATUSES_IGNORE));
+    if (done) requests.clear();
+    return done != 0;
+  }
   ~MpiWork() override {
     // An abandoned request would let MPI write into freed memory: complete it.
     if (!requests.empty())

@@ -78,6 +78,7 @@ class NcclWork : public Work {
     KTO_CUDA_CHECK(cudaStreamWaitEvent(compute_stream(), done_, 0));
     tensors_.clear();
   }
+  bool test() override { return cudaEventQuery(done_) == cudaSuccess; }
 
  private:
   cudaEvent_t done_;

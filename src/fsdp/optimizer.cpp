@@ -1,12 +1,92 @@
 #include "kto/fsdp/optimizer.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 
 #include <cmath>
 
 #include "kto/util/check.h"
 
 namespace kto::fsdp {
+namespace {
+
+// CPU slices take one pass per step through loops of our own: the ATen formulation below (the
+// one devices use) makes ~8 passes over the optimizer state and, for the norm, an fp64 copy of
+// every gradient; on CPU both are memory-bound, so passes are time.
+constexpr int64_t kChunk = int64_t{1} << 15;
+
+// sum(g^2) in fp64, in fixed chunks summed in order: the same bits for any thread count.
+template <typename T>
+double squared_sum_cpu(const at::Tensor& grad) {
+  const T* g = grad.data_ptr<T>();
+  const int64_t n = grad.numel(), chunks = (n + kChunk - 1) / kChunk;
+  std::vector<double> partial(static_cast<size_t>(chunks), 0.0);
+  at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      const int64_t begin = c * kChunk, end = std::min(n, begin + kChunk);
+      double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+      int64_t i = begin;
+      for (; i + 8 <= end; i += 8) {
+        for (int k = 0; k < 8; ++k) {
+          const double x = static_cast<double>(g[i + k]);
+          lane[k] += x * x;
+        }
+      }
+      for (; i < end; ++i) lane[0] += static_cast<double>(g[i]) * static_cast<double>(g[i]);
+      partial[static_cast<size_t>(c)] =
+          ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+    }
+  });
+  double total = 0;
+  for (double x : partial) total += x;
+  return total;
+}
+
+template <typename T>
+struct AdamwConstants {
+  T grad_scale, decay_factor, beta1, one_minus_beta1, beta2, one_minus_beta2, sqrt_bc2, eps, step_size;
+};
+
+// Elements [begin, end) of one slice: clip scale, decoupled decay (when `decay`), moments, update.
+template <typename T>
+void adamw_range_cpu(T* p, const T* g, T* m, T* v, int64_t begin, int64_t end, const AdamwConstants<T>& c,
+                     bool decay) {
+  at::parallel_for(begin, end, kChunk, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      const T gi = g[i] * c.grad_scale;
+      const T pi = decay ? p[i] * c.decay_factor : p[i];
+      const T mi = m[i] * c.beta1 + gi * c.one_minus_beta1;
+      const T vi = v[i] * c.beta2 + gi * gi * c.one_minus_beta2;
+      const T denom = std::sqrt(vi) / c.sqrt_bc2 + c.eps;
+      m[i] = mi;
+      v[i] = vi;
+      p[i] = pi + c.step_size * (mi / denom);
+    }
+  });
+}
+
+template <typename T>
+void adamw_cpu(at::Tensor& p, const at::Tensor& g, at::Tensor& m, at::Tensor& v,
+               const std::vector<Segment>& decay, const AdamwConstants<T>& c) {
+  T* pp = p.data_ptr<T>();
+  const T* gp = g.data_ptr<T>();
+  T* mp = m.data_ptr<T>();
+  T* vp = v.data_ptr<T>();
+  int64_t at_elem = 0;
+  for (const Segment& s : decay) {  // in slice order, disjoint
+    adamw_range_cpu(pp, gp, mp, vp, at_elem, s.begin, c, false);
+    adamw_range_cpu(pp, gp, mp, vp, s.begin, s.begin + s.length, c, c.decay_factor != T(1));
+    at_elem = s.begin + s.length;
+  }
+  adamw_range_cpu(pp, gp, mp, vp, at_elem, p.numel(), c, false);
+}
+
+bool fused_cpu(const at::Tensor& p) {
+  return p.device().is_cpu() && p.is_contiguous() && p.grad().is_contiguous() &&
+         p.grad().scalar_type() == p.scalar_type();
+}
+
+}  // namespace
 
 ShardedOptimizer::ShardedOptimizer(std::vector<at::Tensor> params, std::vector<std::vector<Segment>> decay,
                                    OptimizerOptions options, comm::Communicator* comm)
@@ -26,12 +106,23 @@ ShardedOptimizer::ShardedOptimizer(std::vector<at::Tensor> params, std::vector<s
 double ShardedOptimizer::grad_norm() const {
   // On the device, in fp64: each slice's squared sum, then one reduction over the slices (a
   // running sum, in slice order); no host sync until the single copy at the end.
+  // On CPU the same in one pass per slice.
   std::vector<at::Tensor> squares;
+  bool any = false;
+  double cpu_sum = 0;
   for (const at::Tensor& p : params_) {
-    if (p.grad().defined()) squares.push_back(p.grad().to(at::kDouble).pow(2).sum());
+    if (!p.grad().defined()) continue;
+    any = true;
+    if (fused_cpu(p)) {
+      cpu_sum += p.scalar_type() == at::kDouble ? squared_sum_cpu<double>(p.grad())
+                                                : squared_sum_cpu<float>(p.grad());
+    } else {
+      squares.push_back(p.grad().to(at::kDouble).pow(2).sum());
+    }
   }
-  if (squares.empty()) return 0.0;
-  at::Tensor sq = at::stack(squares).cumsum(0)[-1].contiguous();
+  if (!any) return 0.0;
+  at::Tensor sq = squares.empty() ? at::full({1}, cpu_sum, at::kDouble)
+                                  : (at::stack(squares).cumsum(0)[-1] + cpu_sum).reshape({1}).contiguous();
   // Each rank holds a disjoint slice: the global squared norm is the sum over ranks.
   if (comm_ != nullptr) comm_->all_reduce(sq, comm::ReduceOp::sum)->wait();
   return std::sqrt(sq.item<double>());
@@ -50,6 +141,25 @@ void ShardedOptimizer::step(double lr, double grad_norm) {
     at::Tensor p = params_[i];
     if (!p.grad().defined()) continue;
     at::Tensor g = p.grad();
+    if (options_.name == OptimizerName::adamw && fused_cpu(p)) {
+      const double bc1 = 1.0 - std::pow(options_.beta1, static_cast<double>(steps_));
+      const double bc2 = 1.0 - std::pow(options_.beta2, static_cast<double>(steps_));
+      const auto run = [&](auto zero) {
+        using T = decltype(zero);
+        const AdamwConstants<T> c{static_cast<T>(scale),          static_cast<T>(1.0 - lr * wd),
+                                  static_cast<T>(options_.beta1), static_cast<T>(1.0 - options_.beta1),
+                                  static_cast<T>(options_.beta2), static_cast<T>(1.0 - options_.beta2),
+                                  static_cast<T>(std::sqrt(bc2)), static_cast<T>(options_.eps),
+                                  static_cast<T>(-lr / bc1)};
+        adamw_cpu<T>(p, g, state_[i][0], state_[i][1], decay_[i], c);
+      };
+      if (p.scalar_type() == at::kDouble) {
+        run(0.0);
+      } else {
+        run(0.0f);
+      }
+      continue;
+    }
     if (scale != 1.0) g = g * scale;
     if (options_.name == OptimizerName::adamw) {
       at::Tensor& m = state_[i][0];

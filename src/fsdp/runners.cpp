@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/custom_function.h>
+#include <torch/csrc/autograd/engine.h>
 
 #include <map>
 
@@ -22,6 +23,14 @@ std::vector<at::Tensor> gather_unit(UnitGatherer& g, size_t unit, int64_t next) 
   if (g.prefetching() && next >= 0 && next < static_cast<int64_t>(g.layout().units.size()))
     g.prefetch(static_cast<size_t>(next));
   return full;
+}
+
+// From a backward node: the unit's gradient goes out asynchronously, and the slices' .grad
+// are complete when this backward pass ends (an engine callback lands what is still in flight;
+// queued on every call, it is a no-op once the first one has run).
+void reduce_scatter_in_backward(UnitGatherer& g, size_t unit, const at::Tensor& full_grad) {
+  g.reduce_scatter_grad(unit, full_grad);
+  torch::autograd::Engine::get_default_engine().queue_callback([&g] { g.finish_gradients(); });
 }
 
 // What an autograd node needs again in backward, carried in its context as a typed capsule.
@@ -63,7 +72,8 @@ class GatherFunction : public torch::autograd::Function<GatherFunction> {
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto call = call_of(ctx);
-    return {call->gatherer->reduce_scatter(call->unit, grads[0]), at::Tensor()};
+    reduce_scatter_in_backward(*call->gatherer, call->unit, grads[0]);
+    return {at::Tensor(), at::Tensor()};  // the slice's gradient lands outside autograd
   }
 };
 
@@ -121,8 +131,11 @@ class UnitFunction : public torch::autograd::Function<UnitFunction> {
                                                   /*create_graph=*/false, /*allow_unused=*/true);
     const std::vector<size_t> units = g.layout().weight_units(call->unit);
     variable_list out;
-    for (size_t i = 0; i < units.size(); ++i)
-      out.push_back(d[i].defined() ? g.reduce_scatter(units[i], d[i]) : at::zeros_like(g.slice(units[i])));
+    for (size_t i = 0; i < units.size(); ++i) {
+      // An unused weight buffer still gets its (zero) gradient, as every rank's does.
+      reduce_scatter_in_backward(g, units[i], d[i].defined() ? d[i] : at::zeros_like(full[i]));
+      out.emplace_back();  // the slices' gradients land outside autograd
+    }
     out.push_back(x_differentiable ? d.back() : at::Tensor());
     out.emplace_back();  // the call
     return out;

@@ -74,13 +74,22 @@ double training_bytes_per_rank(const model::ModelConfig& config, const model::Mo
 
 struct UnitGatherer::Pending {
   at::Tensor send, full;
-  comm::WorkHandle work;
+  comm::WorkHandle work;  // none at world size 1
 };
+
+namespace {
+// Gradient reduce-scatters in flight at once: each holds a unit's full gradient, so this bounds
+// the extra memory while letting a unit's traffic overlap the next unit's backward.
+constexpr size_t kGradsInFlight = 2;
+}  // namespace
 
 UnitGatherer::UnitGatherer(const ShardedModel& model, comm::Communicator& comm)
     : model_(model), comm_(comm) {}
 UnitGatherer::~UnitGatherer() {
-  for (auto& [unit, p] : inflight_) p->work->wait();  // never abandon a collective in flight
+  // Never abandon a collective in flight.
+  for (auto& [unit, p] : inflight_)
+    if (p->work) p->work->wait();
+  for (auto& [unit, p] : grads_) p->work->wait();
 }
 
 void UnitGatherer::prefetch(size_t unit) {
@@ -89,9 +98,13 @@ void UnitGatherer::prefetch(size_t unit) {
   auto p = std::make_unique<Pending>();
   const auto opts = at::TensorOptions().dtype(model_.options().compute_dtype).device(model_.options().device);
   p->send = model_.shards()[unit].detach().to(opts).contiguous();
-  p->full = at::empty({r.padded_numel}, opts);
-  p->work = comm_.all_gather(p->send, p->full);
-  stats.all_gather_bytes += p->full.numel() * p->full.element_size();
+  if (comm_.size() == 1) {
+    p->full = p->send;  // the slice is the unit: nothing to move (a view of fp32 masters in fp32)
+  } else {
+    p->full = at::empty({r.padded_numel}, opts);
+    p->work = comm_.all_gather(p->send, p->full);
+    stats.all_gather_bytes += p->full.numel() * p->full.element_size();
+  }
   ++stats.all_gathers;
   inflight_.emplace(unit, std::move(p));
 }
@@ -102,28 +115,71 @@ at::Tensor UnitGatherer::get(size_t unit) {
   auto it = inflight_.find(unit);
   std::unique_ptr<Pending> p = std::move(it->second);
   inflight_.erase(it);
-  const auto t0 = std::chrono::steady_clock::now();
-  p->work->wait();
-  stats.wait_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (p->work) {
+    const auto t0 = std::chrono::steady_clock::now();
+    p->work->wait();
+    stats.wait_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+  progress();
   return p->full.narrow(0, 0, model_.range(unit).numel);
+}
+
+void UnitGatherer::progress() {
+  for (auto& [unit, p] : inflight_)
+    if (p->work) p->work->test();
+  for (auto& [unit, p] : grads_) p->work->test();
 }
 
 const model::ModelLayout& UnitGatherer::layout() const { return model_.layout(); }
 const at::Tensor& UnitGatherer::slice(size_t unit) const { return model_.shards()[unit]; }
 bool UnitGatherer::prefetching() const { return model_.options().prefetch; }
 
-at::Tensor UnitGatherer::reduce_scatter(size_t unit, const at::Tensor& full_grad) {
+void UnitGatherer::land(size_t unit, const at::Tensor& shard_grad) {
+  const at::Tensor& s = model_.shards()[unit];
+  at::Tensor g = shard_grad.to(s.scalar_type());
+  at::Tensor& acc = s.mutable_grad();
+  if (acc.defined()) {
+    acc.add_(g);
+  } else {
+    acc = g.detach();
+  }
+}
+
+void UnitGatherer::reduce_scatter_grad(size_t unit, const at::Tensor& full_grad) {
   const ShardRange& r = model_.range(unit);
-  const auto opts = at::TensorOptions().dtype(model_.options().compute_dtype).device(model_.options().device);
-  at::Tensor padded = at::zeros({r.padded_numel}, opts);
-  padded.narrow(0, 0, r.numel).copy_(full_grad.reshape({-1}));
-  at::Tensor shard = at::empty({r.shard_numel}, opts);
-  const auto t0 = std::chrono::steady_clock::now();
-  comm_.reduce_scatter(padded, shard, comm::ReduceOp::avg)->wait();
-  stats.wait_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  stats.reduce_scatter_bytes += padded.numel() * padded.element_size();
   ++stats.reduce_scatters;
-  return shard.to(model_.shards()[unit].scalar_type());
+  if (comm_.size() == 1) {
+    land(unit, full_grad.reshape({-1}));  // the average over one rank is the gradient itself
+    return;
+  }
+  const auto opts = at::TensorOptions().dtype(model_.options().compute_dtype).device(model_.options().device);
+  auto p = std::make_unique<Pending>();
+  p->send = at::empty({r.padded_numel}, opts);
+  p->send.narrow(0, 0, r.numel).copy_(full_grad.reshape({-1}));
+  if (r.padded_numel > r.numel) p->send.narrow(0, r.numel, r.padded_numel - r.numel).zero_();
+  p->full = at::empty({r.shard_numel}, opts);  // this rank's averaged slice
+  p->work = comm_.reduce_scatter(p->send, p->full, comm::ReduceOp::avg);
+  stats.reduce_scatter_bytes += p->send.numel() * p->send.element_size();
+  grads_.emplace_back(unit, std::move(p));
+  progress();
+  while (grads_.size() > kGradsInFlight) {
+    auto [u, oldest] = std::move(grads_.front());
+    grads_.erase(grads_.begin());
+    const auto t0 = std::chrono::steady_clock::now();
+    oldest->work->wait();
+    stats.wait_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    land(u, oldest->full);
+  }
+}
+
+void UnitGatherer::finish_gradients() {
+  const auto t0 = std::chrono::steady_clock::now();
+  for (auto& [u, p] : grads_) {
+    p->work->wait();
+    land(u, p->full);
+  }
+  grads_.clear();
+  stats.wait_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -200,21 +256,39 @@ int64_t ShardedModel::shard_bytes() const {
 const CommStats& ShardedModel::comm_stats() const { return gatherer_->stats; }
 void ShardedModel::reset_comm_stats() { gatherer_->stats = CommStats{}; }
 
-at::Tensor ShardedModel::sequence_logprobs(const at::Tensor& ids_BT, const at::Tensor& attention_mask_BT,
-                                           const model::TokenSelection& selection) {
+std::shared_ptr<model::ForwardContext> ShardedModel::context_for(
+    const at::Tensor& ids_BT, const at::Tensor& attention_mask_BT,
+    const model::TokenSelection& selection) const {
   KTO_CHECK(ids_BT.dim() == 2, "input_ids must be [B, T], got ", ids_BT.sizes());
   KTO_CHECK(selection.rows.defined(), "sequence_logprobs needs a token selection (model::select_tokens)");
-  const at::Device device = options_.device;
   auto context = std::make_shared<model::ForwardContext>();
   context->attention = model::make_attention_inputs(config_, attention_mask_BT, ids_BT.size(1),
-                                                    options_.compute_dtype, device);
-  context->selection = selection.to(device);
+                                                    options_.compute_dtype, options_.device);
+  context->selection = selection.to(options_.device);
   context->logprob_chunk_rows = options_.logprob_chunk_rows;
+  return context;
+}
+
+at::Tensor ShardedModel::sequence_logprobs(const at::Tensor& ids_BT, const at::Tensor& attention_mask_BT,
+                                           const model::TokenSelection& selection) {
+  auto context = context_for(ids_BT, attention_mask_BT, selection);
   const RunMode mode = !(options_.trainable && at::GradMode::is_enabled()) ? RunMode::no_grad
                        : options_.reshard_after_forward                    ? RunMode::resharded
                                                                            : RunMode::kept;
   const std::unique_ptr<model::UnitRunner> runner = make_runner(mode, *gatherer_);
-  return model::forward_units(config_, layout_, *runner, ids_BT.to(device), context);
+  return model::forward_units(config_, layout_, *runner, ids_BT.to(options_.device), context);
+}
+
+std::vector<at::Tensor> ShardedModel::sequence_logprobs_each(const std::vector<Batch>& batches) {
+  at::NoGradGuard no_grad;
+  std::vector<at::Tensor> ids;
+  std::vector<std::shared_ptr<const model::ForwardContext>> contexts;
+  for (const Batch& b : batches) {
+    contexts.push_back(context_for(b.ids_BT, b.attention_mask_BT, b.selection));
+    ids.push_back(b.ids_BT.to(options_.device));
+  }
+  const std::unique_ptr<model::UnitRunner> runner = make_runner(RunMode::no_grad, *gatherer_);
+  return model::forward_units_each(config_, layout_, *runner, ids, contexts);
 }
 
 }  // namespace kto::fsdp

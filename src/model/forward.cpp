@@ -34,4 +34,23 @@ at::Tensor forward_units(const ModelConfig& config, const ModelLayout& layout, U
   return x;
 }
 
+std::vector<at::Tensor> forward_units_each(
+    const ModelConfig& config, const ModelLayout& layout, UnitRunner& runner,
+    const std::vector<at::Tensor>& ids_BT,
+    const std::vector<std::shared_ptr<const ForwardContext>>& contexts) {
+  KTO_CHECK(!ids_BT.empty() && ids_BT.size() == contexts.size(), "forward_units_each: ", ids_BT.size(),
+            " inputs for ", contexts.size(), " contexts");
+  std::vector<at::Tensor> xs = ids_BT;
+  for (size_t u = 0; u < layout.units.size(); ++u) {
+    // The runner passes the first input; the others ride along in the same call.
+    const UnitFn fn = [&](const std::vector<at::Tensor>& flats, const at::Tensor& first) {
+      for (size_t i = 1; i < xs.size(); ++i)
+        xs[i] = unit_forward(config, layout, u, flats, xs[i], *contexts[i]);
+      return unit_forward(config, layout, u, flats, first, *contexts[0]);
+    };
+    xs[0] = runner.run(u, xs[0], fn);
+  }
+  return xs;
+}
+
 }  // namespace kto::model

@@ -160,24 +160,38 @@ void Trainer::setup_models(const model::ModelConfig& mc) {
   peak_flops_ = world_.all_reduce(per_rank * 1e9, comm::ReduceOp::sum);  // the job's peak
 }
 
-at::Tensor Trainer::kl_terms(const data::Microbatch& mb) {
+Trainer::ReferenceLogProbs Trainer::reference_logprobs(const data::Microbatch& mb, bool with_kl) {
   at::NoGradGuard no_grad;
-  const data::TokenBatch& kl = mb.kl;
-  const at::Tensor policy = policy_->sequence_logprobs(kl.input_ids, kl.attention_mask, kl.selection);
-  const at::Tensor reference =
-      reference_ ? reference_->sequence_logprobs(kl.input_ids, kl.attention_mask, kl.selection)
-                 : mb.ref_kl_logp.to(device_);
-  return policy - reference;
+  ReferenceLogProbs r;
+  if (!reference_) {
+    r.target = mb.ref_logp.to(device_);
+    if (with_kl) r.kl = mb.ref_kl_logp.to(device_);
+    return r;
+  }
+  if (!with_kl) {
+    const data::TokenBatch& t = mb.target;
+    r.target = reference_->sequence_logprobs(t.input_ids, t.attention_mask, t.selection);
+    return r;
+  }
+  const data::TokenBatch &t = mb.target, &kl = mb.kl;
+  const std::vector<at::Tensor> lp = reference_->sequence_logprobs_each(
+      {{t.input_ids, t.attention_mask, t.selection}, {kl.input_ids, kl.attention_mask, kl.selection}});
+  r.target = lp[0];
+  r.kl = lp[1];
+  return r;
 }
 
-Trainer::LogProbs Trainer::target_logprobs(const data::Microbatch& mb, bool with_grad) {
+at::Tensor Trainer::kl_terms(const data::Microbatch& mb, const at::Tensor& reference_kl) {
+  at::NoGradGuard no_grad;
+  const data::TokenBatch& kl = mb.kl;
+  return policy_->sequence_logprobs(kl.input_ids, kl.attention_mask, kl.selection) - reference_kl;
+}
+
+Trainer::LogProbs Trainer::target_logprobs(const data::Microbatch& mb, const at::Tensor& reference,
+                                           bool with_grad) {
   const data::TokenBatch& t = mb.target;
   LogProbs lp;
-  if (loss::uses_reference(loss_.name)) {
-    at::NoGradGuard no_grad;
-    lp.reference = reference_ ? reference_->sequence_logprobs(t.input_ids, t.attention_mask, t.selection)
-                              : mb.ref_logp.to(device_);
-  }
+  lp.reference = reference;
   at::AutoGradMode grad(with_grad);
   lp.policy = policy_->sequence_logprobs(t.input_ids, t.attention_mask, t.selection);
   return lp;
@@ -210,14 +224,18 @@ std::map<std::string, double> Trainer::train_step() {
   StepSums sums(device_);
   for (const data::Microbatch& mb : loader_->next_step()) {
     at::Tensor z0 = zero_z0();
-    if (loss::uses_kl(loss_.name)) {
-      // KL pass (no grad), then z0 over the global microbatch: (sum, count) all-reduced.
-      at::Tensor stats = loss::kl_statistics(kl_terms(mb), loss_.estimator);
+    const bool kl = loss::uses_kl(loss_.name);
+    // The reference (no grad, or precomputed) on the target and KL batches at once.
+    const ReferenceLogProbs ref =
+        kl || loss::uses_reference(loss_.name) ? reference_logprobs(mb, kl) : ReferenceLogProbs{};
+    if (kl) {
+      // KL pass of the policy (no grad), then z0 over the global microbatch: (sum, count) all-reduced.
+      at::Tensor stats = loss::kl_statistics(kl_terms(mb, ref.kl), loss_.estimator);
       comm_->all_reduce(stats, comm::ReduceOp::sum)->wait();
       z0 = loss::reference_point(stats, loss_.estimator).z0;
     }
-    // Log-probs: reference (no grad, or precomputed), policy (grad).
-    const LogProbs lp = target_logprobs(mb, /*with_grad=*/true);
+    // The policy's log-probs (grad).
+    const LogProbs lp = target_logprobs(mb, ref.target, /*with_grad=*/true);
     // Loss; backward reduce-scatters the gradients into this rank's slices.
     const loss::LossOutput out = objective(mb, lp, z0);
     (out.loss / static_cast<double>(grad_accum_)).backward();

@@ -234,3 +234,63 @@ TEST_CASE("a frozen sharded reference loads its slices from a Hugging Face direc
   world.barrier();
   if (world.rank() == 0) kto::remove_tree(dir);
 }
+
+TEST_CASE("the frozen reference scores two batches in one walk, each unit gathered once", "[mpi][fsdp]") {
+  const auto& world = kto::test::world();
+  auto comm = std::shared_ptr<kto::comm::Communicator>(kto::comm::make_communicator(world, at::kCPU));
+  for (const std::string arch : {"llama", "gpt_neox"}) {
+    DYNAMIC_SECTION(arch) {
+      kto::fsdp::FsdpOptions o;
+      o.trainable = false;
+      kto::fsdp::ShardedModel ref(tiny(arch), world, comm, o);
+      ref.init_random(3, 0.2);
+      const RankData a = data_for(world.rank(), 67, 0), b = data_for(world.rank(), 67, 1);
+      const at::Tensor alone_a = ref.sequence_logprobs(a.ids, a.mask, a.sel);
+      const at::Tensor alone_b = ref.sequence_logprobs(
+          b.ids.narrow(1, 0, 7), b.mask.narrow(1, 0, 7),
+          kto::model::select_tokens(b.ids.narrow(1, 0, 7), b.loss_mask.narrow(1, 0, 7)));
+      ref.reset_comm_stats();
+      const auto both = ref.sequence_logprobs_each(
+          {{a.ids, a.mask, a.sel},
+           {b.ids.narrow(1, 0, 7), b.mask.narrow(1, 0, 7),
+            kto::model::select_tokens(b.ids.narrow(1, 0, 7), b.loss_mask.narrow(1, 0, 7))}});
+      REQUIRE(both.size() == 2);
+      CHECK(at::equal(both[0], alone_a));  // bit for bit: the same shapes through the same kernels
+      CHECK(at::equal(both[1], alone_b));
+      // Once per unit (a tied head takes the embedding's again), not once per batch.
+      const int64_t gathered =
+          static_cast<int64_t>(ref.layout().units.size()) + (ref.layout().tied_head() ? 1 : 0);
+      CHECK(ref.comm_stats().all_gathers == gathered);
+    }
+  }
+}
+
+TEST_CASE("gradients of accumulated backward passes land in the slices when each backward returns",
+          "[mpi][fsdp]") {
+  const auto& world = kto::test::world();
+  auto comm = std::shared_ptr<kto::comm::Communicator>(kto::comm::make_communicator(world, at::kCPU));
+  for (bool reshard : {true, false}) {
+    DYNAMIC_SECTION((reshard ? "reshard_after_forward" : "kept") << " W=" << world.size()) {
+      kto::fsdp::FsdpOptions o;
+      o.reshard_after_forward = reshard;
+      o.compute_dtype = at::kDouble;
+      kto::fsdp::ShardedModel m(tiny("llama"), world, comm, o);
+      m.init_random(7, 0.2);
+      const RankData d0 = data_for(world.rank(), 67, 0), d1 = data_for(world.rank(), 67, 1);
+      loss_of(m.sequence_logprobs(d0.ids, d0.mask, d0.sel), d0.weights).backward();
+      std::vector<at::Tensor> first;
+      for (const at::Tensor& s : m.shards()) {
+        REQUIRE(s.grad().defined());  // complete once backward() has returned
+        first.push_back(s.grad().clone());
+      }
+      loss_of(m.sequence_logprobs(d1.ids, d1.mask, d1.sel), d1.weights).backward();
+      std::vector<at::Tensor> both;
+      for (const at::Tensor& s : m.shards()) both.push_back(s.grad().clone());
+      for (at::Tensor& s : m.shards()) s.mutable_grad() = at::Tensor();
+      loss_of(m.sequence_logprobs(d1.ids, d1.mask, d1.sel), d1.weights).backward();
+      for (size_t u = 0; u < both.size(); ++u) {
+        CHECK(rel_error(both[u], first[u] + m.shards()[u].grad()) < 1e-12);  // the sum of the two
+      }
+    }
+  }
+}

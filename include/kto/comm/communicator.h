@@ -25,6 +25,10 @@ class Work {
   virtual ~Work() = default;
   // Completes the operation for the caller: the outputs may be used after this returns.
   virtual void wait() = 0;
+  // Advances the operation without blocking; true once it has completed on this side (wait()
+  // is still what makes the outputs usable). MPI moves a non-blocking collective only inside
+  // MPI calls, so callers test their collectives in flight between compute operations.
+  virtual bool test() { return false; }
 };
 using WorkHandle = std::unique_ptr<Work>;
 

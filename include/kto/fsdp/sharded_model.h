@@ -28,6 +28,10 @@
 #include "kto/model/logprob.h"
 #include "kto/model/model_config.h"
 
+namespace kto::model {
+struct ForwardContext;
+}
+
 namespace kto::fsdp {
 
 struct FsdpOptions {
@@ -90,6 +94,14 @@ class ShardedModel {
   // tokens. Differentiable with respect to the slices when trainable and grad mode is on.
   at::Tensor sequence_logprobs(const at::Tensor& ids_BT, const at::Tensor& attention_mask_BT,
                                const model::TokenSelection& selection);
+  // The same for several batches in one walk of the units, without grad: each unit is gathered
+  // once and run on every batch (the frozen reference's target and KL passes). Each result is
+  // what sequence_logprobs gives for that batch alone.
+  struct Batch {
+    at::Tensor ids_BT, attention_mask_BT;
+    model::TokenSelection selection;
+  };
+  std::vector<at::Tensor> sequence_logprobs_each(const std::vector<Batch>& batches);
 
   const model::ModelConfig& config() const { return config_; }
   const model::ModelLayout& layout() const { return layout_; }
@@ -119,6 +131,9 @@ class ShardedModel {
   std::vector<at::Tensor> shards_;
   std::vector<std::vector<Segment>> decay_segments_;
   std::unique_ptr<UnitGatherer> gatherer_;
+  std::shared_ptr<model::ForwardContext> context_for(const at::Tensor& ids_BT,
+                                                     const at::Tensor& attention_mask_BT,
+                                                     const model::TokenSelection& selection) const;
 };
 
 // How a unit's weights are obtained and released: all-gathers on demand, with prefetch. get()
@@ -131,9 +146,15 @@ class UnitGatherer {
   ~UnitGatherer();
   void prefetch(size_t unit);
   at::Tensor get(size_t unit);
-  // Reduce-scatters a unit's full gradient (compute dtype) into this rank's slice gradient
-  // (average over ranks), in the slice's dtype. Blocking.
-  at::Tensor reduce_scatter(size_t unit, const at::Tensor& full_grad);
+  // Reduce-scatters a unit's full gradient (compute dtype; average over ranks) and adds it, in
+  // the slice's dtype, to the slice's .grad. Asynchronous: a few are in flight at once (the
+  // oldest lands when a further one is issued) and finish_gradients() lands the rest. At world
+  // size 1 the gradient lands at once, without a copy.
+  void reduce_scatter_grad(size_t unit, const at::Tensor& full_grad);
+  void finish_gradients();
+  // Tests every collective in flight, without blocking: MPI advances non-blocking collectives
+  // only inside MPI calls, so the runners call this between units.
+  void progress();
   const model::ModelLayout& layout() const;
   // This rank's slice of `unit` (the autograd leaf of a trainable model).
   const at::Tensor& slice(size_t unit) const;
@@ -142,9 +163,11 @@ class UnitGatherer {
 
  private:
   struct Pending;
+  void land(size_t unit, const at::Tensor& shard_grad);
   const ShardedModel& model_;
   comm::Communicator& comm_;
-  std::map<size_t, std::unique_ptr<Pending>> inflight_;
+  std::map<size_t, std::unique_ptr<Pending>> inflight_;             // all-gathers by unit
+  std::vector<std::pair<size_t, std::unique_ptr<Pending>>> grads_;  // reduce-scatters, oldest first
 };
 
 }  // namespace kto::fsdp

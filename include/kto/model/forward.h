@@ -55,4 +55,13 @@ class UnitRunner {
 at::Tensor forward_units(const ModelConfig& config, const ModelLayout& layout, UnitRunner& runner,
                          const at::Tensor& ids_BT, std::shared_ptr<const ForwardContext> context);
 
+// Several independent forwards in one walk of the units: unit u runs on every input before
+// unit u + 1 does, so its buffers are obtained once for all of them. Each output is exactly what
+// forward_units gives for that input alone (same shapes, same kernels). For runners that call
+// the unit function once per run (no grad): the frozen reference's target and KL passes.
+std::vector<at::Tensor> forward_units_each(
+    const ModelConfig& config, const ModelLayout& layout, UnitRunner& runner,
+    const std::vector<at::Tensor>& ids_BT,
+    const std::vector<std::shared_ptr<const ForwardContext>>& contexts);
+
 }  // namespace kto::model

@@ -53,6 +53,10 @@ class Trainer {
   // rank alike; nothing saved, status.json says "failed").
   bool failed() const { return failed_; }
   int64_t total_steps() const { return total_steps_; }
+  // Model FLOPs per training token (12N, N without the embedding lookup) and the job's matmul
+  // peak in FLOP/s (train.peak_gflops per rank, or measured at start-up), which MFU divides by.
+  double model_flops_per_token() const { return model_flops_per_token_; }
+  double peak_flops() const { return peak_flops_; }
   fsdp::ShardedModel& policy() { return *policy_; }
   const config::Config& config() const { return config_; }
 
@@ -60,9 +64,16 @@ class Trainer {
   struct LogProbs {  // per-sequence completion log-prob sums of one microbatch
     at::Tensor policy, reference;
   };
+  struct ReferenceLogProbs {  // of the target batch and (when asked) of the KL batch
+    at::Tensor target, kl;
+  };
+  // Precomputed ones from the data, or the reference model's: one walk of its units over the
+  // target and KL batches (each reference unit gathered once). No grad.
+  ReferenceLogProbs reference_logprobs(const data::Microbatch& mb, bool with_kl);
   // KL_i = log pi(y'_i|x_i) - log pi_ref(y'_i|x_i) of the microbatch's mismatched pairs (no grad).
-  at::Tensor kl_terms(const data::Microbatch& mb);
-  LogProbs target_logprobs(const data::Microbatch& mb, bool with_grad);
+  at::Tensor kl_terms(const data::Microbatch& mb, const at::Tensor& reference_kl);
+  // The policy's target log-probs (with grad when asked) beside the reference's.
+  LogProbs target_logprobs(const data::Microbatch& mb, const at::Tensor& reference, bool with_grad);
   loss::LossOutput objective(const data::Microbatch& mb, const LogProbs& lp, const at::Tensor& z0) const;
   at::Tensor zero_z0() const;
   void setup_models(const model::ModelConfig& config);
