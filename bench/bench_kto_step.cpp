@@ -35,7 +35,7 @@ namespace {
 // policy backward (2x its forward: input and weight gradients; attention's score and value
 // products alike) and, with recompute, the policy forward again. Attention products are full
 // T x T (the kernels compute the masked half). The LM head runs on completion tokens only; its
-// backward recomputes the logits (3x its forward).
+// backward recomputes the logits (3x its forward), and recompute runs its forward once more.
 double executed_flops_per_step(int64_t C, int64_t L, int64_t H, int64_t Hkv, int64_t I, int64_t V, int64_t T,
                                int64_t B, bool recompute) {
   const double D = static_cast<double>(C / H);
@@ -44,7 +44,7 @@ double executed_flops_per_step(int64_t C, int64_t L, int64_t H, int64_t Hkv, int
   const double blocks = static_cast<double>(B * T) * static_cast<double>(L) * (linear + attention);
   const double selected = static_cast<double>(B) * static_cast<double>(T - T / 2);  // completion tokens
   const double head = selected * 2.0 * static_cast<double>(C) * static_cast<double>(V);
-  return blocks * (recompute ? 7 : 6) + head * 7;
+  return (blocks + head) * (recompute ? 7 : 6) + head;
 }
 
 bool native_bf16() {

@@ -59,8 +59,7 @@ std::map<std::string, double> Trainer::evaluate() {
     }
     data::Microbatch mb = data::assemble_microbatch(examples, bo);
     mb.paired = paired;
-    const bool uses_ref = bo.build_kl || loss::uses_reference(loss_.name);
-    const ReferenceLogProbs ref = uses_ref ? reference_logprobs(mb, bo.build_kl) : ReferenceLogProbs{};
+    const ReferenceLogProbs ref = reference_logprobs(mb, bo.build_kl);
     const at::Tensor kl = bo.build_kl ? kl_terms(mb, ref.kl) : at::Tensor();
     LogProbs lp = target_logprobs(mb, ref.target, /*with_grad=*/false);
     done.push_back({std::move(mb), std::move(lp), kl, real, ids});

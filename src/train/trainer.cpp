@@ -163,6 +163,7 @@ void Trainer::setup_models(const model::ModelConfig& mc) {
 Trainer::ReferenceLogProbs Trainer::reference_logprobs(const data::Microbatch& mb, bool with_kl) {
   at::NoGradGuard no_grad;
   ReferenceLogProbs r;
+  if (!with_kl && !loss::uses_reference(loss_.name)) return r;  // the loss needs none
   if (!reference_) {
     r.target = mb.ref_logp.to(device_);
     if (with_kl) r.kl = mb.ref_kl_logp.to(device_);
@@ -226,8 +227,7 @@ std::map<std::string, double> Trainer::train_step() {
     at::Tensor z0 = zero_z0();
     const bool kl = loss::uses_kl(loss_.name);
     // The reference (no grad, or precomputed) on the target and KL batches at once.
-    const ReferenceLogProbs ref =
-        kl || loss::uses_reference(loss_.name) ? reference_logprobs(mb, kl) : ReferenceLogProbs{};
+    const ReferenceLogProbs ref = reference_logprobs(mb, kl);
     if (kl) {
       // KL pass of the policy (no grad), then z0 over the global microbatch: (sum, count) all-reduced.
       at::Tensor stats = loss::kl_statistics(kl_terms(mb, ref.kl), loss_.estimator);

@@ -68,7 +68,8 @@ class Trainer {
     at::Tensor target, kl;
   };
   // Precomputed ones from the data, or the reference model's: one walk of its units over the
-  // target and KL batches (each reference unit gathered once). No grad.
+  // target and KL batches (each reference unit gathered once). No grad. Empty when the loss
+  // uses no reference and no KL batch is asked for.
   ReferenceLogProbs reference_logprobs(const data::Microbatch& mb, bool with_kl);
   // KL_i = log pi(y'_i|x_i) - log pi_ref(y'_i|x_i) of the microbatch's mismatched pairs (no grad).
   at::Tensor kl_terms(const data::Microbatch& mb, const at::Tensor& reference_kl);
