@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <torch/version.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "kto/util/check.h"
@@ -17,24 +18,78 @@ constexpr double kMaskedScore = -1e9;
 bool is_low_precision(at::ScalarType t) { return t == at::kBFloat16 || t == at::kHalf; }
 at::ScalarType stats_dtype(at::ScalarType t) { return is_low_precision(t) ? at::kFloat : t; }
 
-at::Tensor view_of(const at::Tensor& flat, const ParamSpec& p) {
-  return flat.narrow(0, p.offset, p.numel).view(p.shape);
-}
+// Views of one flat weight buffer, made by a single split rather than one narrow each. Both
+// read the same memory; they differ in backward: a narrow's gradient is a zero-filled buffer of
+// the whole flat size with the view's part copied in, one per view, all summed — for a block,
+// six full-size fills and five full-size additions — while a split's gradient is one
+// concatenation of its pieces' gradients (zeros only for gaps and unused pieces). Same values.
+class FlatViews {
+ public:
+  explicit FlatViews(const at::Tensor& flat) : flat_(flat) {}
 
-at::Tensor optional_view(const at::Tensor& flat, const UnitLayout& unit, Role role) {
+  // A view of [offset, offset + numel) with `shape` (empty: 1-D); returns its index in views().
+  size_t add(int64_t offset, int64_t numel, std::vector<int64_t> shape) {
+    spans_.push_back({offset, numel, std::move(shape)});
+    return spans_.size() - 1;
+  }
+  size_t add(const ParamSpec& p) { return add(p.offset, p.numel, p.shape); }
+  // [first .. last] of a layout that placed them back to back, as rows of `row_width`
+  // (0: 1-D), e.g. q, k and v as one [H*D + 2*Hkv*D, C] matrix.
+  size_t add_adjacent(const UnitLayout& unit, Role first, Role last, int64_t row_width) {
+    const ParamSpec& a = unit.at(first);
+    const ParamSpec& b = unit.at(last);
+    KTO_CHECK(b.offset >= a.offset, unit.name, ": layout order broken");
+    const int64_t numel = b.offset + b.numel - a.offset;
+    return add(a.offset, numel,
+               row_width > 0 ? std::vector<int64_t>{numel / row_width, row_width} : std::vector<int64_t>{});
+  }
+
+  // The views, in the order they were added.
+  std::vector<at::Tensor> views() const {
+    std::vector<size_t> order(spans_.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::sort(order.begin(), order.end(),
+              [this](size_t a, size_t b) { return spans_[a].offset < spans_[b].offset; });
+    std::vector<int64_t> sizes;  // pieces covering the whole flat: gaps and spans, in order
+    std::vector<size_t> piece_of(spans_.size());
+    int64_t at = 0;
+    for (size_t i : order) {
+      const Span& s = spans_[i];
+      KTO_CHECK(s.offset >= at, "weight views overlap at element ", s.offset);
+      if (s.offset > at) sizes.push_back(s.offset - at);
+      piece_of[i] = sizes.size();
+      sizes.push_back(s.numel);
+      at = s.offset + s.numel;
+    }
+    KTO_CHECK(at <= flat_.numel(), "weight view ends at ", at, " past the buffer's ", flat_.numel());
+    if (at < flat_.numel()) sizes.push_back(flat_.numel() - at);
+    const std::vector<at::Tensor> pieces = flat_.split_with_sizes(sizes);
+    std::vector<at::Tensor> out;
+    for (size_t i = 0; i < spans_.size(); ++i) {
+      const at::Tensor& p = pieces[piece_of[i]];
+      out.push_back(spans_[i].shape.empty() ? p : p.view(spans_[i].shape));
+    }
+    return out;
+  }
+
+ private:
+  struct Span {
+    int64_t offset, numel;
+    std::vector<int64_t> shape;
+  };
+  at::Tensor flat_;
+  std::vector<Span> spans_;
+};
+
+constexpr size_t kNoView = static_cast<size_t>(-1);
+
+size_t add_optional(FlatViews& v, const UnitLayout& unit, Role role) {
   const ParamSpec* p = unit.find(role);
-  return p ? view_of(flat, *p) : at::Tensor();
+  return p ? v.add(*p) : kNoView;
 }
 
-// A view over parameters that the layout placed back to back: [first .. last] rows stacked.
-at::Tensor adjacent_view(const at::Tensor& flat, const UnitLayout& unit, Role first, Role last,
-                         int64_t row_width) {
-  const ParamSpec& a = unit.at(first);
-  const ParamSpec& b = unit.at(last);
-  KTO_CHECK(b.offset >= a.offset, unit.name, ": layout order broken");
-  const int64_t numel = b.offset + b.numel - a.offset;
-  at::Tensor v = flat.narrow(0, a.offset, numel);
-  return row_width > 0 ? v.view({-1, row_width}) : v;
+at::Tensor pick(const std::vector<at::Tensor>& views, size_t i) {
+  return i == kNoView ? at::Tensor() : views[i];
 }
 
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& w, double eps) {
@@ -65,8 +120,8 @@ at::Tensor activation(Activation a, const at::Tensor& x) {
 }
 
 at::Tensor rotate_half(const at::Tensor& x) {
-  const int64_t half = x.size(-1) / 2;
-  return at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+  const std::vector<at::Tensor> halves = x.chunk(2, -1);
+  return at::cat({-halves[1], halves[0]}, -1);
 }
 
 // x: [B, H, T, D]; the first R = cos.size(-1) dims of each head are rotated.
@@ -74,8 +129,8 @@ at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tens
   const int64_t rot = cos.size(-1);
   const int64_t dim = x.size(-1);
   if (rot == dim) return x * cos + rotate_half(x) * sin;
-  const at::Tensor r = x.narrow(-1, 0, rot);
-  return at::cat({r * cos + rotate_half(r) * sin, x.narrow(-1, rot, dim - rot)}, -1);
+  const std::vector<at::Tensor> p = x.split_with_sizes({rot, dim - rot}, -1);
+  return at::cat({p[0] * cos + rotate_half(p[0]) * sin, p[1]}, -1);
 }
 
 // [B, Hkv, T, D] -> [B, Hkv * rep, T, D]; query head h uses kv head h / rep (HF repeat_kv).
@@ -90,16 +145,20 @@ at::Tensor attention(const ModelConfig& c, const BlockWeights& w, const at::Tens
   const int64_t B = h_BTC.size(0), T = h_BTC.size(1);
   const int64_t H = c.num_attention_heads, Hkv = c.kv_heads(), D = c.head_size();
   const at::Tensor qkv = at::linear(h_BTC, w.qkv_w, w.qkv_b);
+  // Split, not narrowed: in backward the pieces' gradients are concatenated once instead of
+  // each zero-padded to the full width and summed (see FlatViews).
   at::Tensor q, k, v;
   if (c.arch == Arch::gpt_neox) {
-    const at::Tensor per_head = qkv.view({B, T, H, 3 * D});  // per head [q k v]
-    q = per_head.narrow(-1, 0, D);
-    k = per_head.narrow(-1, D, D);
-    v = per_head.narrow(-1, 2 * D, D);
+    const std::vector<at::Tensor> p =
+        qkv.view({B, T, H, 3 * D}).split_with_sizes({D, D, D}, -1);  // per head [q k v]
+    q = p[0];
+    k = p[1];
+    v = p[2];
   } else {
-    q = qkv.narrow(-1, 0, H * D).view({B, T, H, D});
-    k = qkv.narrow(-1, H * D, Hkv * D).view({B, T, Hkv, D});
-    v = qkv.narrow(-1, (H + Hkv) * D, Hkv * D).view({B, T, Hkv, D});
+    const std::vector<at::Tensor> p = qkv.split_with_sizes({H * D, Hkv * D, Hkv * D}, -1);
+    q = p[0].view({B, T, H, D});
+    k = p[1].view({B, T, Hkv, D});
+    v = p[2].view({B, T, Hkv, D});
   }
   q = apply_rope(q.transpose(1, 2), attn.cos, attn.sin);  // [B, H, T, D]
   k = repeat_kv(apply_rope(k.transpose(1, 2), attn.cos, attn.sin), H / Hkv);
@@ -129,8 +188,8 @@ at::Tensor mlp(const ModelConfig& c, const BlockWeights& w, const at::Tensor& h_
   const at::Tensor up = at::linear(h_BTC, w.up_w, w.up_b);
   at::Tensor act;
   if (c.gated_mlp()) {
-    const int64_t I = c.intermediate_size;
-    act = activation(c.hidden_act, up.narrow(-1, 0, I)) * up.narrow(-1, I, I);
+    const std::vector<at::Tensor> gate_up = up.chunk(2, -1);  // split, as qkv above
+    act = activation(c.hidden_act, gate_up[0]) * gate_up[1];
   } else {
     act = activation(c.hidden_act, up);
   }
@@ -140,45 +199,68 @@ at::Tensor mlp(const ModelConfig& c, const BlockWeights& w, const at::Tensor& h_
 }  // namespace
 
 EmbedWeights bind_embed(const UnitLayout& unit, const at::Tensor& flat) {
-  return {view_of(flat, unit.at(Role::embed))};
+  FlatViews v(flat);
+  const size_t table = v.add(unit.at(Role::embed));
+  return {v.views()[table]};
 }
 
 BlockWeights bind_block(const UnitLayout& unit, const at::Tensor& flat) {
-  BlockWeights w;
   const int64_t C = unit.at(Role::ln1_w).shape[0];
-  w.ln1_w = view_of(flat, unit.at(Role::ln1_w));
-  w.ln1_b = optional_view(flat, unit, Role::ln1_b);
-  w.ln2_w = view_of(flat, unit.at(Role::ln2_w));
-  w.ln2_b = optional_view(flat, unit, Role::ln2_b);
+  FlatViews v(flat);
+  const size_t ln1_w = v.add(unit.at(Role::ln1_w));
+  const size_t ln1_b = add_optional(v, unit, Role::ln1_b);
+  const size_t ln2_w = v.add(unit.at(Role::ln2_w));
+  const size_t ln2_b = add_optional(v, unit, Role::ln2_b);
+  size_t qkv_w = kNoView, qkv_b = kNoView;
   if (unit.find(Role::qkv_w)) {
-    w.qkv_w = view_of(flat, unit.at(Role::qkv_w));
-    w.qkv_b = optional_view(flat, unit, Role::qkv_b);
+    qkv_w = v.add(unit.at(Role::qkv_w));
+    qkv_b = add_optional(v, unit, Role::qkv_b);
   } else {
-    w.qkv_w = adjacent_view(flat, unit, Role::q_w, Role::v_w, C);
-    if (unit.find(Role::q_b)) w.qkv_b = adjacent_view(flat, unit, Role::q_b, Role::v_b, 0);
+    qkv_w = v.add_adjacent(unit, Role::q_w, Role::v_w, C);
+    if (unit.find(Role::q_b)) qkv_b = v.add_adjacent(unit, Role::q_b, Role::v_b, 0);
   }
-  w.o_w = view_of(flat, unit.at(Role::o_w));
-  w.o_b = optional_view(flat, unit, Role::o_b);
+  const size_t o_w = v.add(unit.at(Role::o_w));
+  const size_t o_b = add_optional(v, unit, Role::o_b);
+  size_t up_w = kNoView, up_b = kNoView;
   if (unit.find(Role::gate_w)) {
-    w.up_w = adjacent_view(flat, unit, Role::gate_w, Role::up_w, C);
-    if (unit.find(Role::gate_b)) w.up_b = adjacent_view(flat, unit, Role::gate_b, Role::up_b, 0);
+    up_w = v.add_adjacent(unit, Role::gate_w, Role::up_w, C);
+    if (unit.find(Role::gate_b)) up_b = v.add_adjacent(unit, Role::gate_b, Role::up_b, 0);
   } else {
-    w.up_w = view_of(flat, unit.at(Role::up_w));
-    w.up_b = optional_view(flat, unit, Role::up_b);
+    up_w = v.add(unit.at(Role::up_w));
+    up_b = add_optional(v, unit, Role::up_b);
   }
-  w.down_w = view_of(flat, unit.at(Role::down_w));
-  w.down_b = optional_view(flat, unit, Role::down_b);
+  const size_t down_w = v.add(unit.at(Role::down_w));
+  const size_t down_b = add_optional(v, unit, Role::down_b);
+
+  const std::vector<at::Tensor> views = v.views();
+  BlockWeights w;
+  w.ln1_w = pick(views, ln1_w);
+  w.ln1_b = pick(views, ln1_b);
+  w.ln2_w = pick(views, ln2_w);
+  w.ln2_b = pick(views, ln2_b);
+  w.qkv_w = pick(views, qkv_w);
+  w.qkv_b = pick(views, qkv_b);
+  w.o_w = pick(views, o_w);
+  w.o_b = pick(views, o_b);
+  w.up_w = pick(views, up_w);
+  w.up_b = pick(views, up_b);
+  w.down_w = pick(views, down_w);
+  w.down_b = pick(views, down_b);
   return w;
 }
 
 HeadWeights bind_head(const ModelLayout& layout, const std::vector<at::Tensor>& flats) {
   const UnitLayout& unit = layout.head();
   KTO_CHECK(flats.size() == (layout.tied_head() ? 2u : 1u), "head: ", flats.size(), " weight buffers");
+  FlatViews v(flats[0]);
+  const size_t norm_w = v.add(unit.at(Role::norm_w));
+  const size_t norm_b = add_optional(v, unit, Role::norm_b);
+  const size_t lm_head = layout.tied_head() ? kNoView : v.add(unit.at(Role::lm_head));
+  const std::vector<at::Tensor> views = v.views();
   HeadWeights w;
-  w.norm_w = view_of(flats[0], unit.at(Role::norm_w));
-  w.norm_b = optional_view(flats[0], unit, Role::norm_b);
-  w.lm_head = layout.tied_head() ? bind_embed(layout.embed(), flats[1]).table
-                                 : view_of(flats[0], unit.at(Role::lm_head));
+  w.norm_w = pick(views, norm_w);
+  w.norm_b = pick(views, norm_b);
+  w.lm_head = layout.tied_head() ? bind_embed(layout.embed(), flats[1]).table : pick(views, lm_head);
   return w;
 }
 
