@@ -10,12 +10,14 @@
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
+#include <torch/csrc/autograd/profiler_legacy.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -63,7 +65,7 @@ int main(int argc, char** argv) {
         int64_t hidden = 256, layers = 4, heads = 8, kv_heads = 4, ffn = 688, vocab = 32000, seq = 256,
                 batch = 8;
         int64_t steps = 6, warmup = 2, threads = 1, reshard = 0;
-        std::string dtype = "fp32";
+        std::string dtype = "fp32", profile;
         kto::cli::Args args("bench_kto_step",
                             "Tokens/s and MFU of a full KTO step (the peer_kto_step.py setup).");
         args.option("--hidden", &hidden, "C", "width (256)")
@@ -78,7 +80,10 @@ int main(int argc, char** argv) {
             .option("--warmup", &warmup, "N", "untimed steps first (2)")
             .option("--threads", &threads, "N", "threads per rank (1)")
             .option("--reshard", &reshard, "0|1", "reshard_after_forward: 1 recomputes units in backward (0)")
-            .option("--dtype", &dtype, "fp32|bf16", "compute dtype (fp32)");
+            .option("--dtype", &dtype, "fp32|bf16", "compute dtype (fp32)")
+            .option("--profile", &profile, "FILE",
+                    "write LibTorch's op trace of the last step to FILE (Chrome trace JSON; rank 0; "
+                    "bench/op_profile.py sums it by op); that step is not timed");
         if (!args.parse(argc, argv)) return 0;
         at::set_num_threads(static_cast<int>(threads));
         kto::log::set_level(kto::log::Level::warn);
@@ -108,9 +113,9 @@ int main(int argc, char** argv) {
             ", intermediate_size: ", ffn, ", num_hidden_layers: ", layers, ", num_attention_heads: ", heads,
             ", num_key_value_heads: ", kv_heads, ", max_position_embeddings: ", seq, "}\n  dtype: ", dtype,
             "\n  reshard_after_forward: ", reshard ? "true" : "false", "\ndata:\n  train: [", dir,
-            "/d.h5]\n  micro_batch: ", batch,
-            "\n  pad_to_multiple_of: 1\noptim: {lr: 1e-6}\ntrain: {steps: ", warmup + steps,
-            ", export_final: false}\nrun: {dir: ", dir, "/run, threads: ", threads, "}\n");
+            "/d.h5]\n  micro_batch: ", batch, "\n  pad_to_multiple_of: 1\noptim: {lr: 1e-6}\ntrain: {steps: ",
+            warmup + steps + (profile.empty() ? 0 : 1), ", export_final: false}\nrun: {dir: ", dir,
+            "/run, threads: ", threads, "}\n");
         kto::train::Trainer trainer(kto::config::parse_config(yaml, "bench"), world);
         std::vector<double> times, tps, mfu, rss;
         kto::model::CpuCacheStats cache_before;
@@ -123,6 +128,12 @@ int main(int argc, char** argv) {
             mfu.push_back(m.at("mfu"));
             rss.push_back(m.at("peak_rss_mib"));
           }
+        }
+        if (!profile.empty()) {
+          // One more step, recorded: the profiler's own overhead stays out of the timed steps.
+          std::unique_ptr<torch::autograd::profiler::RecordProfile> record;
+          if (world.is_root()) record = std::make_unique<torch::autograd::profiler::RecordProfile>(profile);
+          trainer.train_step();
         }
         auto median = [](std::vector<double> v) {
           std::sort(v.begin(), v.end());

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # kto's full KTO step against the plain-PyTorch peer (bench/peer_kto_step.py: same ATen kernels,
 # eager autograd), alternating the two on each shape in one run so that both see the same
-# machine state. Prints, per shape, every round's ms per step for both and the range of the
-# time ratio kto / peer (lower is better for kto).
+# machine state. Prints, per shape, every round's ms per step for both, the range of the time
+# ratio kto / peer (lower is better for kto), the model FLOP rate of both at 12N per training
+# token (medians), the range of kto's executed FLOPs over the measured sgemm peak, and the peak
+# RSS of both (medians).
 #
 #   bench/compare_peer.sh [--rounds N] [--steps N] [--threads N] [--dtype fp32|bf16] [--shapes LIST]
 #
@@ -27,7 +29,7 @@ while [[ $# -gt 0 ]]; do
     --threads) threads=$2; shift 2 ;;
     --dtype) dtype=$2; shift 2 ;;
     --shapes) shapes=$2; shift 2 ;;
-    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0" | grep -v '^set ' | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "compare_peer.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -44,25 +46,35 @@ shape_args() {
     *) echo "compare_peer.sh: unknown shape '$1'" >&2; exit 2 ;;
   esac
 }
-ms_of() { sed -n 's/.*"ms_per_step": \([0-9.]*\).*/\1/p' | tail -1; }
+field() { sed -n "s/.*\"$1\": \([0-9.]*\).*/\1/p" | tail -1; }
+median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 bf16=no; grep -qw avx512_bf16 /proc/cpuinfo && bf16=yes
 echo "machine: $cpu, $(nproc) cores, native bf16 (avx512_bf16): $bf16; $threads thread(s), $dtype, seq 256, $steps timed steps, $rounds round(s)"
 [[ "$dtype" == bf16 && "$bf16" == no ]] && echo "note: this CPU has no native bf16: bf16 figures here are emulated and far slower than fp32"
-printf '%-9s %-28s %-28s %s\n' shape "kto ms/step (rounds)" "peer ms/step (rounds)" "kto/peer"
+echo "model GF/s: 12N FLOPs per training token over step time (both); executed/peak: what kto computes"
+echo "(head on completion tokens only, recompute included) over the measured sgemm peak; RSS: peak MiB"
+printf '%-9s %-22s %-22s %-10s %-14s %-13s %s\n' shape "kto ms/step" "peer ms/step" "kto/peer" \
+  "model GF/s k|p" "exec/peak k" "RSS MiB k|p"
 IFS=, read -r -a list <<<"$shapes"
 for s in "${list[@]}"; do
   args="$(shape_args "$s") --seq 256 --steps $steps --warmup 1 --threads $threads --dtype $dtype"
   kto_args=$args
   [[ "$s" == block-rs ]] && kto_args+=" --reshard 1"
-  k_ms=() p_ms=() ratios=()
+  k_ms=() p_ms=() ratios=() k_gf=() p_gf=() k_ex=() k_rss=() p_rss=()
   for ((r = 0; r < rounds; r++)); do
-    k=$("$bin/bench_kto_step" $kto_args 2>/dev/null | ms_of)
-    p=$(OMP_NUM_THREADS=$threads /usr/bin/python3 "$root/bench/peer_kto_step.py" $args 2>/dev/null | ms_of)
-    k_ms+=("$k") p_ms+=("$p")
-    ratios+=("$(awk -v a="$k" -v b="$p" 'BEGIN { printf "%.2f", a / b }')")
+    k=$("$bin/bench_kto_step" $kto_args 2>/dev/null | tail -1)
+    p=$(OMP_NUM_THREADS=$threads /usr/bin/python3 "$root/bench/peer_kto_step.py" $args 2>/dev/null | tail -1)
+    k_ms+=("$(field ms_per_step <<<"$k")") p_ms+=("$(field ms_per_step <<<"$p")")
+    k_gf+=("$(field model_gflops <<<"$k")") p_gf+=("$(field model_gflops <<<"$p")")
+    k_ex+=("$(field executed_vs_peak <<<"$k")")
+    k_rss+=("$(field peak_rss_mib <<<"$k")") p_rss+=("$(field peak_rss_mib <<<"$p")")
+    ratios+=("$(awk -v a="${k_ms[-1]}" -v b="${p_ms[-1]}" 'BEGIN { printf "%.2f", a / b }')")
   done
   lo=$(printf '%s\n' "${ratios[@]}" | sort -n | head -1) hi=$(printf '%s\n' "${ratios[@]}" | sort -n | tail -1)
-  printf '%-9s %-28s %-28s %s\n' "$s" "${k_ms[*]}" "${p_ms[*]}" "$lo–$hi"
+  ex_lo=$(printf '%s\n' "${k_ex[@]}" | sort -n | head -1) ex_hi=$(printf '%s\n' "${k_ex[@]}" | sort -n | tail -1)
+  printf '%-9s %-22s %-22s %-10s %-14s %-13s %s\n' "$s" "$(printf '%.0f ' "${k_ms[@]}")" \
+    "$(printf '%.0f ' "${p_ms[@]}")" "$lo–$hi" "$(median "${k_gf[@]}")|$(median "${p_gf[@]}")" \
+    "$ex_lo–$ex_hi" "$(median "${k_rss[@]}")|$(median "${p_rss[@]}")"
 done

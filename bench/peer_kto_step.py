@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-# (A copy of the team's shared peer, ../shared/bench/peer_kto_step.py, kept here so that bench/compare_peer.sh runs from a clone.)
+# (A copy of the team's shared peer, ../shared/bench/peer_kto_step.py, kept here so that bench/compare_peer.sh runs from a clone; --profile is ours, and changes no timed step.)
 """Peer baseline: one KTO training step in plain PyTorch eager (what a user of a Python
 trainer runs), on a Llama-style decoder, for side-by-side timing with the C++ trainer.
 
@@ -13,13 +13,13 @@ Every sequence is full length (no padding); the completion is the second half.
 
 Prints one JSON line: config, ms per step (median of the timed steps), training tokens/s,
 model FLOP/s at 12N FLOPs per training token (N = non-embedding parameters + head), MFU vs
---peak-gflops when given.
+--peak-gflops when given, the process's peak RSS.
 
 Example:
   python3 peer_kto_step.py --hidden 256 --layers 4 --heads 8 --kv-heads 4 --ffn 688 \
       --vocab 32000 --seq 256 --batch 8 --steps 6 --threads 1
 """
-import argparse, json, math, statistics, time
+import argparse, json, math, resource, statistics, time
 import torch
 import torch.nn.functional as F
 
@@ -99,6 +99,8 @@ def main():
     p.add_argument("--beta", type=float, default=0.1)
     p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
     p.add_argument("--peak-gflops", type=float, default=0.0)
+    p.add_argument("--profile", default="", help="write torch.autograd.profiler's trace of one "
+                   "extra, untimed step to this file (Chrome trace; bench/op_profile.py sums it)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -117,7 +119,11 @@ def main():
     n_params = sum(q.numel() for q in policy.parameters()) - policy.embed.numel()
 
     times = []
-    for step in range(a.warmup + a.steps):
+    for step in range(a.warmup + a.steps + (1 if a.profile else 0)):
+        profiled = step == a.warmup + a.steps
+        prof = torch.autograd.profiler.profile() if profiled else None
+        if prof:
+            prof.__enter__()
         ids = torch.randint(0, a.vocab, (B, T))
         kl_ids = torch.cat([ids[:, : T // 2], ids.roll(-1, 0)[:, T // 2:]], 1)  # x_i with y_{i+1}
         t0 = time.perf_counter()
@@ -131,7 +137,10 @@ def main():
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if step >= a.warmup:
+        if prof:
+            prof.__exit__(None, None, None)
+            prof.export_chrome_trace(a.profile)
+        elif step >= a.warmup:
             times.append(time.perf_counter() - t0)
     s = statistics.median(times)
     tokens = B * T
@@ -139,7 +148,8 @@ def main():
     out = dict(peer="pytorch-eager", torch=torch.__version__, dtype=a.dtype, threads=a.threads,
                hidden=a.hidden, layers=a.layers, vocab=a.vocab, seq=T, batch=B,
                n_params_nonembed=n_params, ms_per_step=round(s * 1e3, 2),
-               tokens_per_s=round(tokens / s, 1), model_gflops=round(flops / 1e9, 2))
+               tokens_per_s=round(tokens / s, 1), model_gflops=round(flops / 1e9, 2),
+               peak_rss_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
     if a.peak_gflops > 0:
         out["mfu"] = round(flops / 1e9 / a.peak_gflops, 4)
     print(json.dumps(out))

@@ -256,6 +256,14 @@ int64_t ShardedModel::shard_bytes() const {
 const CommStats& ShardedModel::comm_stats() const { return gatherer_->stats; }
 void ShardedModel::reset_comm_stats() { gatherer_->stats = CommStats{}; }
 
+namespace {
+// How a forward runs its units now: no graph, kept for backward, or recomputed in backward.
+RunMode run_mode(const FsdpOptions& o) {
+  if (!(o.trainable && at::GradMode::is_enabled())) return RunMode::no_grad;
+  return o.reshard_after_forward ? RunMode::resharded : RunMode::kept;
+}
+}  // namespace
+
 std::shared_ptr<model::ForwardContext> ShardedModel::context_for(
     const at::Tensor& ids_BT, const at::Tensor& attention_mask_BT,
     const model::TokenSelection& selection) const {
@@ -272,22 +280,30 @@ std::shared_ptr<model::ForwardContext> ShardedModel::context_for(
 at::Tensor ShardedModel::sequence_logprobs(const at::Tensor& ids_BT, const at::Tensor& attention_mask_BT,
                                            const model::TokenSelection& selection) {
   auto context = context_for(ids_BT, attention_mask_BT, selection);
-  const RunMode mode = !(options_.trainable && at::GradMode::is_enabled()) ? RunMode::no_grad
-                       : options_.reshard_after_forward                    ? RunMode::resharded
-                                                                           : RunMode::kept;
-  const std::unique_ptr<model::UnitRunner> runner = make_runner(mode, *gatherer_);
+  const std::unique_ptr<model::UnitRunner> runner = make_runner(run_mode(options_), *gatherer_);
   return model::forward_units(config_, layout_, *runner, ids_BT.to(options_.device), context);
 }
 
 std::vector<at::Tensor> ShardedModel::sequence_logprobs_each(const std::vector<Batch>& batches) {
-  at::NoGradGuard no_grad;
+  KTO_CHECK(!batches.empty(), "sequence_logprobs_each: no batches");
+  const RunMode mode = run_mode(options_);
+  if (mode == RunMode::resharded && batches.size() > 1) {
+    // A recomputing unit runs its function again in backward: the others would be recomputed
+    // (and their walk's state is gone by then). Two walks: the first batch, then the others.
+    std::vector<at::Tensor> out{
+        sequence_logprobs(batches[0].ids_BT, batches[0].attention_mask_BT, batches[0].selection)};
+    at::NoGradGuard no_grad;
+    for (at::Tensor& t : sequence_logprobs_each({batches.begin() + 1, batches.end()}))
+      out.push_back(std::move(t));
+    return out;
+  }
   std::vector<at::Tensor> ids;
   std::vector<std::shared_ptr<const model::ForwardContext>> contexts;
   for (const Batch& b : batches) {
     contexts.push_back(context_for(b.ids_BT, b.attention_mask_BT, b.selection));
     ids.push_back(b.ids_BT.to(options_.device));
   }
-  const std::unique_ptr<model::UnitRunner> runner = make_runner(RunMode::no_grad, *gatherer_);
+  const std::unique_ptr<model::UnitRunner> runner = make_runner(mode, *gatherer_);
   return model::forward_units_each(config_, layout_, *runner, ids, contexts);
 }
 

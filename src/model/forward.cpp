@@ -1,5 +1,7 @@
 #include "kto/model/forward.h"
 
+#include <ATen/core/grad_mode.h>
+
 #include "kto/util/check.h"
 
 namespace kto::model {
@@ -42,10 +44,13 @@ std::vector<at::Tensor> forward_units_each(
             " inputs for ", contexts.size(), " contexts");
   std::vector<at::Tensor> xs = ids_BT;
   for (size_t u = 0; u < layout.units.size(); ++u) {
-    // The runner passes the first input; the others ride along in the same call.
+    // The runner passes the first input; the others ride along in the same call, without grad.
     const UnitFn fn = [&](const std::vector<at::Tensor>& flats, const at::Tensor& first) {
-      for (size_t i = 1; i < xs.size(); ++i)
-        xs[i] = unit_forward(config, layout, u, flats, xs[i], *contexts[i]);
+      {
+        at::NoGradGuard no_grad;
+        for (size_t i = 1; i < xs.size(); ++i)
+          xs[i] = unit_forward(config, layout, u, flats, xs[i], *contexts[i]);
+      }
       return unit_forward(config, layout, u, flats, first, *contexts[0]);
     };
     xs[0] = runner.run(u, xs[0], fn);

@@ -60,8 +60,8 @@ std::map<std::string, double> Trainer::evaluate() {
     data::Microbatch mb = data::assemble_microbatch(examples, bo);
     mb.paired = paired;
     const ReferenceLogProbs ref = reference_logprobs(mb, bo.build_kl);
-    const at::Tensor kl = bo.build_kl ? kl_terms(mb, ref.kl) : at::Tensor();
-    LogProbs lp = target_logprobs(mb, ref.target, /*with_grad=*/false);
+    LogProbs lp = policy_logprobs(mb, ref, /*with_grad=*/false);
+    const at::Tensor kl = lp.kl;
     done.push_back({std::move(mb), std::move(lp), kl, real, ids});
   }
 

@@ -182,19 +182,21 @@ Trainer::ReferenceLogProbs Trainer::reference_logprobs(const data::Microbatch& m
   return r;
 }
 
-at::Tensor Trainer::kl_terms(const data::Microbatch& mb, const at::Tensor& reference_kl) {
-  at::NoGradGuard no_grad;
-  const data::TokenBatch& kl = mb.kl;
-  return policy_->sequence_logprobs(kl.input_ids, kl.attention_mask, kl.selection) - reference_kl;
-}
-
-Trainer::LogProbs Trainer::target_logprobs(const data::Microbatch& mb, const at::Tensor& reference,
+Trainer::LogProbs Trainer::policy_logprobs(const data::Microbatch& mb, const ReferenceLogProbs& ref,
                                            bool with_grad) {
   const data::TokenBatch& t = mb.target;
   LogProbs lp;
-  lp.reference = reference;
+  lp.reference = ref.target;
   at::AutoGradMode grad(with_grad);
-  lp.policy = policy_->sequence_logprobs(t.input_ids, t.attention_mask, t.selection);
+  if (!ref.kl.defined()) {
+    lp.policy = policy_->sequence_logprobs(t.input_ids, t.attention_mask, t.selection);
+    return lp;
+  }
+  const data::TokenBatch& kl = mb.kl;
+  const std::vector<at::Tensor> both = policy_->sequence_logprobs_each(
+      {{t.input_ids, t.attention_mask, t.selection}, {kl.input_ids, kl.attention_mask, kl.selection}});
+  lp.policy = both[0];
+  lp.kl = both[1] - ref.kl;
   return lp;
 }
 
@@ -228,14 +230,14 @@ std::map<std::string, double> Trainer::train_step() {
     const bool kl = loss::uses_kl(loss_.name);
     // The reference (no grad, or precomputed) on the target and KL batches at once.
     const ReferenceLogProbs ref = reference_logprobs(mb, kl);
+    // The policy's target log-probs (grad) and KL pass (no grad).
+    const LogProbs lp = policy_logprobs(mb, ref, /*with_grad=*/true);
     if (kl) {
-      // KL pass of the policy (no grad), then z0 over the global microbatch: (sum, count) all-reduced.
-      at::Tensor stats = loss::kl_statistics(kl_terms(mb, ref.kl), loss_.estimator);
+      // z0 over the global microbatch: (sum, count) all-reduced.
+      at::Tensor stats = loss::kl_statistics(lp.kl, loss_.estimator);
       comm_->all_reduce(stats, comm::ReduceOp::sum)->wait();
       z0 = loss::reference_point(stats, loss_.estimator).z0;
     }
-    // The policy's log-probs (grad).
-    const LogProbs lp = target_logprobs(mb, ref.target, /*with_grad=*/true);
     // Loss; backward reduce-scatters the gradients into this rank's slices.
     const loss::LossOutput out = objective(mb, lp, z0);
     (out.loss / static_cast<double>(grad_accum_)).backward();

@@ -265,6 +265,48 @@ TEST_CASE("the frozen reference scores two batches in one walk, each unit gather
   }
 }
 
+TEST_CASE("the policy's target (grad) and KL (no grad) batches in one walk give what two walks give",
+          "[mpi][fsdp]") {
+  const auto& world = kto::test::world();
+  auto comm = std::shared_ptr<kto::comm::Communicator>(kto::comm::make_communicator(world, at::kCPU));
+  for (bool reshard : {false, true}) {
+    DYNAMIC_SECTION((reshard ? "reshard_after_forward" : "kept") << " W=" << world.size()) {
+      kto::fsdp::FsdpOptions o;
+      o.reshard_after_forward = reshard;
+      o.compute_dtype = at::kDouble;
+      kto::fsdp::ShardedModel m(tiny("llama"), world, comm, o);
+      m.init_random(5, 0.2);
+      const RankData a = data_for(world.rank(), 67, 0), b = data_for(world.rank(), 67, 1);
+      at::Tensor alone_b;
+      {
+        at::NoGradGuard no_grad;
+        alone_b = m.sequence_logprobs(b.ids, b.mask, b.sel);
+      }
+      const at::Tensor alone_a = m.sequence_logprobs(a.ids, a.mask, a.sel);
+      loss_of(alone_a, a.weights).backward();
+      std::vector<at::Tensor> grads;
+      for (at::Tensor& s : m.shards()) {
+        grads.push_back(s.grad().clone());
+        s.mutable_grad() = at::Tensor();
+      }
+      m.reset_comm_stats();
+      const auto both = m.sequence_logprobs_each({{a.ids, a.mask, a.sel}, {b.ids, b.mask, b.sel}});
+      REQUIRE(both.size() == 2);
+      CHECK(both[0].requires_grad());
+      CHECK_FALSE(both[1].requires_grad());
+      CHECK(at::equal(both[0].detach(), alone_a.detach()));  // the same kernels on the same inputs
+      CHECK(at::equal(both[1], alone_b));
+      // Kept units: each gathered once for both batches (a tied head reuses the embedding's
+      // kept buffer); recomputed units: a walk per batch (the tied head gathers it again).
+      const int64_t units = static_cast<int64_t>(m.layout().units.size());
+      const int64_t tied = m.layout().tied_head() ? 1 : 0;
+      CHECK(m.comm_stats().all_gathers == (reshard ? 2 * (units + tied) : units));
+      loss_of(both[0], a.weights).backward();
+      for (size_t u = 0; u < grads.size(); ++u) CHECK(at::equal(m.shards()[u].grad(), grads[u]));
+    }
+  }
+}
+
 TEST_CASE("gradients of accumulated backward passes land in the slices when each backward returns",
           "[mpi][fsdp]") {
   const auto& world = kto::test::world();

@@ -94,9 +94,11 @@ class ShardedModel {
   // tokens. Differentiable with respect to the slices when trainable and grad mode is on.
   at::Tensor sequence_logprobs(const at::Tensor& ids_BT, const at::Tensor& attention_mask_BT,
                                const model::TokenSelection& selection);
-  // The same for several batches in one walk of the units, without grad: each unit is gathered
-  // once and run on every batch (the frozen reference's target and KL passes). Each result is
-  // what sequence_logprobs gives for that batch alone.
+  // The same for several batches in one walk of the units: each unit is gathered once and run
+  // on every batch (the frozen reference's target and KL passes; the policy's). The first batch
+  // is differentiable as sequence_logprobs's result is, the others never are; with units
+  // recomputed in backward (reshard_after_forward) the first batch gets a walk of its own. Each
+  // result is what sequence_logprobs gives for that batch alone.
   struct Batch {
     at::Tensor ids_BT, attention_mask_BT;
     model::TokenSelection selection;

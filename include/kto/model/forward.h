@@ -57,8 +57,10 @@ at::Tensor forward_units(const ModelConfig& config, const ModelLayout& layout, U
 
 // Several independent forwards in one walk of the units: unit u runs on every input before
 // unit u + 1 does, so its buffers are obtained once for all of them. Each output is exactly what
-// forward_units gives for that input alone (same shapes, same kernels). For runners that call
-// the unit function once per run (no grad): the frozen reference's target and KL passes.
+// forward_units gives for that input alone (same shapes, same kernels); only the first is
+// differentiable (the others run without grad). For runners that call the unit function once
+// per run (not one that recomputes it in backward): the frozen reference's target and KL
+// passes, and the policy's with kept units.
 std::vector<at::Tensor> forward_units_each(
     const ModelConfig& config, const ModelLayout& layout, UnitRunner& runner,
     const std::vector<at::Tensor>& ids_BT,

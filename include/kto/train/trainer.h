@@ -63,6 +63,7 @@ class Trainer {
  private:
   struct LogProbs {  // per-sequence completion log-prob sums of one microbatch
     at::Tensor policy, reference;
+    at::Tensor kl;  // KL_i = log pi(y'_i|x_i) - log pi_ref(y'_i|x_i) of the mismatched pairs, when asked
   };
   struct ReferenceLogProbs {  // of the target batch and (when asked) of the KL batch
     at::Tensor target, kl;
@@ -71,10 +72,10 @@ class Trainer {
   // target and KL batches (each reference unit gathered once). No grad. Empty when the loss
   // uses no reference and no KL batch is asked for.
   ReferenceLogProbs reference_logprobs(const data::Microbatch& mb, bool with_kl);
-  // KL_i = log pi(y'_i|x_i) - log pi_ref(y'_i|x_i) of the microbatch's mismatched pairs (no grad).
-  at::Tensor kl_terms(const data::Microbatch& mb, const at::Tensor& reference_kl);
-  // The policy's target log-probs (with grad when asked) beside the reference's.
-  LogProbs target_logprobs(const data::Microbatch& mb, const at::Tensor& reference, bool with_grad);
+  // The policy's target log-probs (with grad when asked) beside the reference's, and with
+  // ref.kl defined the KL terms (no grad): both batches in one walk of the policy's units where
+  // the units are kept (each gathered once), two walks where they are recomputed in backward.
+  LogProbs policy_logprobs(const data::Microbatch& mb, const ReferenceLogProbs& ref, bool with_grad);
   loss::LossOutput objective(const data::Microbatch& mb, const LogProbs& lp, const at::Tensor& z0) const;
   at::Tensor zero_z0() const;
   void setup_models(const model::ModelConfig& config);

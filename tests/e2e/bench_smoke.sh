@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# bench_kto_step end to end on a tiny shape: one timed step plus a profiled one, its JSON line
+# complete, and bench/op_profile.py's sum of the trace naming the matmuls. Keeps the bench and
+# the profiling path from rotting; times nothing.
+#   bench_smoke.sh BIN_DIR SOURCE_DIR
+set -euo pipefail
+bin=$1 src=$2
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+out=$("$bin/bench_kto_step" --hidden 32 --layers 2 --heads 4 --kv-heads 2 --ffn 64 --vocab 97 --seq 16 \
+  --batch 2 --steps 1 --warmup 0 --profile "$work/trace.json")
+echo "$out"
+for key in ms_per_step tokens_per_s model_gflops executed_vs_peak peak_rss_mib allocator_misses_per_step native_bf16; do
+  grep -q "\"$key\": " <<<"$out" || { echo "bench_smoke: no $key in the bench's JSON" >&2; exit 1; }
+done
+sum=$(python3 "$src/bench/op_profile.py" "$work/trace.json" --top 40)
+echo "$sum"
+grep -q "aten::mm" <<<"$sum" || { echo "bench_smoke: the op profile has no aten::mm" >&2; exit 1; }
