@@ -65,6 +65,7 @@ int main(int argc, char** argv) {
         int64_t hidden = 256, layers = 4, heads = 8, kv_heads = 4, ffn = 688, vocab = 32000, seq = 256,
                 batch = 8;
         int64_t steps = 6, warmup = 2, threads = 1, reshard = 0;
+        int64_t peak_gflops = 0;
         std::string dtype = "fp32", profile;
         kto::cli::Args args("bench_kto_step",
                             "Tokens/s and MFU of a full KTO step (the peer_kto_step.py setup).");
@@ -81,6 +82,9 @@ int main(int argc, char** argv) {
             .option("--threads", &threads, "N", "threads per rank (1)")
             .option("--reshard", &reshard, "0|1", "reshard_after_forward: 1 recomputes units in backward (0)")
             .option("--dtype", &dtype, "fp32|bf16", "compute dtype (fp32)")
+            .option("--peak-gflops", &peak_gflops, "G",
+                    "the matmul peak per rank MFU divides by, GFLOP/s (0: measured at start-up; on a "
+                    "GPU give the chip's datasheet figure)")
             .option("--profile", &profile, "FILE",
                     "write LibTorch's op trace of the last step to FILE (Chrome trace JSON; rank 0; "
                     "bench/op_profile.py sums it by op); that step is not timed");
@@ -114,8 +118,8 @@ int main(int argc, char** argv) {
             ", num_key_value_heads: ", kv_heads, ", max_position_embeddings: ", seq, "}\n  dtype: ", dtype,
             "\n  reshard_after_forward: ", reshard ? "true" : "false", "\ndata:\n  train: [", dir,
             "/d.h5]\n  micro_batch: ", batch, "\n  pad_to_multiple_of: 1\noptim: {lr: 1e-6}\ntrain: {steps: ",
-            warmup + steps + (profile.empty() ? 0 : 1), ", export_final: false}\nrun: {dir: ", dir,
-            "/run, threads: ", threads, "}\n");
+            warmup + steps + (profile.empty() ? 0 : 1), ", peak_gflops: ", peak_gflops,
+            ", export_final: false}\nrun: {dir: ", dir, "/run, threads: ", threads, "}\n");
         kto::train::Trainer trainer(kto::config::parse_config(yaml, "bench"), world);
         std::vector<double> times, tps, mfu, rss;
         kto::model::CpuCacheStats cache_before;
