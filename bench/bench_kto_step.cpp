@@ -123,8 +123,12 @@ int main(int argc, char** argv) {
         kto::train::Trainer trainer(kto::config::parse_config(yaml, "bench"), world);
         std::vector<double> times, tps, mfu, rss;
         kto::model::CpuCacheStats cache_before;
+        kto::fsdp::CommStats comm_before;
         for (int64_t s = 0; s < warmup + steps; ++s) {
-          if (s == warmup) cache_before = kto::model::cpu_cache_stats();
+          if (s == warmup) {
+            cache_before = kto::model::cpu_cache_stats();
+            comm_before = trainer.comm_stats();
+          }
           const auto m = trainer.train_step();
           if (s >= warmup) {
             times.push_back(m.at("step_seconds"));
@@ -133,6 +137,15 @@ int main(int argc, char** argv) {
             rss.push_back(m.at("peak_rss_mib"));
           }
         }
+        const kto::fsdp::CommStats comm = trainer.comm_stats();
+        const double per_step = 1.0 / static_cast<double>(steps);
+        // The slowest rank's host time blocked on collectives, and this rank's bytes received.
+        const double wait_ms = world.all_reduce(
+            (comm.wait_seconds - comm_before.wait_seconds) * 1e3 * per_step, kto::comm::ReduceOp::max);
+        const double comm_mib =
+            static_cast<double>(comm.all_gather_bytes - comm_before.all_gather_bytes +
+                                comm.reduce_scatter_bytes - comm_before.reduce_scatter_bytes) *
+            per_step / (1 << 20);
         if (!profile.empty()) {
           // One more step, recorded: the profiler's own overhead stays out of the timed steps.
           std::unique_ptr<torch::autograd::profiler::RecordProfile> record;
@@ -160,12 +173,13 @@ int main(int argc, char** argv) {
               "\"seq\": %ld, \"batch_per_rank\": %ld, \"ms_per_step\": %.2f, \"tokens_per_s\": %.1f, "
               "\"model_gflops\": %.2f, \"mfu\": %.4f, \"executed_gflop_per_step\": %.2f, "
               "\"executed_gflops\": %.2f, \"peak_gflops\": %.2f, \"executed_vs_peak\": %.4f, "
-              "\"peak_rss_mib\": %.0f, \"allocator_misses_per_step\": %.0f}\n",
+              "\"peak_rss_mib\": %.0f, \"allocator_misses_per_step\": %.0f, \"comm_wait_ms_per_step\": %.1f, "
+              "\"comm_mib_per_step\": %.1f}\n",
               world.size(), dtype.c_str(), native_bf16() ? "true" : "false", static_cast<long>(threads),
               static_cast<long>(reshard), static_cast<long>(hidden), static_cast<long>(layers),
               static_cast<long>(vocab), static_cast<long>(seq), static_cast<long>(batch), sec * 1e3,
               median(tps), model_per_rank / 1e9, median(mfu), executed / 1e9, executed / sec / 1e9,
-              peak_per_rank / 1e9, executed / sec / peak_per_rank, median(rss), misses);
+              peak_per_rank / 1e9, executed / sec / peak_per_rank, median(rss), misses, wait_ms, comm_mib);
           kto::remove_tree(dir);
         }
         return 0;

@@ -5,6 +5,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
+#include <mutex>
+#include <sstream>
+#include <string>
 
 #include "kto/util/check.h"
 
@@ -169,7 +173,7 @@ at::Tensor attention(const ModelConfig& c, const BlockWeights& w, const at::Tens
   if (attn.causal_only) {
     out = at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true);
   } else {
-    at::Tensor mask = attn.causal_TT.to(q.scalar_type());
+    at::Tensor mask = attn.causal_TT.to(q.scalar_type()).contiguous();  // a slice of a longer table
     if (attn.keys_B11T.defined()) mask = mask + attn.keys_B11T.to(q.scalar_type());
     out = at::scaled_dot_product_attention(q, k, v, mask);
   }
@@ -287,24 +291,66 @@ at::Tensor rope_inv_freq(const ModelConfig& c) {
   return inv;
 }
 
-AttentionInputs make_attention_inputs(const ModelConfig& c, const at::Tensor& attention_mask_BT, int64_t T,
-                                      at::ScalarType dtype, at::Device device, bool mask_padded_keys) {
-  AttentionInputs out;
+namespace {
+
+// RoPE tables and the causal (windowed) mask depend on the model's RoPE and window settings,
+// the length, dtype and device only, and position p's row is the same in a table of any length:
+// kept per settings at the longest length asked so far and handed out as leading slices. They
+// are never written to. Grown to twice the old length (at least the new one, at most the
+// model's max_position_embeddings unless asked for more) so that lengths rising batch by batch
+// rebuild them O(log T) times.
+struct StaticTables {
+  int64_t length = 0;
+  at::Tensor cos, sin;  // [length, R]
+  at::Tensor causal;    // [length, length], in the dtype scores are computed in
+};
+
+StaticTables build_tables(const ModelConfig& c, int64_t T, at::ScalarType dtype, at::Device device) {
+  StaticTables t;
+  t.length = T;
   const at::Tensor pos = at::arange(T, at::kDouble);
   const at::Tensor freqs = at::outer(pos, rope_inv_freq(c));
   const at::Tensor angles = at::cat({freqs, freqs}, -1);  // [T, R]
   const auto opts = at::TensorOptions().dtype(dtype).device(device);
-  out.cos = angles.cos().to(opts);
-  out.sin = angles.sin().to(opts);
-
-  // Query i sees key j iff j <= i (and i - j < window). Built on the host: [T, T] is small
-  // next to the scores it is added to.
-  const at::ScalarType sdt = stats_dtype(dtype);
+  t.cos = angles.cos().to(opts);
+  t.sin = angles.sin().to(opts);
+  // Query i sees key j iff j <= i (and i - j < window).
   const at::Tensor i = at::arange(T, at::kLong).unsqueeze(1);
   const at::Tensor j = at::arange(T, at::kLong).unsqueeze(0);
   at::Tensor visible = j <= i;
   if (c.sliding_window > 0) visible = visible.logical_and(i - j < c.sliding_window);
-  out.causal_TT = at::where(visible, 0.0, kMaskedScore).to(at::TensorOptions().dtype(sdt).device(device));
+  t.causal =
+      at::where(visible, 0.0, kMaskedScore).to(at::TensorOptions().dtype(stats_dtype(dtype)).device(device));
+  return t;
+}
+
+StaticTables static_tables(const ModelConfig& c, int64_t T, at::ScalarType dtype, at::Device device) {
+  const RopeScaling& rs = c.rope_scaling;
+  std::ostringstream key;
+  key.precision(17);
+  key << c.rope_theta << '/' << c.rotary_dim() << '/' << static_cast<int>(rs.type) << '/' << rs.factor << '/'
+      << rs.low_freq_factor << '/' << rs.high_freq_factor << '/' << rs.original_max_position_embeddings << '/'
+      << c.sliding_window << '/' << static_cast<int>(dtype) << '/' << device.str();
+  static std::mutex mutex;
+  static std::map<std::string, StaticTables> cache;
+  std::lock_guard<std::mutex> lock(mutex);
+  StaticTables& t = cache[key.str()];
+  if (t.length < T)
+    t = build_tables(c, std::max(T, std::min(2 * t.length, c.max_position_embeddings)), dtype, device);
+  if (t.length == T) return t;
+  return {T, t.cos.narrow(0, 0, T), t.sin.narrow(0, 0, T), t.causal.narrow(0, 0, T).narrow(1, 0, T)};
+}
+
+}  // namespace
+
+AttentionInputs make_attention_inputs(const ModelConfig& c, const at::Tensor& attention_mask_BT, int64_t T,
+                                      at::ScalarType dtype, at::Device device, bool mask_padded_keys) {
+  AttentionInputs out;
+  const StaticTables tables = static_tables(c, T, dtype, device);
+  out.cos = tables.cos;
+  out.sin = tables.sin;
+  out.causal_TT = tables.causal;
+  const at::ScalarType sdt = stats_dtype(dtype);
 
   if (attention_mask_BT.defined()) {
     KTO_CHECK(attention_mask_BT.device().is_cpu(), "attention_mask must be a CPU tensor");

@@ -160,6 +160,20 @@ void Trainer::setup_models(const model::ModelConfig& mc) {
   peak_flops_ = world_.all_reduce(per_rank * 1e9, comm::ReduceOp::sum);  // the job's peak
 }
 
+fsdp::CommStats Trainer::comm_stats() const {
+  fsdp::CommStats s = policy_->comm_stats();
+  if (reference_) {
+    const fsdp::CommStats& r = reference_->comm_stats();
+    s.all_gather_bytes += r.all_gather_bytes;
+    s.reduce_scatter_bytes += r.reduce_scatter_bytes;
+    s.all_gathers += r.all_gathers;
+    s.reduce_scatters += r.reduce_scatters;
+    s.prefetch_hits += r.prefetch_hits;
+    s.wait_seconds += r.wait_seconds;
+  }
+  return s;
+}
+
 Trainer::ReferenceLogProbs Trainer::reference_logprobs(const data::Microbatch& mb, bool with_kl) {
   at::NoGradGuard no_grad;
   ReferenceLogProbs r;

@@ -46,7 +46,7 @@ HeadWeights bind_head(const ModelLayout& layout, const std::vector<at::Tensor>& 
 struct AttentionInputs {
   at::Tensor cos, sin;  // [T, rotary_dim] in the compute dtype
   // Additive masks (0 = attend, large negative = masked), in the dtype scores are computed in:
-  at::Tensor causal_TT;     // causal and sliding-window structure, [T, T]
+  at::Tensor causal_TT;     // causal and sliding-window structure, [T, T] (a view into a cached table)
   at::Tensor keys_B11T;     // padded keys; undefined when no row needs it (right padding only)
   bool causal_only = true;  // plain causal: no window, no key mask (fused kernels may be used)
 };

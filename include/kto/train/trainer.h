@@ -58,6 +58,8 @@ class Trainer {
   double model_flops_per_token() const { return model_flops_per_token_; }
   double peak_flops() const { return peak_flops_; }
   fsdp::ShardedModel& policy() { return *policy_; }
+  // This rank's collectives so far, the policy's and the reference model's together.
+  fsdp::CommStats comm_stats() const;
   const config::Config& config() const { return config_; }
 
  private:
