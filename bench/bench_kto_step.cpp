@@ -86,8 +86,9 @@ int main(int argc, char** argv) {
                     "the matmul peak per rank MFU divides by, GFLOP/s (0: measured at start-up; on a "
                     "GPU give the chip's datasheet figure)")
             .option("--profile", &profile, "FILE",
-                    "write LibTorch's op trace of the last step to FILE (Chrome trace JSON; rank 0; "
-                    "bench/op_profile.py sums it by op); that step is not timed");
+                    "write LibTorch's op trace of one extra step after the timed ones to FILE (Chrome trace "
+                    "JSON; rank 0; "
+                    "bench/op_profile.py sums it by op)");
         if (!args.parse(argc, argv)) return 0;
         at::set_num_threads(static_cast<int>(threads));
         kto::log::set_level(kto::log::Level::warn);
