@@ -1,5 +1,7 @@
 #include "kto/data/loader.h"
 
+#include <algorithm>
+
 #include "kto/util/check.h"
 
 namespace kto::data {
@@ -14,6 +16,15 @@ DataLoader::DataLoader(std::shared_ptr<const Dataset> dataset, const DataOptions
                static_cast<uint64_t>(options.seed), options.micro_batch, grad_accum, world_size, rank),
       rank_(rank) {
   KTO_CHECK(!(batch_.build_kl && dataset_->paired()), "paired data has no KL pass");
+  if (options.group_by_length) {
+    std::vector<int64_t> lengths(static_cast<size_t>(sampler_.num_examples()));
+    for (int64_t i = 0; i < sampler_.num_examples(); ++i) {
+      lengths[static_cast<size_t>(i)] = dataset_->paired()
+                                            ? std::max(dataset_->length(2 * i), dataset_->length(2 * i + 1))
+                                            : dataset_->length(i);
+    }
+    sampler_.group_by_length(std::move(lengths), options.group_microbatches);
+  }
   // The trainer's check_run() refuses such configs, naming the key; this is the loader's own
   // precondition.
   const bool global_pairs = pair_scope_ == PairScope::global && batch_.build_kl;

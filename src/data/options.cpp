@@ -18,6 +18,7 @@ void DataOptions::validate(const std::string& source, const std::string& p) cons
   in_range("grad_accum", grad_accum, 1, int64_t{1} << 16);
   in_range("global_batch", global_batch, 0, int64_t{1} << 24);
   in_range("pad_to_multiple_of", pad_to_multiple_of, 1, int64_t{1} << 16);
+  in_range("group_microbatches", group_microbatches, 1, int64_t{1} << 20);
 }
 
 }  // namespace kto::data

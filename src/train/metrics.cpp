@@ -13,7 +13,7 @@ namespace kto::train {
 namespace {
 
 // Slots of the per-step sums.
-enum Slot { kLoss, kZ0, kMicro, kNd, kNu, kRewD, kRewU, kLogpD, kLogpU, kTokens, kSlots };
+enum Slot { kLoss, kZ0, kMicro, kNd, kNu, kRewD, kRewU, kLogpD, kLogpU, kTokens, kPositions, kReal, kSlots };
 
 }  // namespace
 
@@ -42,10 +42,18 @@ void StepSums::add(const data::Microbatch& mb, const loss::LossOutput& out, cons
     ld = logp * d;
     lu = logp * u;
   }
+  // Positions the forwards compute (target and KL batches, padding included) and real tokens.
+  int64_t positions = mb.target.input_ids.numel(), real = mb.target.num_tokens;
+  if (mb.kl.input_ids.defined()) {
+    positions += mb.kl.input_ids.numel();
+    real += mb.kl.num_tokens;
+  }
   const at::Tensor values =
       at::stack({out.loss.detach().to(at::kDouble), z0.to(logp.device()).to(at::kDouble),
                  at::ones({}, logp.options()), d.sum(), u.sum(), rd.sum(), ru.sum(), ld.sum(), lu.sum(),
-                 at::full({}, static_cast<double>(mb.target.num_tokens), logp.options())});
+                 at::full({}, static_cast<double>(mb.target.num_tokens), logp.options()),
+                 at::full({}, static_cast<double>(positions), logp.options()),
+                 at::full({}, static_cast<double>(real), logp.options())});
   sums_.add_(values);
 }
 
@@ -62,6 +70,7 @@ std::map<std::string, double> StepSums::reduce(comm::Communicator& comm) {
   m["count/desirable"] = v(kNd);
   m["count/undesirable"] = v(kNu);
   m["tokens"] = v(kTokens);
+  if (v(kPositions) > 0) m["padding"] = 1.0 - v(kReal) / v(kPositions);
   if (v(kNd) > 0) {
     m["rewards/desirable"] = v(kRewD) / v(kNd);
     m["logps/desirable"] = v(kLogpD) / v(kNd);

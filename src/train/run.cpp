@@ -269,6 +269,14 @@ void Trainer::check_resume(const ckpt::Manifest& manifest, const std::string& di
   after["data.global_batch"] = std::to_string(loader_->global_batch());
   after["data.global_microbatch"] =
       std::to_string(config_.data.micro_batch * (after["data.pair_scope"] != "rank" ? world_.size() : 1));
+  // With length grouping the per-rank microbatch size shapes the order itself (runs of it are
+  // sorted and shuffled), so it may not change then.
+  auto grouped = [](const RunFacts& f) {
+    const auto it = f.find("data.group_by_length");
+    return it != f.end() && it->second == "true";
+  };
+  if (grouped(before)) before["data.length_group_run"] = std::to_string(old_micro);
+  if (grouped(after)) after["data.length_group_run"] = std::to_string(config_.data.micro_batch);
   for (const std::string& pattern : config_.ckpt.allow_change) {
     bool known = false;
     for (const auto* facts : {&before, &after}) {

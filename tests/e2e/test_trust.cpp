@@ -144,6 +144,28 @@ TEST_CASE("resume refuses a changed experiment listing every key; allowed change
   }
 }
 
+TEST_CASE("length-grouped batches train and resume; their microbatch size may not change on resume",
+          "[e2e][trust][ckpt]") {
+  kto::test::SyntheticSpec spec;
+  kto::test::SyntheticTask task(spec, /*with_eval=*/false);
+  const std::string run = task.run();
+  auto train = [&](const std::vector<std::string>& sets, std::string* log) {
+    return kto::test::run_command(bin("kto-train") + kto::test::train_args(task, run, sets), log);
+  };
+  std::string log;
+  REQUIRE(train({"train.steps=4", "data.group_by_length=true", "data.group_microbatches=4"}, &log) == 0);
+  REQUIRE(train({"train.steps=6", "data.group_by_length=true", "data.group_microbatches=4"}, &log) == 0);
+  CHECK_THAT(log, Contains("resuming with a change: train.steps: 4 → 6"));
+  // Half the microbatch (the global batch stays 16: twice the accumulation): another grouped order.
+  CHECK(
+      train({"train.steps=8", "data.group_by_length=true", "data.group_microbatches=4", "data.micro_batch=4"},
+            &log) == 1);
+  CHECK_THAT(log, Contains("data.length_group_run: 8 → 4"));
+  // Turning grouping off changes the order too.
+  CHECK(train({"train.steps=8"}, &log) == 1);
+  CHECK_THAT(log, Contains("data.group_by_length: true → false"));
+}
+
 TEST_CASE("tokenizers must match: eval files and the model directory; an explicit override", "[e2e][trust]") {
   kto::test::TempDir dir;
   const std::string neox = kto::test::fixtures_dir() + "/tokenizers/gpt-neox-20b/tokenizer.json";

@@ -1,7 +1,9 @@
 // The dataset file (writer, validating reader) and the sampler. (No LibTorch in this binary:
 // libsentencepiece and LibTorch carry clashing protobuf copies; batches are tested in
 // test_batch.cpp.)
+#include <algorithm>
 #include <catch2/catch.hpp>
+#include <climits>
 #include <cstdio>
 #include <map>
 #include <set>
@@ -196,6 +198,86 @@ TEST_CASE("sampler: a restored state continues with the identical batch", "[data
   CHECK(p0 == kto::data::BatchSampler::permutation(20, 1, 0));
   CHECK(p0 != kto::data::BatchSampler::permutation(20, 1, 1));
   CHECK(p0 != kto::data::BatchSampler::permutation(20, 2, 0));
+}
+
+TEST_CASE(
+    "sampler: length grouping keeps every epoch whole, fills microbatches with like lengths, "
+    "does not depend on the world size and resumes exactly",
+    "[data][sampler]") {
+  const int64_t n = 203, micro = 4, accum = 2;  // 203 = 8 * 25 + 3: epochs begin mid-microbatch
+  std::vector<int64_t> lengths(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) lengths[static_cast<size_t>(i)] = 10 + (i * 7919) % 500;  // spread out
+  auto sampler = [&](int world, int rank) {
+    kto::data::BatchSampler s(n, 5, micro, accum * 4 / world, world, rank);
+    s.group_by_length(lengths, 8);
+    return s;
+  };
+  // The global order at W = 1, and every rank's share at W = 2 and 4: the same stream.
+  std::vector<kto::data::SampledExample> stream;
+  auto one = sampler(1, 0);
+  const int64_t steps = 3 * n / one.global_batch() + 1;
+  for (int64_t st = 0; st < steps; ++st)
+    for (const auto& mb : one.next_step()) stream.insert(stream.end(), mb.begin(), mb.end());
+  for (int world : {2, 4}) {
+    std::vector<kto::data::BatchSampler> ranks;
+    for (int r = 0; r < world; ++r) ranks.push_back(sampler(world, r));
+    size_t at = 0;
+    for (int64_t st = 0; st < steps; ++st) {
+      std::vector<kto::data::RankStep> per_rank;
+      for (auto& s : ranks) per_rank.push_back(s.next_step());
+      for (size_t a = 0; a < per_rank[0].size(); ++a)
+        for (int r = 0; r < world; ++r)
+          for (const auto& e : per_rank[static_cast<size_t>(r)][a]) {
+            INFO("world " << world << " position " << at);
+            REQUIRE(at < stream.size());
+            CHECK(e.index == stream[at].index);
+            ++at;
+          }
+    }
+  }
+  // Each epoch once; microbatches (runs of `micro` in the stream) far more even than unsorted.
+  std::map<int64_t, std::set<int64_t>> seen;
+  for (const auto& e : stream) CHECK(seen[e.epoch].insert(e.index).second);
+  CHECK(seen[0].size() == static_cast<size_t>(n));
+  CHECK(seen[1].size() == static_cast<size_t>(n));
+  auto spread = [&](const std::vector<int64_t>& order) {  // mean (max - min) length per microbatch
+    double sum = 0;
+    int64_t count = 0;
+    for (size_t b = 0; b + micro <= order.size(); b += micro, ++count) {
+      int64_t lo = INT64_MAX, hi = 0;
+      for (size_t k = b; k < b + micro; ++k) {
+        lo = std::min(lo, lengths[static_cast<size_t>(order[k])]);
+        hi = std::max(hi, lengths[static_cast<size_t>(order[k])]);
+      }
+      sum += static_cast<double>(hi - lo);
+    }
+    return sum / static_cast<double>(count);
+  };
+  std::vector<int64_t> grouped_ids, plain_ids;
+  for (const auto& e : stream) grouped_ids.push_back(e.index);
+  for (int64_t epoch : {0, 1, 2})
+    for (int64_t i : kto::data::BatchSampler::permutation(n, 5, epoch)) plain_ids.push_back(i);
+  plain_ids.resize(grouped_ids.size());
+  CHECK(spread(grouped_ids) < 0.25 * spread(plain_ids));
+  // Within a window the microbatches are shuffled, not longest first.
+  const auto g = kto::data::BatchSampler::grouped(kto::data::BatchSampler::permutation(n, 5, 0), lengths,
+                                                  micro, 8, 0, 5, 0);
+  REQUIRE(g.size() == static_cast<size_t>(n));
+  bool descending = true;
+  for (size_t b = micro; b < 8 * micro; b += micro)
+    descending =
+        descending && lengths[static_cast<size_t>(g[b])] <= lengths[static_cast<size_t>(g[b - micro])];
+  CHECK_FALSE(descending);
+  // A restored state continues with the identical batch.
+  auto a = sampler(2, 1);
+  for (int i = 0; i < 9; ++i) a.next_step();
+  const auto saved = a.state();
+  const auto expected = a.next_step();
+  auto b = sampler(2, 1);
+  b.restore(saved);
+  const auto got = b.next_step();
+  for (size_t i = 0; i < got.size(); ++i)
+    for (size_t j = 0; j < got[i].size(); ++j) CHECK(got[i][j].index == expected[i][j].index);
 }
 
 TEST_CASE("damaged dataset files: every error names the file and the dataset or attribute",

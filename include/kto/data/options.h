@@ -34,6 +34,8 @@ struct DataOptions {
   Pairing pairing = Pairing::next;
   PairScope pair_scope = PairScope::global;
   int64_t pad_to_multiple_of = 8;
+  bool group_by_length = false;
+  int64_t group_microbatches = 64;
   bool allow_tokenizer_mismatch = false;
 
   template <class V>
@@ -53,6 +55,12 @@ struct DataOptions {
              "pair within the global microbatch (world-size invariant) or within each rank's (TRL, HALOs)");
     v.field("pad_to_multiple_of", pad_to_multiple_of,
             "round padded sequence lengths up to a multiple of this");
+    v.field("group_by_length", group_by_length,
+            "order each epoch so that every microbatch holds examples of similar length (less "
+            "padding): windows of the shuffled order sorted by length, their microbatches shuffled");
+    v.field("group_microbatches", group_microbatches,
+            "group_by_length: microbatches per window sorted together (larger: less padding, less "
+            "mixing of lengths within a step)");
     v.field("allow_tokenizer_mismatch", allow_tokenizer_mismatch,
             "train although the eval files or the model directory's tokenizer differ from the training "
             "data's tokenizer (sha256); only for an intended mix");

@@ -7,6 +7,15 @@
 // dropped: a batch may straddle two epochs, and each epoch visits every example exactly once.
 // The state (epoch, position) is saved with every checkpoint; restoring it reproduces the very
 // next batch.
+//
+// Length grouping (data.group_by_length) reorders each epoch's permutation, nothing else: the
+// epoch's positions are cut into runs of micro_batch aligned with the microbatches of the stream
+// (a rank's microbatch is one run, whatever the epoch's offset), G consecutive runs form a
+// window, a window's examples are sorted by length (longest first, ties in permutation order)
+// and cut into runs again, and the window's full runs are shuffled (seeded by seed, epoch and
+// window; a partial run at the epoch's end stays last). So every microbatch holds examples of
+// similar length, every example comes once per epoch, the order depends on the seed, the
+// lengths, micro_batch and G but not on the world size, and a saved state resumes it exactly.
 #pragma once
 
 #include <cstdint>
@@ -34,6 +43,10 @@ class BatchSampler {
   BatchSampler(int64_t num_examples, uint64_t seed, int64_t micro_batch, int64_t grad_accum, int world_size,
                int rank);
 
+  // Turns length grouping on: `lengths[i]` orders example i (its tokens; for pairs the longer
+  // one), `window_microbatches` = G above.
+  void group_by_length(std::vector<int64_t> lengths, int64_t window_microbatches);
+
   RankStep next_step();
   // The whole global batch of the next step: [accumulation step][W * micro], rank r's slots at
   // [r * micro, (r + 1) * micro). Advances the state like next_step().
@@ -47,6 +60,11 @@ class BatchSampler {
   // The deterministic permutation of epoch `epoch` (Fisher-Yates over splitmix64; identical on
   // every platform and standard library).
   static std::vector<int64_t> permutation(int64_t num_examples, uint64_t seed, int64_t epoch);
+  // `perm` (epoch `epoch`'s permutation) length-grouped as described above, its first run
+  // `first_run` long (the rest of a microbatch begun in the epoch before; 0: none).
+  static std::vector<int64_t> grouped(const std::vector<int64_t>& perm, const std::vector<int64_t>& lengths,
+                                      int64_t micro, int64_t window_microbatches, int64_t first_run,
+                                      uint64_t seed, int64_t epoch);
 
  private:
   const std::vector<int64_t>& perm(int64_t epoch);
@@ -58,6 +76,8 @@ class BatchSampler {
   SamplerState state_;
   int64_t cached_epoch_ = -1;
   std::vector<int64_t> cached_perm_;
+  std::vector<int64_t> lengths_;  // empty: no length grouping
+  int64_t window_microbatches_ = 0;
 };
 
 }  // namespace kto::data
