@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Full KTO steps on real feedback data: the bundled Anthropic HH-RLHF harmless-base test set,
+# prepared with the bundled GPT-NeoX tokenizer (--max-length 1024), through kto-train, with
+# padded microbatches in the shuffled order against length-grouped ones (data.group_by_length),
+# alternated in one run. Fixed random Llama (hidden 512, 4 layers, 8/4 heads, ffn 1360, vocab
+# 50304), micro_batch 8, fp32. Prints per run the padding share of computed positions (target +
+# KL batches), real tokens/s (median step) and peak RSS, and the tokens/s ratio.
+#
+#   bench/hh_padding.sh [--rounds N] [--steps N] [--threads N] [--hidden C] [--layers L]
+#
+# Run nothing else meanwhile.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+bin=${KTO_BUILD_DIR:-$root/build}/bin
+rounds=2 steps=6 threads=1 hidden=512 layers=4
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --rounds) rounds=$2; shift 2 ;;
+    --steps) steps=$2; shift 2 ;;
+    --threads) threads=$2; shift 2 ;;
+    --hidden) hidden=$2; shift 2 ;;
+    --layers) layers=$2; shift 2 ;;
+    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "hh_padding.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+[[ -x "$bin/kto-train" && -x "$bin/kto-data" ]] || { echo "hh_padding.sh: build first (scripts/build.sh)" >&2; exit 1; }
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+"$bin/kto-data" prepare --input "$root/tests/fixtures/data/hh-rlhf/harmless-base/test.jsonl.gz" \
+  --tokenizer "$root/tests/fixtures/tokenizers/gpt-neox-20b/tokenizer.json" --out "$work/data" \
+  --max-length 1024 >/dev/null 2>&1
+heads=$((hidden / 64)) ffn=$((hidden * 8 / 3 / 16 * 16))
+run() {  # $1: true|false -> "padding tokens/s rss"
+  cat >"$work/cfg.yaml" <<CFG
+model:
+  architecture: {arch: llama, vocab_size: 50304, hidden_size: $hidden, intermediate_size: $ffn, num_hidden_layers: $layers, num_attention_heads: $heads, num_key_value_heads: $((heads / 2)), max_position_embeddings: 1024}
+  reshard_after_forward: false
+data: {train: [$work/data/train.h5], micro_batch: 8, group_by_length: $1}
+train: {steps: $((steps + 1)), log_every: 1000, export_final: false}
+run: {dir: $work/run, threads: $threads}
+CFG
+  rm -rf "$work/run"
+  "$bin/kto-train" --config "$work/cfg.yaml" >"$work/log" 2>&1 || { cat "$work/log" >&2; exit 1; }
+  /usr/bin/python3 - "$work/run/metrics.jsonl" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if '"split": "train"' in l or '"split":"train"' in l][1:]
+tok = statistics.median(r["tokens"] / r["step_seconds"] for r in rows)
+print("%.3f %.1f %.0f" % (statistics.mean(r["padding"] for r in rows), tok, max(r["peak_rss_mib"] for r in rows)))
+PY
+}
+echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'); HH-RLHF harmless test (4614 examples), hidden $hidden, $layers layers, micro_batch 8, fp32, $threads thread(s), $steps steps per run after 1"
+printf '%-6s %-22s %-22s %s\n' round "padded: pad tok/s RSS" "grouped: pad tok/s RSS" "tokens/s ratio"
+for ((r = 1; r <= rounds; r++)); do
+  read -r pp pt pr < <(run false)
+  read -r gp gt gr < <(run true)
+  printf '%-6s %-22s %-22s %s\n' "$r" "$pp $pt $pr" "$gp $gt $gr" "$(awk -v a="$gt" -v b="$pt" 'BEGIN { printf "%.2f", a / b }')"
+done
