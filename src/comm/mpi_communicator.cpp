@@ -37,13 +37,13 @@ void check_cpu_contiguous(const at::Tensor& t, const char* what) {
   KTO_CHECK(t.is_contiguous(), "MpiCommunicator::", what, ": tensor must be contiguous");
 }
 
-// Requests in flight plus what to do when they complete: copy staged results back to the
-// caller's tensor, divide for avg. Holds every buffer alive until wait().
 // Point-to-point messages of reduce_scatter on the communicator's own MPI_Comm. Messages
 // between two ranks with one tag arrive in the order sent, and every rank issues its
 // reduce-scatters in the same order, so several in flight match up.
 constexpr int kReduceScatterTag = 7001;
 
+// Requests in flight plus what to do when they complete: sum pairwise parts, copy staged
+// results back to the caller's tensor, divide for avg. Holds every buffer alive until wait().
 class MpiWork : public Work {
  public:
   std::vector<MPI_Request> requests;

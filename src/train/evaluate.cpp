@@ -37,8 +37,7 @@ std::map<std::string, double> Trainer::evaluate() {
   const data::BatchOptions bo = data::batch_options(config_.data, ds, loss::uses_kl(loss_.name));
   struct Done {
     data::Microbatch mb;
-    LogProbs lp;
-    at::Tensor kl;  // KL terms (KTO)
+    LogProbs lp;  // with the KL terms (KTO)
     bool real;
     std::vector<int64_t> ids;  // the items of the microbatch
   };
@@ -61,8 +60,7 @@ std::map<std::string, double> Trainer::evaluate() {
     mb.paired = paired;
     const ReferenceLogProbs ref = reference_logprobs(mb, bo.build_kl);
     LogProbs lp = policy_logprobs(mb, ref, /*with_grad=*/false);
-    const at::Tensor kl = lp.kl;
-    done.push_back({std::move(mb), std::move(lp), kl, real, ids});
+    done.push_back({std::move(mb), std::move(lp), real, ids});
   }
 
   // z0 over the whole eval set: this rank's KL (sum, count), all-reduced across ranks once.
@@ -70,7 +68,7 @@ std::map<std::string, double> Trainer::evaluate() {
   if (bo.build_kl) {
     std::vector<at::Tensor> kl;
     for (const Done& d : done) {
-      if (d.real) kl.push_back(d.kl);
+      if (d.real) kl.push_back(d.lp.kl);
     }
     const at::Tensor all = kl.empty() ? at::zeros({0}, z0.options()) : at::cat(kl);
     at::Tensor stats = loss::kl_statistics(all, loss_.estimator);

@@ -162,15 +162,7 @@ void Trainer::setup_models(const model::ModelConfig& mc) {
 
 fsdp::CommStats Trainer::comm_stats() const {
   fsdp::CommStats s = policy_->comm_stats();
-  if (reference_) {
-    const fsdp::CommStats& r = reference_->comm_stats();
-    s.all_gather_bytes += r.all_gather_bytes;
-    s.reduce_scatter_bytes += r.reduce_scatter_bytes;
-    s.all_gathers += r.all_gathers;
-    s.reduce_scatters += r.reduce_scatters;
-    s.prefetch_hits += r.prefetch_hits;
-    s.wait_seconds += r.wait_seconds;
-  }
+  if (reference_) s += reference_->comm_stats();
   return s;
 }
 

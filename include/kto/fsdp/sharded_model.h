@@ -62,6 +62,16 @@ struct CommStats {
   int64_t all_gathers = 0, reduce_scatters = 0;
   int64_t prefetch_hits = 0;  // get() calls whose all-gather was already in flight
   double wait_seconds = 0;    // host time blocked in wait()
+
+  CommStats& operator+=(const CommStats& o) {
+    all_gather_bytes += o.all_gather_bytes;
+    reduce_scatter_bytes += o.reduce_scatter_bytes;
+    all_gathers += o.all_gathers;
+    reduce_scatters += o.reduce_scatters;
+    prefetch_hits += o.prefetch_hits;
+    wait_seconds += o.wait_seconds;
+    return *this;
+  }
 };
 
 class UnitGatherer;
