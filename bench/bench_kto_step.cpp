@@ -2,9 +2,10 @@
 // policy log-probs, loss, backward, AdamW), on the model and batch of bench/peer_kto_step.py,
 // at any world size (run under mpirun). Prints, as one JSON line: ms per step, tokens/s, model
 // FLOP/s at the 12N-per-token convention (the peer's) and MFU; the FLOPs kto actually executes
-// (executed_flops_per_step: LM head on completion tokens only, its backward recomputing the
-// logits, the recompute of --reshard 1 included) and their rate over the measured matmul peak;
-// peak RSS; whether the CPU has native bf16. Asserts nothing.
+// (the trainer's executed_flops metric: LM head on completion tokens only, its backward
+// recomputing the logits, the recompute of --reshard 1 included; the KL pass on completions only
+// with --layout shared_prompts) and their rate over the measured matmul peak; peak RSS; whether
+// the CPU has native bf16. Asserts nothing.
 //
 //   mpirun -np 2 --oversubscribe build/bin/bench_kto_step --hidden 256 --layers 4 --reshard 0
 #include <ATen/ATen.h>
@@ -32,23 +33,6 @@
 
 namespace {
 
-// Matmul FLOPs one KTO step executes per rank (kto's choices, counted from the shape): the
-// four forwards (policy KL pass, reference target and KL passes, policy target pass), the
-// policy backward (2x its forward: input and weight gradients; attention's score and value
-// products alike) and, with recompute, the policy forward again. Attention products are full
-// T x T (the kernels compute the masked half). The LM head runs on completion tokens only; its
-// backward recomputes the logits (3x its forward), and recompute runs its forward once more.
-double executed_flops_per_step(int64_t C, int64_t L, int64_t H, int64_t Hkv, int64_t I, int64_t V, int64_t T,
-                               int64_t B, bool recompute) {
-  const double D = static_cast<double>(C / H);
-  const double linear = 2.0 * (C * (H + 2 * Hkv) * D + H * D * C + 2.0 * C * I + I * C);  // per token
-  const double attention = 2.0 * 2.0 * static_cast<double>(T) * H * D;                    // per token
-  const double blocks = static_cast<double>(B * T) * static_cast<double>(L) * (linear + attention);
-  const double selected = static_cast<double>(B) * static_cast<double>(T - T / 2);  // completion tokens
-  const double head = selected * 2.0 * static_cast<double>(C) * static_cast<double>(V);
-  return (blocks + head) * (recompute ? 7 : 6) + head;
-}
-
 bool native_bf16() {
   std::ifstream in("/proc/cpuinfo");
   std::string word;
@@ -66,7 +50,7 @@ int main(int argc, char** argv) {
                 batch = 8;
         int64_t steps = 6, warmup = 2, threads = 1, reshard = 0;
         int64_t peak_gflops = 0;
-        std::string dtype = "fp32", profile;
+        std::string dtype = "fp32", profile, layout = "padded";
         kto::cli::Args args("bench_kto_step",
                             "Tokens/s and MFU of a full KTO step (the peer_kto_step.py setup).");
         args.option("--hidden", &hidden, "C", "width (256)")
@@ -82,6 +66,9 @@ int main(int argc, char** argv) {
             .option("--threads", &threads, "N", "threads per rank (1)")
             .option("--reshard", &reshard, "0|1", "reshard_after_forward: 1 recomputes units in backward (0)")
             .option("--dtype", &dtype, "fp32|bf16", "compute dtype (fp32)")
+            .option("--layout", &layout, "L",
+                    "data.layout: padded (the peer's work: every forward over whole sequences), packed or "
+                    "shared_prompts (the KL pass continues the prompts) (padded)")
             .option("--peak-gflops", &peak_gflops, "G",
                     "the matmul peak per rank MFU divides by, GFLOP/s (0: measured at start-up; on a "
                     "GPU give the chip's datasheet figure)")
@@ -118,11 +105,12 @@ int main(int argc, char** argv) {
             ", intermediate_size: ", ffn, ", num_hidden_layers: ", layers, ", num_attention_heads: ", heads,
             ", num_key_value_heads: ", kv_heads, ", max_position_embeddings: ", seq, "}\n  dtype: ", dtype,
             "\n  reshard_after_forward: ", reshard ? "true" : "false", "\ndata:\n  train: [", dir,
-            "/d.h5]\n  micro_batch: ", batch, "\n  pad_to_multiple_of: 1\noptim: {lr: 1e-6}\ntrain: {steps: ",
-            warmup + steps + (profile.empty() ? 0 : 1), ", peak_gflops: ", peak_gflops,
-            ", export_final: false}\nrun: {dir: ", dir, "/run, threads: ", threads, "}\n");
+            "/d.h5]\n  micro_batch: ", batch, "\n  pad_to_multiple_of: 1\n  layout: ", layout,
+            "\noptim: {lr: 1e-6}\ntrain: {steps: ", warmup + steps + (profile.empty() ? 0 : 1),
+            ", peak_gflops: ", peak_gflops, ", export_final: false}\nrun: {dir: ", dir,
+            "/run, threads: ", threads, "}\n");
         kto::train::Trainer trainer(kto::config::parse_config(yaml, "bench"), world);
-        std::vector<double> times, tps, mfu, rss;
+        std::vector<double> times, tps, mfu, rss, flops;
         kto::model::CpuCacheStats cache_before;
         kto::fsdp::CommStats comm_before;
         for (int64_t s = 0; s < warmup + steps; ++s) {
@@ -136,6 +124,7 @@ int main(int argc, char** argv) {
             tps.push_back(m.at("tokens_per_s"));
             mfu.push_back(m.at("mfu"));
             rss.push_back(m.at("peak_rss_mib"));
+            flops.push_back(m.at("executed_flops") / world.size());
           }
         }
         const kto::fsdp::CommStats comm = trainer.comm_stats();
@@ -159,8 +148,7 @@ int main(int argc, char** argv) {
         };
         if (world.is_root()) {
           const double sec = median(times);
-          const double executed =
-              executed_flops_per_step(hidden, layers, heads, kv_heads, ffn, vocab, seq, batch, reshard != 0);
+          const double executed = median(flops);
           const double peak_per_rank = trainer.peak_flops() / world.size();
           const kto::model::CpuCacheStats cache = kto::model::cpu_cache_stats();
           const double misses =
@@ -169,7 +157,8 @@ int main(int argc, char** argv) {
               trainer.model_flops_per_token() * static_cast<double>(batch * seq) / sec;
           std::printf(
               "{\"impl\": \"kto\", \"ranks\": %d, \"dtype\": \"%s\", \"native_bf16\": %s, "
-              "\"threads_per_rank\": %ld, \"reshard\": %ld, \"hidden\": %ld, \"layers\": %ld, \"vocab\": "
+              "\"threads_per_rank\": %ld, \"reshard\": %ld, \"layout\": \"%s\", \"hidden\": %ld, \"layers\": "
+              "%ld, \"vocab\": "
               "%ld, "
               "\"seq\": %ld, \"batch_per_rank\": %ld, \"ms_per_step\": %.2f, \"tokens_per_s\": %.1f, "
               "\"model_gflops\": %.2f, \"mfu\": %.4f, \"executed_gflop_per_step\": %.2f, "
@@ -177,10 +166,11 @@ int main(int argc, char** argv) {
               "\"peak_rss_mib\": %.0f, \"allocator_misses_per_step\": %.0f, \"comm_wait_ms_per_step\": %.1f, "
               "\"comm_mib_per_step\": %.1f}\n",
               world.size(), dtype.c_str(), native_bf16() ? "true" : "false", static_cast<long>(threads),
-              static_cast<long>(reshard), static_cast<long>(hidden), static_cast<long>(layers),
-              static_cast<long>(vocab), static_cast<long>(seq), static_cast<long>(batch), sec * 1e3,
-              median(tps), model_per_rank / 1e9, median(mfu), executed / 1e9, executed / sec / 1e9,
-              peak_per_rank / 1e9, executed / sec / peak_per_rank, median(rss), misses, wait_ms, comm_mib);
+              static_cast<long>(reshard), layout.c_str(), static_cast<long>(hidden),
+              static_cast<long>(layers), static_cast<long>(vocab), static_cast<long>(seq),
+              static_cast<long>(batch), sec * 1e3, median(tps), model_per_rank / 1e9, median(mfu),
+              executed / 1e9, executed / sec / 1e9, peak_per_rank / 1e9, executed / sec / peak_per_rank,
+              median(rss), misses, wait_ms, comm_mib);
           kto::remove_tree(dir);
         }
         return 0;

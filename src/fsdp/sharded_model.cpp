@@ -264,46 +264,41 @@ RunMode run_mode(const FsdpOptions& o) {
 }
 }  // namespace
 
-std::shared_ptr<model::ForwardContext> ShardedModel::context_for(
-    const at::Tensor& ids_BT, const at::Tensor& attention_mask_BT,
-    const model::TokenSelection& selection) const {
-  KTO_CHECK(ids_BT.dim() == 2, "input_ids must be [B, T], got ", ids_BT.sizes());
-  KTO_CHECK(selection.rows.defined(), "sequence_logprobs needs a token selection (model::select_tokens)");
+std::shared_ptr<model::ForwardContext> ShardedModel::context_for(const Batch& b) const {
+  KTO_CHECK(b.ids_BT.dim() == 2, "input_ids must be [B, T], got ", b.ids_BT.sizes());
+  KTO_CHECK(b.selection.rows.defined(), "sequence_logprobs needs a token selection (model::select_tokens)");
   auto context = std::make_shared<model::ForwardContext>();
-  context->attention = model::make_attention_inputs(config_, attention_mask_BT, ids_BT.size(1),
-                                                    options_.compute_dtype, options_.device);
-  context->selection = selection.to(options_.device);
+  if (b.packed) {
+    KTO_CHECK(b.ids_BT.size(0) == 1 && b.ids_BT.size(1) == b.packed->tokens, "a packed batch of ",
+              b.packed->tokens, " tokens has input_ids ", b.ids_BT.sizes());
+    context->attention =
+        model::make_packed_attention_inputs(config_, *b.packed, options_.compute_dtype, options_.device);
+  } else {
+    context->attention = model::make_attention_inputs(config_, b.attention_mask_BT, b.ids_BT.size(1),
+                                                      options_.compute_dtype, options_.device);
+  }
+  context->selection = b.selection.to(options_.device);
   context->logprob_chunk_rows = options_.logprob_chunk_rows;
   return context;
 }
 
-at::Tensor ShardedModel::sequence_logprobs(const at::Tensor& ids_BT, const at::Tensor& attention_mask_BT,
-                                           const model::TokenSelection& selection) {
-  auto context = context_for(ids_BT, attention_mask_BT, selection);
+at::Tensor ShardedModel::sequence_logprobs(const Batch& b) {
+  KTO_CHECK(!b.packed || !b.packed->has_prefixes(),
+            "a continuation batch needs its provider in the same walk");
+  auto context = context_for(b);
   const std::unique_ptr<model::UnitRunner> runner = make_runner(run_mode(options_), *gatherer_);
-  return model::forward_units(config_, layout_, *runner, ids_BT.to(options_.device), context);
+  return model::forward_units(config_, layout_, *runner, b.ids_BT.to(options_.device), context);
 }
 
 std::vector<at::Tensor> ShardedModel::sequence_logprobs_each(const std::vector<Batch>& batches) {
   KTO_CHECK(!batches.empty(), "sequence_logprobs_each: no batches");
-  const RunMode mode = run_mode(options_);
-  if (mode == RunMode::resharded && batches.size() > 1) {
-    // A recomputing unit runs its function again in backward: the others would be recomputed
-    // (and their walk's state is gone by then). Two walks: the first batch, then the others.
-    std::vector<at::Tensor> out{
-        sequence_logprobs(batches[0].ids_BT, batches[0].attention_mask_BT, batches[0].selection)};
-    at::NoGradGuard no_grad;
-    for (at::Tensor& t : sequence_logprobs_each({batches.begin() + 1, batches.end()}))
-      out.push_back(std::move(t));
-    return out;
-  }
   std::vector<at::Tensor> ids;
   std::vector<std::shared_ptr<const model::ForwardContext>> contexts;
   for (const Batch& b : batches) {
-    contexts.push_back(context_for(b.ids_BT, b.attention_mask_BT, b.selection));
+    contexts.push_back(context_for(b));
     ids.push_back(b.ids_BT.to(options_.device));
   }
-  const std::unique_ptr<model::UnitRunner> runner = make_runner(mode, *gatherer_);
+  const std::unique_ptr<model::UnitRunner> runner = make_runner(run_mode(options_), *gatherer_);
   return model::forward_units_each(config_, layout_, *runner, ids, contexts);
 }
 

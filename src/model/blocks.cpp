@@ -144,8 +144,55 @@ at::Tensor repeat_kv(const at::Tensor& x, int64_t rep) {
   return x.unsqueeze(2).expand({B, H, rep, T, D}).reshape({B, H * rep, T, D});
 }
 
+// softmax(q k^T / sqrt(D) + mask (+ key_mask)) v for q [B, H, Tq, D] and k, v [B, H, Tk, D] (GQA
+// already repeated); mask [Tq, Tk] additive. `causal`: the mask is plain causal (Tq == Tk), for
+// which LibTorch 2.x has fused kernels.
+at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
+                  const at::Tensor& key_mask, bool causal) {
+#if TORCH_VERSION_MAJOR >= 2
+  if (causal && !key_mask.defined())
+    return at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true);
+  at::Tensor m = mask.to(q.scalar_type()).contiguous();  // a slice of a longer table
+  if (key_mask.defined()) m = m + key_mask.to(q.scalar_type());
+  return at::scaled_dot_product_attention(q, k, v, m);
+#else
+  (void)causal;
+  const at::ScalarType sdt = stats_dtype(q.scalar_type());
+  at::Tensor scores = at::matmul(q, k.transpose(-2, -1)).to(sdt);
+  scores.mul_(1.0 / std::sqrt(static_cast<double>(q.size(-1))));
+  scores.add_(mask);
+  if (key_mask.defined()) scores.add_(key_mask);
+  return at::matmul(at::softmax(scores, -1).to(q.scalar_type()), v);
+#endif
+}
+
+// A packed batch's attention (packing.h): each group attends its own keys (after its
+// provider's, for a continuation) under its own mask. q [1, H, N, D]; k, v [1, Hkv, N, D].
+at::Tensor packed_attention(const AttentionInputs& attn, const at::Tensor& q, const at::Tensor& k,
+                            const at::Tensor& v, int64_t rep, const BlockKV* prefix) {
+  std::vector<int64_t> lengths;
+  for (const PackedGroup& g : attn.packed) lengths.push_back(g.length());
+  // Split, not narrowed, for the gradient's sake (see FlatViews).
+  const std::vector<at::Tensor> qs = q.split_with_sizes(lengths, 2);
+  const std::vector<at::Tensor> ks = k.split_with_sizes(lengths, 2);
+  const std::vector<at::Tensor> vs = v.split_with_sizes(lengths, 2);
+  std::vector<at::Tensor> out;
+  for (size_t i = 0; i < lengths.size(); ++i) {
+    const PackedGroup& g = attn.packed[i];
+    at::Tensor kg = ks[i], vg = vs[i];
+    if (g.prefix_length > 0) {
+      KTO_CHECK(prefix && prefix->k.defined(), "a continuation group runs without its provider's keys");
+      kg = at::cat({prefix->k.narrow(2, g.prefix_start, g.prefix_length), kg}, 2);
+      vg = at::cat({prefix->v.narrow(2, g.prefix_start, g.prefix_length), vg}, 2);
+    }
+    out.push_back(
+        attend(qs[i], repeat_kv(kg, rep), repeat_kv(vg, rep), attn.group_masks[i], {}, attn.group_causal[i]));
+  }
+  return out.size() == 1 ? out[0] : at::cat(out, 2);
+}
+
 at::Tensor attention(const ModelConfig& c, const BlockWeights& w, const at::Tensor& h_BTC,
-                     const AttentionInputs& attn) {
+                     const AttentionInputs& attn, const BlockKV* prefix, BlockKV* kv_out) {
   const int64_t B = h_BTC.size(0), T = h_BTC.size(1);
   const int64_t H = c.num_attention_heads, Hkv = c.kv_heads(), D = c.head_size();
   const at::Tensor qkv = at::linear(h_BTC, w.qkv_w, w.qkv_b);
@@ -165,26 +212,14 @@ at::Tensor attention(const ModelConfig& c, const BlockWeights& w, const at::Tens
     v = p[2].view({B, T, Hkv, D});
   }
   q = apply_rope(q.transpose(1, 2), attn.cos, attn.sin);  // [B, H, T, D]
-  k = repeat_kv(apply_rope(k.transpose(1, 2), attn.cos, attn.sin), H / Hkv);
-  v = repeat_kv(v.transpose(1, 2), H / Hkv);
+  k = apply_rope(k.transpose(1, 2), attn.cos, attn.sin);  // [B, Hkv, T, D]
+  v = v.transpose(1, 2);
+  if (kv_out) *kv_out = {k.detach(), v.detach()};
 
-  at::Tensor out;  // [B, H, T, D]
-#if TORCH_VERSION_MAJOR >= 2
-  if (attn.causal_only) {
-    out = at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true);
-  } else {
-    at::Tensor mask = attn.causal_TT.to(q.scalar_type()).contiguous();  // a slice of a longer table
-    if (attn.keys_B11T.defined()) mask = mask + attn.keys_B11T.to(q.scalar_type());
-    out = at::scaled_dot_product_attention(q, k, v, mask);
-  }
-#else
-  const at::ScalarType sdt = stats_dtype(q.scalar_type());
-  at::Tensor scores = at::matmul(q, k.transpose(-2, -1)).to(sdt);
-  scores.mul_(1.0 / std::sqrt(static_cast<double>(D)));
-  scores.add_(attn.causal_TT);
-  if (attn.keys_B11T.defined()) scores.add_(attn.keys_B11T);
-  out = at::matmul(at::softmax(scores, -1).to(q.scalar_type()), v);
-#endif
+  const at::Tensor out =  // [B, H, T, D]
+      attn.packed.empty() ? attend(q, repeat_kv(k, H / Hkv), repeat_kv(v, H / Hkv), attn.causal_TT,
+                                   attn.keys_B11T, attn.causal_only)
+                          : packed_attention(attn, q, k, v, H / Hkv, prefix);
   return at::linear(out.transpose(1, 2).reshape({B, T, H * D}), w.o_w, w.o_b);
 }
 
@@ -371,18 +406,87 @@ AttentionInputs make_attention_inputs(const ModelConfig& c, const at::Tensor& at
   return out;
 }
 
+at::Tensor PackedLayout::positions() const {
+  at::Tensor out = at::empty({tokens}, at::kLong);
+  int64_t* p = out.data_ptr<int64_t>();
+  for (const PackedGroup& g : groups) {
+    int64_t n = g.start;
+    for (int64_t t = 0; t < g.trunk; ++t) p[n++] = g.prefix_length + t;
+    for (int64_t b : g.branches)
+      for (int64_t t = 0; t < b; ++t) p[n++] = g.prefix_length + g.trunk + t;
+  }
+  return out;
+}
+
+void PackedLayout::check() const {
+  int64_t n = 0;
+  for (size_t i = 0; i < groups.size(); ++i) {
+    const PackedGroup& g = groups[i];
+    KTO_CHECK(g.start == n && g.length() > 0 && g.trunk >= 0 && g.prefix_length >= 0 && g.prefix_start >= 0,
+              "packed group ", i, " (start ", g.start, ", length ", g.length(), ") does not follow token ",
+              n);
+    for (int64_t b : g.branches) KTO_CHECK(b > 0, "packed group ", i, " has an empty branch");
+    n += g.length();
+  }
+  KTO_CHECK(n == tokens, "packed groups cover ", n, " of ", tokens, " tokens");
+}
+
+AttentionInputs make_packed_attention_inputs(const ModelConfig& c, const PackedLayout& layout,
+                                             at::ScalarType dtype, at::Device device) {
+  layout.check();
+  int64_t longest = 1;  // positions 0 .. longest - 1 occur
+  for (const PackedGroup& g : layout.groups) {
+    int64_t branch = 0;
+    for (int64_t b : g.branches) branch = std::max(branch, b);
+    longest = std::max(longest, g.prefix_length + g.trunk + branch);
+  }
+  const StaticTables tables = static_tables(c, longest, dtype, device);
+  AttentionInputs out;
+  const at::Tensor positions = layout.positions().to(device);
+  out.cos = tables.cos.index_select(0, positions);
+  out.sin = tables.sin.index_select(0, positions);
+  out.causal_only = false;
+  out.packed = layout.groups;
+  for (const PackedGroup& g : layout.groups) {
+    const int64_t L = g.length(), P = g.prefix_length;
+    out.group_causal.push_back(c.sliding_window == 0 && P == 0 && g.branches.empty());
+    if (g.branches.empty()) {  // one sequence at positions P .. P + L - 1 after P prefix keys
+      out.group_masks.push_back(tables.causal.narrow(0, P, L).narrow(1, 0, P + L));
+      continue;
+    }
+    // Keys: the prefix, then the group's own tokens; a branch's token sees the prefix, the
+    // trunk and the earlier tokens of its own branch.
+    at::Tensor kpos = at::empty({P + L}, at::kLong), kpart = at::zeros({P + L}, at::kLong);
+    int64_t* pos = kpos.data_ptr<int64_t>();
+    int64_t* part = kpart.data_ptr<int64_t>();
+    int64_t n = 0;
+    for (int64_t t = 0; t < P + g.trunk; ++t) pos[n++] = t;
+    for (size_t b = 0; b < g.branches.size(); ++b)
+      for (int64_t t = 0; t < g.branches[b]; ++t) {
+        part[n] = static_cast<int64_t>(b) + 1;
+        pos[n++] = P + g.trunk + t;
+      }
+    const at::Tensor qpos = kpos.narrow(0, P, L), qpart = kpart.narrow(0, P, L);
+    const at::Tensor visible = kpart.unsqueeze(0).eq(0).logical_or(kpart.unsqueeze(0).eq(qpart.unsqueeze(1)));
+    const at::Tensor causal = tables.causal.index_select(0, qpos.to(device)).index_select(1, kpos.to(device));
+    out.group_masks.push_back(
+        at::where(visible.to(device), causal, at::full({}, kMaskedScore, causal.options())));
+  }
+  return out;
+}
+
 at::Tensor embed_forward(const EmbedWeights& w, const at::Tensor& ids_BT) {
   return at::embedding(w.table, ids_BT);
 }
 
 at::Tensor block_forward(const ModelConfig& c, const BlockWeights& w, const at::Tensor& x,
-                         const AttentionInputs& attn) {
+                         const AttentionInputs& attn, const BlockKV* prefix, BlockKV* kv_out) {
   if (c.parallel_residual) {
-    const at::Tensor a = attention(c, w, norm(c, x, w.ln1_w, w.ln1_b), attn);
+    const at::Tensor a = attention(c, w, norm(c, x, w.ln1_w, w.ln1_b), attn, prefix, kv_out);
     const at::Tensor m = mlp(c, w, norm(c, x, w.ln2_w, w.ln2_b));
     return m + a + x;
   }
-  const at::Tensor h = x + attention(c, w, norm(c, x, w.ln1_w, w.ln1_b), attn);
+  const at::Tensor h = x + attention(c, w, norm(c, x, w.ln1_w, w.ln1_b), attn, prefix, kv_out);
   return h + mlp(c, w, norm(c, h, w.ln2_w, w.ln2_b));
 }
 

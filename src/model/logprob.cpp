@@ -110,7 +110,7 @@ TokenSelection select_tokens(const at::Tensor& input_ids_BT, const at::Tensor& l
   const int64_t B = input_ids_BT.size(0), T = input_ids_BT.size(1);
   TokenSelection s;
   s.batch = B;
-  s.seq_len = T;
+  s.hidden_rows = B * T;
   at::Tensor mask = loss_mask_BT.ne(0);
   if (T > 0) mask.select(1, 0).fill_(false);  // position 0 has no predecessor
   const at::Tensor where = mask.nonzero();    // [N, 2] (b, t)
@@ -124,9 +124,8 @@ TokenSelection select_tokens(const at::Tensor& input_ids_BT, const at::Tensor& l
 
 at::Tensor sequence_logprob_sums(const at::Tensor& hidden_BTC, const at::Tensor& head_VC,
                                  const TokenSelection& sel, int64_t chunk_rows) {
-  KTO_CHECK(hidden_BTC.dim() == 3 && hidden_BTC.size(0) == sel.batch && hidden_BTC.size(1) == sel.seq_len,
-            "hidden ", hidden_BTC.sizes(), " does not match the selection [", sel.batch, ", ", sel.seq_len,
-            "]");
+  KTO_CHECK(hidden_BTC.dim() == 3 && hidden_BTC.size(0) * hidden_BTC.size(1) == sel.hidden_rows, "hidden ",
+            hidden_BTC.sizes(), " does not match the selection's ", sel.hidden_rows, " rows");
   const at::Tensor rows = hidden_BTC.reshape({-1, hidden_BTC.size(2)}).index_select(0, sel.rows);
   const at::Tensor lp = token_logprobs(rows, head_VC, sel.targets, chunk_rows);
   return at::zeros({sel.batch}, lp.options()).index_add(0, sel.seq, lp);

@@ -28,6 +28,18 @@ int64_t ModelConfig::num_parameters() const {
   return total;
 }
 
+double ModelConfig::forward_flops(int64_t positions, int64_t attention_pairs, int64_t head_rows) const {
+  const double c = static_cast<double>(hidden_size), d = static_cast<double>(head_size());
+  const double q = static_cast<double>(num_attention_heads) * d, kv = static_cast<double>(kv_heads()) * d;
+  const double mlp_in = static_cast<double>(gated_mlp() ? 2 * intermediate_size : intermediate_size);
+  const double linear = c * (q + 2 * kv) + q * c + c * mlp_in + static_cast<double>(intermediate_size) * c;
+  const double layers = static_cast<double>(num_hidden_layers);
+  const double blocks = 2.0 * layers * linear * static_cast<double>(positions);
+  const double attention = 2.0 * 2.0 * layers * q * static_cast<double>(attention_pairs);  // scores, values
+  const double head = 2.0 * c * static_cast<double>(vocab_size) * static_cast<double>(head_rows);
+  return blocks + attention + head;
+}
+
 void ModelConfig::resolve_defaults() {
   if (num_key_value_heads == 0) num_key_value_heads = num_attention_heads;
   if (head_dim == 0 && num_attention_heads > 0 && hidden_size % num_attention_heads == 0) {

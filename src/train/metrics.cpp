@@ -13,7 +13,22 @@ namespace kto::train {
 namespace {
 
 // Slots of the per-step sums.
-enum Slot { kLoss, kZ0, kMicro, kNd, kNu, kRewD, kRewU, kLogpD, kLogpU, kTokens, kPositions, kReal, kSlots };
+enum Slot {
+  kLoss,
+  kZ0,
+  kMicro,
+  kNd,
+  kNu,
+  kRewD,
+  kRewU,
+  kLogpD,
+  kLogpU,
+  kTokens,
+  kPositions,
+  kReal,
+  kFlops,
+  kSlots
+};
 
 }  // namespace
 
@@ -21,7 +36,7 @@ StepSums::StepSums(at::Device device)
     : sums_(at::zeros({kSlots}, at::TensorOptions().dtype(at::kDouble).device(device))) {}
 
 void StepSums::add(const data::Microbatch& mb, const loss::LossOutput& out, const at::Tensor& z0,
-                   const at::Tensor& policy_logps) {
+                   const at::Tensor& policy_logps, double executed_flops) {
   at::NoGradGuard no_grad;
   const at::Tensor logp = policy_logps.detach().to(at::kDouble);
   const at::Tensor rewards = out.rewards.to(at::kDouble);
@@ -43,17 +58,18 @@ void StepSums::add(const data::Microbatch& mb, const loss::LossOutput& out, cons
     lu = logp * u;
   }
   // Positions the forwards compute (target and KL batches, padding included) and real tokens.
-  int64_t positions = mb.target.input_ids.numel(), real = mb.target.num_tokens;
-  if (mb.kl.input_ids.defined()) {
-    positions += mb.kl.input_ids.numel();
-    real += mb.kl.num_tokens;
+  int64_t positions = mb.target.positions, real = mb.target.real_positions;
+  if (mb.kl.defined()) {
+    positions += mb.kl.positions;
+    real += mb.kl.real_positions;
   }
   const at::Tensor values =
       at::stack({out.loss.detach().to(at::kDouble), z0.to(logp.device()).to(at::kDouble),
                  at::ones({}, logp.options()), d.sum(), u.sum(), rd.sum(), ru.sum(), ld.sum(), lu.sum(),
                  at::full({}, static_cast<double>(mb.target.num_tokens), logp.options()),
                  at::full({}, static_cast<double>(positions), logp.options()),
-                 at::full({}, static_cast<double>(real), logp.options())});
+                 at::full({}, static_cast<double>(real), logp.options()),
+                 at::full({}, executed_flops, logp.options())});
   sums_.add_(values);
 }
 
@@ -70,6 +86,7 @@ std::map<std::string, double> StepSums::reduce(comm::Communicator& comm) {
   m["count/desirable"] = v(kNd);
   m["count/undesirable"] = v(kNu);
   m["tokens"] = v(kTokens);
+  m["executed_flops"] = v(kFlops);  // the job's, this step
   if (v(kPositions) > 0) m["padding"] = 1.0 - v(kReal) / v(kPositions);
   if (v(kNd) > 0) {
     m["rewards/desirable"] = v(kRewD) / v(kNd);

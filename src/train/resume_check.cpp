@@ -15,7 +15,7 @@ const std::vector<std::string>& resumable_keys() {
   // point to is checked by content: the data files (data.train[i], data.eval[i]), the
   // architecture and the reference (model.architecture, model.reference). The batch keys may
   // change because what they amount to is compared instead: data.global_batch (resolved) and
-  // data.global_microbatch (the KL groups).
+  // data.global_microbatch (the KL groups). data.layout gives the same log-probs up to rounding.
   static const std::vector<std::string> keys = {"train.steps",
                                                 "train.epochs",
                                                 "train.eval_every",
@@ -35,6 +35,7 @@ const std::vector<std::string>& resumable_keys() {
                                                 "data.grad_accum",
                                                 "data.train",
                                                 "data.eval",
+                                                "data.layout",
                                                 "data.allow_tokenizer_mismatch"};
   return keys;
 }

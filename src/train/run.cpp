@@ -160,11 +160,12 @@ void Trainer::print_banner() const {
                        train_data_->count(false), " undesirable)", train_data_->paired() ? ", paired" : "",
                        eval_data_ ? str_cat("; eval ", eval_data_->size(), " examples") : ""));
   const char* unit = train_data_->paired() ? " pairs" : " examples";
-  fact("batch",
-       str_cat("global ", loader_->global_batch(), unit, " = ", config_.data.micro_batch, " x ", grad_accum_,
-               " x ", world_.size(), " (micro_batch x grad_accum x ranks)",
-               train_data_->paired() ? str_cat(", ", 2 * loader_->global_batch(), " sequences") : "", "; ",
-               total_steps_, " steps", step_ > 0 ? str_cat(", resuming at step ", step_) : ""));
+  fact("batch", str_cat("global ", loader_->global_batch(), unit, " = ", config_.data.micro_batch, " x ",
+                        grad_accum_, " x ", world_.size(), " (micro_batch x grad_accum x ranks)",
+                        train_data_->paired() ? str_cat(", ", 2 * loader_->global_batch(), " sequences") : "",
+                        "; ", total_steps_, " steps", step_ > 0 ? str_cat(", resuming at step ", step_) : "",
+                        "; layout ", choice_name(data::kBatchLayouts, config_.data.layout),
+                        config_.data.group_by_length ? ", grouped by length" : ""));
   fact("loss", str_cat(loss::name(loss_.name), ": ", loss::describe(loss_),
                        loss::uses_kl(loss_.name)
                            ? str_cat(", KL pairs ", choice_name(data::kPairings, config_.data.pairing), "/",

@@ -166,6 +166,14 @@ fsdp::CommStats Trainer::comm_stats() const {
   return s;
 }
 
+namespace {
+
+fsdp::ShardedModel::Batch batch_of(const data::TokenBatch& t) {
+  return {t.input_ids, t.attention_mask, t.selection, t.packed};
+}
+
+}  // namespace
+
 Trainer::ReferenceLogProbs Trainer::reference_logprobs(const data::Microbatch& mb, bool with_kl) {
   at::NoGradGuard no_grad;
   ReferenceLogProbs r;
@@ -176,13 +184,11 @@ Trainer::ReferenceLogProbs Trainer::reference_logprobs(const data::Microbatch& m
     return r;
   }
   if (!with_kl) {
-    const data::TokenBatch& t = mb.target;
-    r.target = reference_->sequence_logprobs(t.input_ids, t.attention_mask, t.selection);
+    r.target = reference_->sequence_logprobs(batch_of(mb.target));
     return r;
   }
-  const data::TokenBatch &t = mb.target, &kl = mb.kl;
-  const std::vector<at::Tensor> lp = reference_->sequence_logprobs_each(
-      {{t.input_ids, t.attention_mask, t.selection}, {kl.input_ids, kl.attention_mask, kl.selection}});
+  const std::vector<at::Tensor> lp =
+      reference_->sequence_logprobs_each({batch_of(mb.target), batch_of(mb.kl)});
   r.target = lp[0];
   r.kl = lp[1];
   return r;
@@ -190,25 +196,43 @@ Trainer::ReferenceLogProbs Trainer::reference_logprobs(const data::Microbatch& m
 
 Trainer::LogProbs Trainer::policy_logprobs(const data::Microbatch& mb, const ReferenceLogProbs& ref,
                                            bool with_grad) {
-  const data::TokenBatch& t = mb.target;
   LogProbs lp;
   lp.reference = ref.target;
   at::AutoGradMode grad(with_grad);
   if (!ref.kl.defined()) {
-    lp.policy = policy_->sequence_logprobs(t.input_ids, t.attention_mask, t.selection);
+    lp.policy = policy_->sequence_logprobs(batch_of(mb.target));
     return lp;
   }
-  const data::TokenBatch& kl = mb.kl;
-  const std::vector<at::Tensor> both = policy_->sequence_logprobs_each(
-      {{t.input_ids, t.attention_mask, t.selection}, {kl.input_ids, kl.attention_mask, kl.selection}});
+  const std::vector<at::Tensor> both =
+      policy_->sequence_logprobs_each({batch_of(mb.target), batch_of(mb.kl)});
   lp.policy = both[0];
   lp.kl = both[1] - ref.kl;
   return lp;
 }
 
+double Trainer::executed_flops(const data::Microbatch& mb, bool with_kl) const {
+  auto blocks = [](const model::ModelConfig& c, const data::TokenBatch& b) {
+    return c.forward_flops(b.positions, b.attention_pairs, 0);
+  };
+  auto head = [](const model::ModelConfig& c, const data::TokenBatch& b) {
+    return c.forward_flops(0, 0, b.selection.rows.numel());
+  };
+  const model::ModelConfig& pc = policy_->config();
+  // Policy target: forward and backward (2x; the head's backward recomputes its logits: 3x).
+  double f = 3.0 * blocks(pc, mb.target) + 4.0 * head(pc, mb.target);
+  if (config_.model.reshard_after_forward) f += blocks(pc, mb.target) + head(pc, mb.target);  // recompute
+  if (with_kl) f += blocks(pc, mb.kl) + head(pc, mb.kl);
+  if (reference_ && (with_kl || loss::uses_reference(loss_.name))) {
+    const model::ModelConfig& rc = reference_->config();
+    f += blocks(rc, mb.target) + head(rc, mb.target);
+    if (with_kl) f += blocks(rc, mb.kl) + head(rc, mb.kl);
+  }
+  return f;
+}
+
 loss::LossOutput Trainer::objective(const data::Microbatch& mb, const LogProbs& lp,
                                     const at::Tensor& z0) const {
-  const at::Tensor tokens = mb.target.loss_mask.sum(1).to(lp.policy.device());
+  const at::Tensor tokens = mb.target.completion_tokens.to(lp.policy.device());
   if (!mb.paired) return loss::unpaired_loss({lp.policy, lp.reference, mb.desirable, tokens}, z0, loss_);
   const int64_t m = lp.policy.size(0) / 2;  // chosen rows first, then their rejected ones
   loss::PairedInputs in;
@@ -247,7 +271,7 @@ std::map<std::string, double> Trainer::train_step() {
     // Loss; backward reduce-scatters the gradients into this rank's slices.
     const loss::LossOutput out = objective(mb, lp, z0);
     (out.loss / static_cast<double>(grad_accum_)).backward();
-    sums.add(mb, out, z0, lp.policy);
+    sums.add(mb, out, z0, lp.policy, executed_flops(mb, kl));
   }
   // Decide before the update, every rank the same way: loss and gradient norm finite everywhere.
   const double grad_norm = optimizer_->grad_norm();  // over all ranks' slices
@@ -268,7 +292,8 @@ std::map<std::string, double> Trainer::train_step() {
   m["grad_norm"] = grad_norm;
   m["step_seconds"] = seconds;
   m["tokens_per_s"] = m["tokens"] / seconds;
-  m["mfu"] = model_flops_per_token_ * m["tokens_per_s"] / peak_flops_;
+  m["mfu"] = model_flops_per_token_ * m["tokens_per_s"] / peak_flops_;  // model FLOPs: 12N per token
+  m["hfu"] = m["executed_flops"] / seconds / peak_flops_;               // what was computed
   m["peak_rss_mib"] = world_.all_reduce(peak_rss_mib(), comm::ReduceOp::max);
   m["skipped"] = finite ? 0.0 : 1.0;
   if (!finite)

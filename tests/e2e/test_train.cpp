@@ -2,7 +2,8 @@
 // KTO learns it, also with 90% of the desirable examples dropped and auto weights; DPO learns
 // its paired version; CSFT learns to follow its control token; a second run with the same seed is
 // bit-identical; the whole objective is world-size invariant (1, 2, 4 ranks); bad configs fail naming the
-// key.
+// key; every loss learns with the default layout (packed, shared prompts), and the padded, packed
+// and shared-prompt layouts train the same curves and weights (fp64, 1e-9).
 #include <ATen/ATen.h>
 
 #include <catch2/catch.hpp>
@@ -333,4 +334,93 @@ TEST_CASE("trains a policy loaded from a Hugging Face directory, reference from 
   CHECK(kto::read_text_file(task.run() + "/final/config.json").find("\"model_type\": \"llama\"") !=
         std::string::npos);
   CHECK(exported.names().size() == kto::io::SafetensorsSet::open_dir(task.dir.file("policy")).names().size());
+}
+
+TEST_CASE("every loss learns the task with the default layout of packed batches and shared prompts",
+          "[e2e][train]") {
+  // CSFT needs control tokens: its own test above. Paired losses train on the paired task.
+  for (const std::string loss :
+       {"kto", "kto_logsigmoid", "kto_zero", "apo_zero", "sft", "dpo", "cdpo", "ipo", "simpo", "slic"}) {
+    DYNAMIC_SECTION(loss) {
+      const bool paired =
+          loss == "dpo" || loss == "cdpo" || loss == "ipo" || loss == "simpo" || loss == "slic";
+      kto::test::SyntheticSpec spec;
+      spec.paired = paired;
+      if (paired) spec.examples = 256;
+      Task task(spec, "loss: {name: " + loss + "}\n");
+      std::string log;
+      std::vector<std::string> sets;
+      if (paired) sets = {"data.micro_batch=4", "data.global_batch=8"};
+      REQUIRE(train(task.config, sets, 1, &log) == 0);
+      INFO(log);
+      CHECK_THAT(log, Contains("steps; layout shared_prompts"));  // the banner says which
+      const auto eval = kto::test::read_metrics(task.run(), "eval");
+      REQUIRE(eval.size() >= 2);
+      if (loss == "sft") {  // no reward: the held-out NLL of the desirable completions falls
+        CHECK(eval.back()["eval/loss"].get<double>() < 0.85 * eval.front()["eval/loss"].get<double>());
+      } else {  // held out, the policy's rewards rank desirable (chosen) above undesirable (rejected)
+        CHECK(eval.back()["eval/auc"].get<double>() >= 0.9);
+        CHECK(eval.back()["eval/auc"].get<double>() > eval.front()["eval/auc"].get<double>());
+      }
+      const auto steps = kto::test::read_metrics(task.run(), "train");
+      REQUIRE_FALSE(steps.empty());
+      CHECK(steps.back()["padding"].get<double>() == 0.0);  // packed: nothing computed is padding
+    }
+  }
+}
+
+TEST_CASE("padded and packed batches with or without shared prompts train the same curves and weights",
+          "[e2e][train]") {
+  // fp64, so that the comparison measures the layouts, not fp32 rounding amplified by Adam.
+  for (const bool paired : {false, true}) {
+    DYNAMIC_SECTION((paired ? "dpo" : "kto")) {
+      kto::test::SyntheticSpec spec;
+      spec.paired = paired;
+      spec.examples = 256;
+      spec.keep_undesirable = paired ? 1.0 : 0.35;  // z0 positive: the KL batch matters
+      Task task(spec, paired ? "loss: {name: dpo}\n" : "");
+      std::map<std::string, std::vector<json>> curves;
+      std::map<std::string, kto::io::SafetensorsSet> weights;
+      for (const std::string layout : {"padded", "packed", "shared_prompts"}) {
+        const std::string dir = task.dir.file(layout);
+        std::string log;
+        const int rc = train(task.config,
+                             {"train.steps=12", "run.dir=" + dir, "data.layout=" + layout, "model.dtype=fp64",
+                              "train.export_final=true", "data.micro_batch=4", "data.global_batch=8"},
+                             1, &log);
+        INFO(log);
+        REQUIRE(rc == 0);
+        curves[layout] = kto::test::read_metrics(dir, "train");
+        weights.emplace(layout, kto::io::SafetensorsSet::open_dir(dir + "/final"));
+      }
+      CHECK(curves["padded"].back()["padding"].get<double>() > 0);  // the KL batch pads its borrowed lengths
+      for (const std::string layout : {"packed", "shared_prompts"}) {
+        REQUIRE(curves[layout].size() == 12);
+        CHECK(curves[layout].back()["padding"].get<double>() == 0.0);
+        for (const std::string key :
+             {"loss", "kl", "rewards/desirable", "rewards/undesirable", "grad_norm"}) {
+          if (!curves["padded"][0].contains(key)) continue;
+          double scale = 0;
+          for (const json& m : curves["padded"]) scale = std::max(scale, std::abs(m[key].get<double>()));
+          for (size_t i = 0; i < 12; ++i) {
+            const double x = curves["padded"][i][key], y = curves[layout][i][key];
+            INFO(layout << ", step " << i + 1 << " " << key << ": " << x << " vs " << y);
+            CHECK(std::abs(x - y) <= 1e-9 * scale);
+          }
+        }
+        // Fewer positions computed for the same tokens.
+        CHECK(curves[layout].back()["executed_flops"].get<double>() <
+              curves["padded"].back()["executed_flops"].get<double>());
+        for (const std::string& name : weights.at("padded").names()) {
+          const at::Tensor a = weights.at("padded").read(name), b = weights.at(layout).read(name);
+          const double err = ((a - b).abs().max() / a.abs().max().clamp_min(1e-12)).item<double>();
+          INFO(layout << " " << name << " relative difference " << err);
+          CHECK(err <= 1e-9);
+        }
+      }
+      if (!paired)  // the KL pass continues the prompts: fewer FLOPs than packing alone
+        CHECK(curves["shared_prompts"].back()["executed_flops"].get<double>() <
+              curves["packed"].back()["executed_flops"].get<double>());
+    }
+  }
 }

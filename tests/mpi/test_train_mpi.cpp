@@ -42,57 +42,66 @@ TEST_CASE("mismatched-pair log-probs from token batches equal the concatenated s
   world.barrier();  // rank 0 has written the files
   const auto ds = kto::data::Dataset::open({dir + "/d.h5"});
 
-  for (const auto scope : {kto::data::PairScope::global, kto::data::PairScope::rank}) {
-    for (const auto pairing : {kto::data::Pairing::next, kto::data::Pairing::prev}) {
-      kto::data::DataOptions lo;
-      lo.seed = 3;
-      lo.micro_batch = 3;
-      lo.pair_scope = scope;
-      lo.pairing = pairing;
-      lo.pad_to_multiple_of = 4;
-      kto::data::DataLoader loader(ds, lo, 2, kto::data::batch_options(lo, *ds, /*kl_pass=*/true), W, rank);
-      kto::data::BatchSampler sampler(ds->size(), 3, 3, 2, W, rank);  // the same stream, to know the pairs
+  using kto::data::BatchLayout;
+  for (const auto layout : {BatchLayout::padded, BatchLayout::packed, BatchLayout::shared_prompts})
+    for (const auto scope : {kto::data::PairScope::global, kto::data::PairScope::rank}) {
+      for (const auto pairing : {kto::data::Pairing::next, kto::data::Pairing::prev}) {
+        kto::data::DataOptions lo;
+        lo.layout = layout;
+        lo.seed = 3;
+        lo.micro_batch = 3;
+        lo.pair_scope = scope;
+        lo.pairing = pairing;
+        lo.pad_to_multiple_of = 4;
+        kto::data::DataLoader loader(ds, lo, 2, kto::data::batch_options(lo, *ds, /*kl_pass=*/true), W, rank);
+        kto::data::BatchSampler sampler(ds->size(), 3, 3, 2, W, rank);  // the same stream, to know the pairs
 
-      auto comm = std::shared_ptr<kto::comm::Communicator>(kto::comm::make_communicator(world, at::kCPU));
-      kto::fsdp::FsdpOptions o;
-      o.trainable = false;
-      kto::fsdp::ShardedModel sharded(c, world, comm, o);
-      sharded.init_random(9, 0.3);
-      kto::model::DenseModel dense(c, at::kFloat);
-      dense.init_random(9, 0.3);
+        auto comm = std::shared_ptr<kto::comm::Communicator>(kto::comm::make_communicator(world, at::kCPU));
+        kto::fsdp::FsdpOptions o;
+        o.trainable = false;
+        kto::fsdp::ShardedModel sharded(c, world, comm, o);
+        sharded.init_random(9, 0.3);
+        kto::model::DenseModel dense(c, at::kFloat);
+        dense.init_random(9, 0.3);
 
-      for (int step = 0; step < 2; ++step) {
-        const auto mbs = loader.next_step();
-        const auto global = sampler.next_global_step();
-        for (size_t a = 0; a < mbs.size(); ++a) {
-          const auto& mb = mbs[a];
-          const at::Tensor got =
-              sharded.sequence_logprobs(mb.kl.input_ids, mb.kl.attention_mask, mb.kl.selection);
-          const int64_t n =
-              scope == kto::data::PairScope::global ? static_cast<int64_t>(global[a].size()) : 3;
-          for (int64_t k = 0; k < 3; ++k) {
-            const int64_t slot = rank * 3 + k;
-            const int64_t j_slot = scope == kto::data::PairScope::global
-                                       ? kto::data::paired_index(pairing, slot, n)
-                                       : rank * 3 + kto::data::paired_index(pairing, k, 3);
-            const auto ei = ds->read(global[a][static_cast<size_t>(slot)].index);
-            const auto ej = ds->read(global[a][static_cast<size_t>(j_slot)].index);
-            CHECK(mb.example_ids[static_cast<size_t>(k)] == ei.index);
-            std::vector<int64_t> seq(ei.tokens.begin(), ei.tokens.begin() + ei.prompt_len);
-            seq.insert(seq.end(), ej.tokens.begin() + ej.prompt_len, ej.tokens.end());
-            const at::Tensor ids = at::tensor(seq, at::kLong).unsqueeze(0);
-            at::Tensor loss_mask = at::zeros_like(ids);
-            loss_mask.narrow(1, ei.prompt_len, ej.completion_len()).fill_(1);
-            at::NoGradGuard no_grad;
-            const at::Tensor expected = kto::model::sequence_logprob_sums(
-                dense.forward_hidden(ids, {}), dense.lm_head(), kto::model::select_tokens(ids, loss_mask));
-            INFO("step " << step << " accum " << a << " slot " << slot << " paired with " << j_slot);
-            CHECK(got[k].item<double>() == Approx(expected[0].item<double>()).epsilon(1e-5));
+        for (int step = 0; step < 2; ++step) {
+          const auto mbs = loader.next_step();
+          const auto global = sampler.next_global_step();
+          for (size_t a = 0; a < mbs.size(); ++a) {
+            const auto& mb = mbs[a];
+            // The KL batch in a walk of its own, or continuing the target batch's prompts.
+            const auto batch = [](const kto::data::TokenBatch& t) {
+              return kto::fsdp::ShardedModel::Batch{t.input_ids, t.attention_mask, t.selection, t.packed};
+            };
+            const at::Tensor got = layout == BatchLayout::shared_prompts
+                                       ? sharded.sequence_logprobs_each({batch(mb.target), batch(mb.kl)})[1]
+                                       : sharded.sequence_logprobs(batch(mb.kl));
+            const int64_t n =
+                scope == kto::data::PairScope::global ? static_cast<int64_t>(global[a].size()) : 3;
+            for (int64_t k = 0; k < 3; ++k) {
+              const int64_t slot = rank * 3 + k;
+              const int64_t j_slot = scope == kto::data::PairScope::global
+                                         ? kto::data::paired_index(pairing, slot, n)
+                                         : rank * 3 + kto::data::paired_index(pairing, k, 3);
+              const auto ei = ds->read(global[a][static_cast<size_t>(slot)].index);
+              const auto ej = ds->read(global[a][static_cast<size_t>(j_slot)].index);
+              CHECK(mb.example_ids[static_cast<size_t>(k)] == ei.index);
+              std::vector<int64_t> seq(ei.tokens.begin(), ei.tokens.begin() + ei.prompt_len);
+              seq.insert(seq.end(), ej.tokens.begin() + ej.prompt_len, ej.tokens.end());
+              const at::Tensor ids = at::tensor(seq, at::kLong).unsqueeze(0);
+              at::Tensor loss_mask = at::zeros_like(ids);
+              loss_mask.narrow(1, ei.prompt_len, ej.completion_len()).fill_(1);
+              at::NoGradGuard no_grad;
+              const at::Tensor expected = kto::model::sequence_logprob_sums(
+                  dense.forward_hidden(ids, {}), dense.lm_head(), kto::model::select_tokens(ids, loss_mask));
+              INFO("layout " << static_cast<int>(layout) << " step " << step << " accum " << a << " slot "
+                             << slot << " paired with " << j_slot);
+              CHECK(got[k].item<double>() == Approx(expected[0].item<double>()).epsilon(1e-5));
+            }
           }
         }
       }
     }
-  }
   world.barrier();
   if (world.is_root()) kto::remove_tree(dir);
 }

@@ -14,6 +14,7 @@
 #include "kto/model/logprob.h"
 #include "kto/util/files.h"
 #include "test_support.h"
+#include "tiny_models.h"
 
 namespace {
 
@@ -37,15 +38,8 @@ double max_abs_diff(const at::Tensor& a, const at::Tensor& b, const at::Tensor& 
 }  // namespace
 
 TEST_CASE("forward matches Hugging Face transformers on every reference case", "[hf_reference]") {
-  const std::string dir = kto::test::env_or("KTO_HF_CASES", kto::test::fixtures_dir() + "/hf_models");
-  const nlohmann::json index = nlohmann::json::parse(kto::read_text_file(dir + "/index.json"));
-  REQUIRE(index.contains("cases"));
-  REQUIRE_FALSE(index["cases"].empty());
-
-  for (auto it = index["cases"].begin(); it != index["cases"].end(); ++it) {
-    const std::string case_dir = dir + "/" + it.value()["dir"].get<std::string>();
-    const kto::io::SafetensorsSet ref =
-        kto::io::SafetensorsSet::open_file(case_dir + "/reference.safetensors");
+  kto::test::for_each_hf_case([](const std::string& name, const std::string& case_dir,
+                                 const kto::io::SafetensorsSet& ref) {
     const at::Tensor ids = ref.read("input_ids");
     const at::Tensor mask = ref.read("attention_mask");
     const at::Tensor completion = ref.read("completion_mask");
@@ -55,7 +49,7 @@ TEST_CASE("forward matches Hugging Face transformers on every reference case", "
     real_after_first.select(1, 0).fill_(false);
 
     for (const Run& run : kRuns) {
-      DYNAMIC_SECTION(it.key() << " " << run.name) {
+      DYNAMIC_SECTION(name << " " << run.name) {
         at::NoGradGuard no_grad;
         const kto::model::DenseModel model = kto::io::load_hf_model(case_dir, run.dtype);
         const at::Tensor hidden = model.forward_hidden(ids, mask);
@@ -94,5 +88,5 @@ TEST_CASE("forward matches Hugging Face transformers on every reference case", "
         }
       }
     }
-  }
+  });
 }

@@ -13,32 +13,14 @@
 #include "kto/model/logprob.h"
 #include "kto/util/check.h"
 #include "test_support.h"
+#include "tiny_models.h"
 
 using kto::model::DenseModel;
 using kto::model::ModelConfig;
 
 namespace {
 
-ModelConfig tiny(const std::string& arch) {
-  ModelConfig c;
-  c.arch = *kto::parse_choice(kto::model::kArchs, arch);
-  c.vocab_size = 61;
-  c.hidden_size = 32;
-  c.intermediate_size = 48;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = arch == "gpt_neox" ? 4 : 2;
-  c.max_position_embeddings = 64;
-  if (arch == "gpt_neox") {
-    c.partial_rotary_factor = 0.5;
-    c.hidden_act = kto::model::Activation::gelu;
-    c.parallel_residual = true;
-    c.attention_bias = true;
-  }
-  c.resolve_defaults();
-  c.validate("tiny");
-  return c;
-}
+ModelConfig tiny(const std::string& arch) { return kto::test::tiny_config(arch); }
 
 DenseModel random_model(const ModelConfig& c, at::ScalarType dtype = at::kFloat, uint64_t seed = 7) {
   DenseModel m(c, at::kFloat);

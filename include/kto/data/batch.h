@@ -1,5 +1,5 @@
-// Microbatch assembly: right-padded token tensors for the policy/reference pass and for the
-// KL pass on mismatched pairs (DESIGN §3, §7).
+// Microbatch assembly: the token tensors of the policy/reference pass and of the KL pass on
+// mismatched pairs (DESIGN §3, §7), right-padded or packed (data.layout, model/packing.h).
 //
 // Sequence i of the target batch is prompt_i + completion_i; sequence i of the KL batch is
 // prompt_i + completion_j with j = (i + 1) mod n ("next", the paper's code) or (i - 1) mod n
@@ -12,12 +12,14 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "kto/data/dataset.h"
 #include "kto/data/options.h"
 #include "kto/model/logprob.h"
+#include "kto/model/packing.h"
 
 namespace kto::data {
 
@@ -25,11 +27,18 @@ namespace kto::data {
 int64_t paired_index(Pairing pairing, int64_t i, int64_t n);
 
 struct TokenBatch {
-  at::Tensor input_ids;             // [B, T] int64, right-padded with pad_id
-  at::Tensor attention_mask;        // [B, T] int64, 1 = token
-  at::Tensor loss_mask;             // [B, T] int64, 1 = completion token
-  model::TokenSelection selection;  // completion tokens, for sequence_logprob_sums
-  int64_t num_tokens = 0;           // real tokens
+  at::Tensor input_ids;       // padded: [B, T] int64, right-padded with pad_id; packed: [1, N]
+  at::Tensor attention_mask;  // padded: [B, T] int64, 1 = token; packed: undefined
+  at::Tensor loss_mask;       // padded: [B, T] int64, 1 = completion token; packed: undefined
+  std::shared_ptr<const model::PackedLayout> packed;  // packed: the stream's groups
+  model::TokenSelection selection;                    // completion tokens, for sequence_logprob_sums
+  at::Tensor completion_tokens;                       // [B] int64: each sequence's completion length
+  int64_t num_tokens = 0;                             // tokens of the sequences (prompt + completion each)
+  int64_t positions = 0;        // positions the forward computes (B * T padded, N packed)
+  int64_t real_positions = 0;   // of those, the ones that are not padding
+  int64_t attention_pairs = 0;  // (query, key) score products the forward computes per layer
+                                // and head (padded: B * T * T; packed: each group's tile)
+  bool defined() const { return input_ids.defined(); }
 };
 
 struct Microbatch {
@@ -45,11 +54,13 @@ struct Microbatch {
 
 struct BatchOptions {
   Pairing pairing = Pairing::next;
-  int64_t pad_id = 0;                 // batch_options() takes the dataset's
-  int64_t max_length = 0;             // 0: no limit on KL sequences
-  int64_t pad_to_multiple_of = 1;     // round T up (fewer distinct shapes)
+  int64_t pad_id = 0;              // batch_options() takes the dataset's
+  int64_t max_length = 0;          // 0: no limit on KL sequences
+  int64_t pad_to_multiple_of = 1;  // padded: round T up (fewer distinct shapes)
+  BatchLayout layout = BatchLayout::padded;
   bool with_reference_logps = false;  // copy the examples' precomputed reference log-probs
   bool build_kl = true;               // the KL batch (only KTO needs it)
+  bool paired = false;                // rows [0, n/2) chosen, [n/2, n) their rejected (Microbatch::paired)
 };
 
 // The batch options of a run on `dataset`, derived in this one place: pairing and padding

@@ -24,6 +24,16 @@ enum class PairScope { global, rank };
 inline constexpr ChoiceTable<PairScope, 2> kPairScopes{
     {{PairScope::global, "global"}, {PairScope::rank, "rank"}}};
 
+// How a microbatch's sequences are laid out for the forwards (docs/training.md): `padded`
+// rows right-padded to the longest; `packed` back to back in one row, attention within each
+// sequence; `shared_prompts` packed, and each prompt computed once per model — the KL batch's
+// completions continue the target batch's prompts, a pair's chosen and rejected share theirs.
+// All three give the same log-probs up to rounding.
+enum class BatchLayout { padded, packed, shared_prompts };
+inline constexpr ChoiceTable<BatchLayout, 3> kBatchLayouts{{{BatchLayout::padded, "padded"},
+                                                            {BatchLayout::packed, "packed"},
+                                                            {BatchLayout::shared_prompts, "shared_prompts"}}};
+
 struct DataOptions {
   std::vector<std::string> train;  // HDF5 files from kto-data prepare
   std::vector<std::string> eval;
@@ -34,6 +44,7 @@ struct DataOptions {
   Pairing pairing = Pairing::next;
   PairScope pair_scope = PairScope::global;
   int64_t pad_to_multiple_of = 8;
+  BatchLayout layout = BatchLayout::shared_prompts;
   bool group_by_length = false;
   int64_t group_microbatches = 64;
   bool allow_tokenizer_mismatch = false;
@@ -54,7 +65,10 @@ struct DataOptions {
     v.choice("pair_scope", pair_scope, kPairScopes,
              "pair within the global microbatch (world-size invariant) or within each rank's (TRL, HALOs)");
     v.field("pad_to_multiple_of", pad_to_multiple_of,
-            "round padded sequence lengths up to a multiple of this");
+            "layout padded: round sequence lengths up to a multiple of this");
+    v.choice("layout", layout, kBatchLayouts,
+             "how a microbatch is laid out: shared_prompts (packed, each prompt computed once per model), "
+             "packed (no padding) or padded (rows right-padded to the longest)");
     v.field("group_by_length", group_by_length,
             "order each epoch so that every microbatch holds examples of similar length (less "
             "padding): windows of the shuffled order sorted by length, their microbatches shuffled");

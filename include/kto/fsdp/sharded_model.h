@@ -27,6 +27,7 @@
 #include "kto/model/layout.h"
 #include "kto/model/logprob.h"
 #include "kto/model/model_config.h"
+#include "kto/model/packing.h"
 
 namespace kto::model {
 struct ForwardContext;
@@ -100,19 +101,26 @@ class ShardedModel {
   // and keeps its slices: meant for tests and tiny demo models).
   void init_random(uint64_t seed, double std);
 
-  // Per-sequence completion log-prob sums [B] (fp32, fp64 for fp64 runs) of the selected
-  // tokens. Differentiable with respect to the slices when trainable and grad mode is on.
-  at::Tensor sequence_logprobs(const at::Tensor& ids_BT, const at::Tensor& attention_mask_BT,
-                               const model::TokenSelection& selection);
-  // The same for several batches in one walk of the units: each unit is gathered once and run
-  // on every batch (the frozen reference's target and KL passes; the policy's). The first batch
-  // is differentiable as sequence_logprobs's result is, the others never are; with units
-  // recomputed in backward (reshard_after_forward) the first batch gets a walk of its own. Each
-  // result is what sequence_logprobs gives for that batch alone.
+  // One forward's batch: right-padded [B, T] ids with their attention mask, or a packed
+  // stream [1, N] with its layout (model/packing.h; no mask), and the tokens to score.
   struct Batch {
     at::Tensor ids_BT, attention_mask_BT;
     model::TokenSelection selection;
+    std::shared_ptr<const model::PackedLayout> packed;  // null: padded
   };
+  // Per-sequence completion log-prob sums [B] (fp32, fp64 for fp64 runs) of the selected
+  // tokens. Differentiable with respect to the slices when trainable and grad mode is on.
+  at::Tensor sequence_logprobs(const Batch& batch);
+  at::Tensor sequence_logprobs(const at::Tensor& ids_BT, const at::Tensor& attention_mask_BT,
+                               const model::TokenSelection& selection) {
+    return sequence_logprobs(Batch{ids_BT, attention_mask_BT, selection, nullptr});
+  }
+  // The same for several batches in one walk of the units: each unit is gathered once and run
+  // on every batch (the frozen reference's target and KL passes; the policy's). The first batch
+  // is differentiable as sequence_logprobs's result is, the others never are (they run in the
+  // forward only, also where units are recomputed in backward). A later batch may continue the
+  // first (packed, with prefixes: the KL batch on the target batch's prompts). Each result is
+  // what sequence_logprobs gives for that batch alone.
   std::vector<at::Tensor> sequence_logprobs_each(const std::vector<Batch>& batches);
 
   const model::ModelConfig& config() const { return config_; }
@@ -143,9 +151,7 @@ class ShardedModel {
   std::vector<at::Tensor> shards_;
   std::vector<std::vector<Segment>> decay_segments_;
   std::unique_ptr<UnitGatherer> gatherer_;
-  std::shared_ptr<model::ForwardContext> context_for(const at::Tensor& ids_BT,
-                                                     const at::Tensor& attention_mask_BT,
-                                                     const model::TokenSelection& selection) const;
+  std::shared_ptr<model::ForwardContext> context_for(const Batch& batch) const;
 };
 
 // How a unit's weights are obtained and released: all-gathers on demand, with prefetch. get()

@@ -15,6 +15,7 @@
 
 #include "kto/model/layout.h"
 #include "kto/model/model_config.h"
+#include "kto/model/packing.h"
 
 namespace kto::model {
 
@@ -49,6 +50,14 @@ struct AttentionInputs {
   at::Tensor causal_TT;     // causal and sliding-window structure, [T, T] (a view into a cached table)
   at::Tensor keys_B11T;     // padded keys; undefined when no row needs it (right padding only)
   bool causal_only = true;  // plain causal: no window, no key mask (fused kernels may be used)
+
+  // Packed batches (packing.h; x is [1, N, C]); `packed` empty for a padded batch. cos and sin
+  // are then [N, R], at each token's position; causal_TT and keys_B11T are unused.
+  std::vector<PackedGroup> packed;
+  // Per group, the additive mask of its queries [L] over its keys [prefix_length + L]: a view
+  // into the cached causal table, or built for a group with branches.
+  std::vector<at::Tensor> group_masks;
+  std::vector<bool> group_causal;  // plain causal group (no prefix, branches or window)
 };
 
 // `attention_mask_BT` is 1 for real tokens and 0 for padding (undefined: no padding); it must
@@ -63,12 +72,19 @@ AttentionInputs make_attention_inputs(const ModelConfig& config, const at::Tenso
                                       int64_t seq_len, at::ScalarType dtype, at::Device device,
                                       bool mask_padded_keys = false);
 
+// The attention inputs of a packed batch (packing.h), built on the host once per forward.
+AttentionInputs make_packed_attention_inputs(const ModelConfig& config, const PackedLayout& layout,
+                                             at::ScalarType dtype, at::Device device);
+
 // RoPE inverse frequencies [rotary_dim / 2] in fp64, with rope_scaling applied.
 at::Tensor rope_inv_freq(const ModelConfig& config);
 
 at::Tensor embed_forward(const EmbedWeights& w, const at::Tensor& ids_BT);
+// With `kv_out`, the block also leaves its keys and values there (detached) for the
+// continuations of a packed batch; `prefix` gives a continuation those of its provider.
 at::Tensor block_forward(const ModelConfig& config, const BlockWeights& w, const at::Tensor& x_BTC,
-                         const AttentionInputs& attn);
+                         const AttentionInputs& attn, const BlockKV* prefix = nullptr,
+                         BlockKV* kv_out = nullptr);
 at::Tensor head_norm_forward(const ModelConfig& config, const HeadWeights& w, const at::Tensor& x_BTC);
 
 }  // namespace kto::model

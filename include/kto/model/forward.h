@@ -32,10 +32,12 @@ struct ForwardContext {
 };
 
 // Unit `unit`'s output for input x (token ids for the embedding), from the flat buffers of
-// layout.weight_units(unit), in that order.
+// layout.weight_units(unit), in that order. A block also leaves its keys and values in
+// `kv_out` and reads a continuation's provider's from `prefix` (block_forward).
 at::Tensor unit_forward(const ModelConfig& config, const ModelLayout& layout, size_t unit,
                         const std::vector<at::Tensor>& flats, const at::Tensor& x,
-                        const ForwardContext& context);
+                        const ForwardContext& context, const BlockKV* prefix = nullptr,
+                        BlockKV* kv_out = nullptr);
 
 // One unit of one forward, bound to its context: y = fn(flats, x). It stays valid after the
 // forward returns (it owns the context; config and layout belong to the model), so a runner
@@ -55,12 +57,14 @@ class UnitRunner {
 at::Tensor forward_units(const ModelConfig& config, const ModelLayout& layout, UnitRunner& runner,
                          const at::Tensor& ids_BT, std::shared_ptr<const ForwardContext> context);
 
-// Several independent forwards in one walk of the units: unit u runs on every input before
-// unit u + 1 does, so its buffers are obtained once for all of them. Each output is exactly what
-// forward_units gives for that input alone (same shapes, same kernels); only the first is
-// differentiable (the others run without grad). For runners that call the unit function once
-// per run (not one that recomputes it in backward): the frozen reference's target and KL
-// passes, and the policy's with kept units.
+// Several forwards in one walk of the units: unit u runs on every input before unit u + 1
+// does, so its buffers are obtained once for all of them. Only the first is differentiable;
+// the others ride along without grad, in the first call of each unit only (a runner that
+// recomputes a unit in backward recomputes the first input alone). A ride-along may be a
+// continuation of the first (a packed batch with prefixes, packing.h): at every block it reads
+// the first input's keys and values, detached. Otherwise each output is exactly what
+// forward_units gives for that input alone (same shapes, same kernels). The frozen
+// reference's target and KL passes, and the policy's.
 std::vector<at::Tensor> forward_units_each(
     const ModelConfig& config, const ModelLayout& layout, UnitRunner& runner,
     const std::vector<at::Tensor>& ids_BT,

@@ -24,11 +24,11 @@ at::Tensor token_logprobs(const at::Tensor& hidden_NC, const at::Tensor& head_VC
 // Which hidden rows predict which target tokens, derived on the host from CPU tensors once per
 // batch (no device sync on the hot path). Position t's token is predicted from hidden row t-1.
 struct TokenSelection {
-  at::Tensor rows;     // [N] int64: b * T + (t - 1)
-  at::Tensor targets;  // [N] int64: input_ids[b, t]
-  at::Tensor seq;      // [N] int64: b
-  int64_t batch = 0;
-  int64_t seq_len = 0;
+  at::Tensor rows;          // [N] int64: b * T + (t - 1) (packed: the predecessor's place in the stream)
+  at::Tensor targets;       // [N] int64: input_ids[b, t]
+  at::Tensor seq;           // [N] int64: b (packed: the sequence the token belongs to)
+  int64_t batch = 0;        // sequences: the length of the per-sequence sums
+  int64_t hidden_rows = 0;  // B * T of the hidden states `rows` index (packed: N)
   TokenSelection to(at::Device device) const;
 };
 

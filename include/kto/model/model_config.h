@@ -106,6 +106,10 @@ struct ModelConfig {
   bool out_bias() const { return attention_bias && arch != Arch::qwen2; }
   // Total number of parameters (tied head counted once).
   int64_t num_parameters() const;
+  // Matmul FLOPs of one forward that computes `positions` token positions through the blocks,
+  // `attention_pairs` (query, key) products per layer and head (the kernels' full score tiles,
+  // masked ones included) and the LM head on `head_rows` positions: 2 per multiply-add.
+  double forward_flops(int64_t positions, int64_t attention_pairs, int64_t head_rows) const;
 
   // Fills derived defaults in place: num_key_value_heads and head_dim when 0, the q/k/v bias
   // every qwen2 has and the MLP bias every gpt_neox has. Call before validate().

@@ -20,14 +20,14 @@ namespace kto::train {
 class StepSums {
  public:
   explicit StepSums(at::Device device);
-  // One microbatch: its loss output, its reference point z0 (0 without one) and the policy
-  // log-probs.
+  // One microbatch: its loss output, its reference point z0 (0 without one), the policy
+  // log-probs and the matmul FLOPs its forwards and backward executed on this rank.
   void add(const data::Microbatch& mb, const loss::LossOutput& out, const at::Tensor& z0,
-           const at::Tensor& policy_logps);
+           const at::Tensor& policy_logps, double executed_flops);
   // Whether this rank's summed loss is finite (one host copy; before reduce()).
   bool loss_is_finite() const;
   // All-reduces and returns the named metrics (loss, kl, rewards/..., logps/..., count/...,
-  // tokens). Collective.
+  // tokens, padding, executed_flops). Collective.
   std::map<std::string, double> reduce(comm::Communicator& comm);
 
  private:

@@ -75,9 +75,14 @@ class Trainer {
   // uses no reference and no KL batch is asked for.
   ReferenceLogProbs reference_logprobs(const data::Microbatch& mb, bool with_kl);
   // The policy's target log-probs (with grad when asked) beside the reference's, and with
-  // ref.kl defined the KL terms (no grad): both batches in one walk of the policy's units where
-  // the units are kept (each gathered once), two walks where they are recomputed in backward.
+  // ref.kl defined the KL terms (no grad): both batches in one walk of the policy's units (each
+  // gathered once in the forward), the KL batch continuing the target's prompts when shared.
   LogProbs policy_logprobs(const data::Microbatch& mb, const ReferenceLogProbs& ref, bool with_grad);
+  // Matmul FLOPs a training microbatch executes on this rank (model::ModelConfig::forward_flops
+  // of each forward it runs: the positions computed, padding included; the LM head on scored
+  // positions only; the policy backward twice its forward plus the logits recomputed; the
+  // recompute of reshard_after_forward).
+  double executed_flops(const data::Microbatch& mb, bool with_kl) const;
   loss::LossOutput objective(const data::Microbatch& mb, const LogProbs& lp, const at::Tensor& z0) const;
   at::Tensor zero_z0() const;
   void setup_models(const model::ModelConfig& config);
