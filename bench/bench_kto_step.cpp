@@ -5,7 +5,9 @@
 // (the trainer's executed_flops metric: LM head on completion tokens only, its backward
 // recomputing the logits, the recompute of --reshard 1 included; the KL pass on completions only
 // with --layout shared_prompts) and their rate over the measured matmul peak; peak RSS; whether
-// the CPU has native bf16. Asserts nothing.
+// the CPU has native bf16; with --precomputed 1 the reference's scoring throughput (tokens of the
+// target and KL passes per second, loading and writing included), the timed steps then running
+// on the scores with no reference model. Asserts nothing.
 //
 //   mpirun -np 2 --oversubscribe build/bin/bench_kto_step --hidden 256 --layers 4 --reshard 0
 #include <ATen/ATen.h>
@@ -15,6 +17,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -26,6 +29,7 @@
 #include "kto/config/config.h"
 #include "kto/data/dataset.h"
 #include "kto/model/cpu_allocator.h"
+#include "kto/train/score.h"
 #include "kto/train/trainer.h"
 #include "kto/util/cli.h"
 #include "kto/util/files.h"
@@ -48,7 +52,7 @@ int main(int argc, char** argv) {
       "bench_kto_step", argc, argv, [&](const kto::comm::ProcessGroup& world) -> int {
         int64_t hidden = 256, layers = 4, heads = 8, kv_heads = 4, ffn = 688, vocab = 32000, seq = 256,
                 batch = 8;
-        int64_t steps = 6, warmup = 2, threads = 1, reshard = 0;
+        int64_t steps = 6, warmup = 2, threads = 1, reshard = 0, precomputed = 0;
         int64_t peak_gflops = 0;
         std::string dtype = "fp32", profile, layout = "padded";
         kto::cli::Args args("bench_kto_step",
@@ -66,6 +70,10 @@ int main(int argc, char** argv) {
             .option("--threads", &threads, "N", "threads per rank (1)")
             .option("--reshard", &reshard, "0|1", "reshard_after_forward: 1 recomputes units in backward (0)")
             .option("--dtype", &dtype, "fp32|bf16", "compute dtype (fp32)")
+            .option(
+                "--precomputed", &precomputed, "0|1",
+                "1: score the reference once first (kto-train --score-reference; its tokens/s printed) and "
+                "train on the scores with no reference model (0)")
             .option("--layout", &layout, "L",
                     "data.layout: padded (the peer's work: every forward over whole sequences), packed or "
                     "shared_prompts (the KL pass continues the prompts) (padded)")
@@ -91,7 +99,9 @@ int main(int argc, char** argv) {
           attrs.max_length = seq;
           kto::data::DatasetWriter w(dir + "/d.h5", attrs);
           at::Generator gen = at::detail::createCPUGenerator(0);
-          for (int64_t i = 0; i < 64 * batch * world.size(); ++i) {
+          // Enough for the steps run (precomputed: each is scored first), else 64 steps' worth.
+          const int64_t examples = (precomputed ? warmup + steps + 2 : 64) * batch * world.size();
+          for (int64_t i = 0; i < examples; ++i) {
             const at::Tensor t = at::randint(vocab, {seq}, gen, at::kInt);
             w.add(std::vector<int32_t>(t.data_ptr<int32_t>(), t.data_ptr<int32_t>() + seq),
                   static_cast<int32_t>(seq / 2), i % 2 == 0);
@@ -100,15 +110,28 @@ int main(int argc, char** argv) {
         }
         world.broadcast(dir, 0);
 
-        const std::string yaml = kto::detail::str_cat(
-            "model:\n  architecture: {arch: llama, vocab_size: ", vocab, ", hidden_size: ", hidden,
-            ", intermediate_size: ", ffn, ", num_hidden_layers: ", layers, ", num_attention_heads: ", heads,
-            ", num_key_value_heads: ", kv_heads, ", max_position_embeddings: ", seq, "}\n  dtype: ", dtype,
-            "\n  reshard_after_forward: ", reshard ? "true" : "false", "\ndata:\n  train: [", dir,
-            "/d.h5]\n  micro_batch: ", batch, "\n  pad_to_multiple_of: 1\n  layout: ", layout,
-            "\noptim: {lr: 1e-6}\ntrain: {steps: ", warmup + steps + (profile.empty() ? 0 : 1),
-            ", peak_gflops: ", peak_gflops, ", export_final: false}\nrun: {dir: ", dir,
-            "/run, threads: ", threads, "}\n");
+        auto config_yaml = [&](const std::string& train, const std::string& extra) {
+          return kto::detail::str_cat(
+              "model:\n  architecture: {arch: llama, vocab_size: ", vocab, ", hidden_size: ", hidden,
+              ", intermediate_size: ", ffn, ", num_hidden_layers: ", layers, ", num_attention_heads: ", heads,
+              ", num_key_value_heads: ", kv_heads, ", max_position_embeddings: ", seq, "}\n  dtype: ", dtype,
+              "\n  reshard_after_forward: ", reshard ? "true" : "false", "\ndata:\n  train: [", train,
+              "]\n  pairing: fixed\n  micro_batch: ", batch, "\n  pad_to_multiple_of: 1\n  layout: ", layout,
+              "\noptim: {lr: 1e-6}\ntrain: {steps: ", warmup + steps + (profile.empty() ? 0 : 1),
+              ", peak_gflops: ", peak_gflops, ", export_final: false}\nrun: {dir: ", dir,
+              "/run, threads: ", threads, "}\n", extra);
+        };
+        std::string yaml = config_yaml(dir + "/d.h5", "");
+        double score_tokens_per_s = 0;
+        if (precomputed) {
+          at::set_num_threads(static_cast<int>(threads));
+          const auto t0 = std::chrono::steady_clock::now();
+          kto::train::score_reference(kto::config::parse_config(yaml, "bench"), world, dir + "/scored");
+          const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+          const auto scored = kto::data::Dataset::open({dir + "/scored/d.h5"});
+          score_tokens_per_s = 2.0 * static_cast<double>(scored->num_tokens()) / sec;  // target + KL pass
+          yaml = config_yaml(dir + "/scored/d.h5", "reference: {precomputed: true}\n");
+        }
         kto::train::Trainer trainer(kto::config::parse_config(yaml, "bench"), world);
         std::vector<double> times, tps, mfu, rss, flops;
         kto::model::CpuCacheStats cache_before;
@@ -163,14 +186,15 @@ int main(int argc, char** argv) {
               "\"seq\": %ld, \"batch_per_rank\": %ld, \"ms_per_step\": %.2f, \"tokens_per_s\": %.1f, "
               "\"model_gflops\": %.2f, \"mfu\": %.4f, \"executed_gflop_per_step\": %.2f, "
               "\"executed_gflops\": %.2f, \"peak_gflops\": %.2f, \"executed_vs_peak\": %.4f, "
-              "\"peak_rss_mib\": %.0f, \"allocator_misses_per_step\": %.0f, \"comm_wait_ms_per_step\": %.1f, "
+              "\"peak_rss_mib\": %.0f, \"precomputed\": %s, \"score_tokens_per_s\": %.1f, "
+              "\"allocator_misses_per_step\": %.0f, \"comm_wait_ms_per_step\": %.1f, "
               "\"comm_mib_per_step\": %.1f}\n",
               world.size(), dtype.c_str(), native_bf16() ? "true" : "false", static_cast<long>(threads),
               static_cast<long>(reshard), layout.c_str(), static_cast<long>(hidden),
               static_cast<long>(layers), static_cast<long>(vocab), static_cast<long>(seq),
               static_cast<long>(batch), sec * 1e3, median(tps), model_per_rank / 1e9, median(mfu),
               executed / 1e9, executed / sec / 1e9, peak_per_rank / 1e9, executed / sec / peak_per_rank,
-              median(rss), misses, wait_ms, comm_mib);
+              median(rss), precomputed ? "true" : "false", score_tokens_per_s, misses, wait_ms, comm_mib);
           kto::remove_tree(dir);
         }
         return 0;

@@ -9,13 +9,14 @@
 # batches), real tokens/s (median step), executed GFLOP per step (mean) and peak RSS, and the
 # tokens/s and FLOP ratios.
 #
-#   bench/hh_padding.sh [--rounds N] [--steps N] [--threads N] [--hidden C] [--layers L]
+#   bench/hh_padding.sh [--rounds N] [--steps N] [--threads N] [--hidden C] [--layers L] [--no-grouped]
+#   (--no-grouped skips the padded + length-grouped runs)
 #
 # Run nothing else meanwhile.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bin=${KTO_BUILD_DIR:-$root/build}/bin
-rounds=2 steps=6 threads=1 hidden=512 layers=4
+rounds=2 steps=6 threads=1 hidden=512 layers=4 grouped=1
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --rounds) rounds=$2; shift 2 ;;
@@ -23,7 +24,8 @@ while [[ $# -gt 0 ]]; do
     --threads) threads=$2; shift 2 ;;
     --hidden) hidden=$2; shift 2 ;;
     --layers) layers=$2; shift 2 ;;
-    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --no-grouped) grouped=0; shift ;;
+    -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "hh_padding.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -34,6 +36,7 @@ trap 'rm -rf "$work"' EXIT
   --tokenizer "$root/tests/fixtures/tokenizers/gpt-neox-20b/tokenizer.json" --out "$work/data" \
   --max-length 1024 >/dev/null 2>&1
 heads=$((hidden / 64)) ffn=$((hidden * 8 / 3 / 16 * 16))
+echo "model: llama, hidden $hidden, $layers layers, $heads/$((heads / 2)) heads, ffn $ffn, vocab 50304, kept units (reshard_after_forward: false)"
 run() {  # $1: layout, $2: true|false (group_by_length) -> "padding tokens/s gflop rss"
   cat >"$work/cfg.yaml" <<CFG
 model:
@@ -61,7 +64,8 @@ printf '%-5s %-26s %-26s %-26s %-26s %s\n' round "padded" "padded+grouped" "pack
   "tok/s vs padded: grouped packed shared; GFLOP packed/shared"
 for ((r = 1; r <= rounds; r++)); do
   read -r pp pt pf pr < <(run padded false)
-  read -r gp gt gf gr < <(run padded true)
+  gp=- gt=0 gf=- gr=-
+  [[ $grouped == 1 ]] && read -r gp gt gf gr < <(run padded true)
   read -r kp kt kf kr < <(run packed false)
   read -r sp st sf sr < <(run shared_prompts false)
   printf '%-5s %-26s %-26s %-26s %-26s %s\n' "$r" "$pp $pt $pf $pr" "$gp $gt $gf $gr" "$kp $kt $kf $kr" \

@@ -1,5 +1,6 @@
 // kto-train: trains a policy with KTO (or another HALO) under mpirun, Slurm or alone.
 //   kto-train --config configs/tiny.yaml [--set key=value]... [--print-config]
+//   kto-train --config FILE --score-reference DIR   (precomputed reference scores)
 #include <ATen/Parallel.h>
 
 #include <cstdlib>
@@ -9,6 +10,7 @@
 #include "kto/comm/process_group.h"
 #include "kto/config/config.h"
 #include "kto/train/dry_run.h"
+#include "kto/train/score.h"
 #include "kto/train/trainer.h"
 #include "kto/util/cli.h"
 #include "kto/util/log.h"
@@ -22,7 +24,7 @@ int main(int argc, char** argv) {
         std::vector<std::string> overrides;
         bool print_config = false, dry = false;
         int64_t world_size = 0, ranks_per_host = 8;
-        std::string resume;
+        std::string resume, score_out;
         std::vector<std::string> allow_change;
         kto::cli::Args args(
             "kto-train",
@@ -43,6 +45,11 @@ int main(int argc, char** argv) {
             .flag("--dry-run", &dry,
                   "size the job: print the batch decomposition, steps and memory per rank for "
                   "--world-size ranks, then exit (reads config.json and the data headers only)")
+            .option(
+                "--score-reference", &score_out, "DIR",
+                "score data.train and data.eval with the reference once (under mpirun: sharded over every "
+                "rank) and write copies of the files with the scores and fixed KL partners into DIR, then "
+                "exit; train on them with data.pairing: fixed (docs/training.md)")
             .option("--world-size", &world_size, "N", "ranks of the --dry-run (default: this launch's)")
             .option("--ranks-per-host", &ranks_per_host, "N",
                     "ranks sharing one host's memory in the --dry-run estimate (default 8)")
@@ -70,6 +77,10 @@ int main(int argc, char** argv) {
         kto::log::set_level(config.run.log_level);
         at::set_num_threads(
             kto::compute_threads(config.run.threads, world.local_size(), "key 'run.threads'"));
+        if (!score_out.empty()) {
+          kto::train::score_reference(config, world, score_out);
+          return 0;
+        }
         kto::signals::install_stop_handlers(/*announce=*/world.is_root());
         kto::train::Trainer trainer(config, world);
         trainer.fit();

@@ -15,11 +15,12 @@ int64_t paired_index(Pairing pairing, int64_t i, int64_t n) {
     case Pairing::next: return (i + 1) % n;
     case Pairing::prev: return (i + n - 1) % n;
     case Pairing::reverse: return n - 1 - i;
+    case Pairing::fixed: break;  // partners from the dataset's table (partners.h), not the microbatch
   }
-  return i;
+  throw Error("paired_index: pairing fixed has no in-batch partner");
 }
 
-BatchOptions batch_options(const DataOptions& data, const Dataset& dataset, bool kl_pass) {
+BatchOptions batch_options(const DataOptions& data, const Dataset& dataset, bool kl_pass, bool use_scores) {
   const DatasetAttributes& a = dataset.attributes();
   BatchOptions o;
   o.pairing = data.pairing;
@@ -27,7 +28,7 @@ BatchOptions batch_options(const DataOptions& data, const Dataset& dataset, bool
   o.max_length = a.max_length;
   o.pad_to_multiple_of = data.pad_to_multiple_of;
   o.layout = data.layout;
-  o.with_reference_logps = dataset.has_reference_logps();
+  o.with_reference_logps = use_scores && dataset.has_reference_logps();
   o.build_kl = kl_pass && !dataset.paired();
   o.paired = dataset.paired();
   return o;
@@ -263,11 +264,13 @@ Microbatch assemble_microbatch(const std::vector<Example>& examples, const std::
     mb.example_ids.push_back(e.index);
   }
   if (o.with_reference_logps) {
-    mb.ref_logp = at::empty({n}, at::kFloat);
-    mb.ref_kl_logp = at::empty({n}, at::kFloat);
+    mb.ref_logp = at::empty({n}, at::kDouble);
+    mb.ref_kl_logp = at::empty({n}, at::kDouble);
+    double* r = mb.ref_logp.data_ptr<double>();
+    double* k = mb.ref_kl_logp.data_ptr<double>();
     for (int64_t i = 0; i < n; ++i) {
-      mb.ref_logp[i] = examples[static_cast<size_t>(i)].ref_logp;
-      mb.ref_kl_logp[i] = examples[static_cast<size_t>(i)].ref_kl_logp;
+      r[i] = examples[static_cast<size_t>(i)].ref_logp;
+      k[i] = examples[static_cast<size_t>(i)].ref_kl_logp;
     }
   }
   if (o.layout != BatchLayout::padded) {

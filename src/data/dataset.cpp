@@ -8,6 +8,7 @@
 #include <cstring>
 #include <tuple>
 
+#include "kto/data/partners.h"
 #include "kto/util/check_h5.h"
 #include "kto/util/files.h"
 #include "kto/util/hdf5.h"
@@ -44,14 +45,16 @@ auto naming_file(const std::string& path, F&& body) {
 }
 
 // Checks the ids of /tokens in a streaming pass (bounded memory): all in [0, vocab) when vocab
-// > 0, and the largest equal to the max_token_id attribute. Returns the largest id.
-int32_t check_token_ids(hid_t tokens, int64_t n_tokens, int64_t max_token_id, int64_t vocab) {
+// > 0, and the largest equal to the max_token_id attribute; hashes them into `hash` on the way.
+// Returns the largest id.
+int32_t check_token_ids(hid_t tokens, int64_t n_tokens, int64_t max_token_id, int64_t vocab, Sha256& hash) {
   constexpr int64_t kChunk = int64_t{1} << 22;
   std::vector<int32_t> buffer(static_cast<size_t>(std::min(kChunk, std::max<int64_t>(1, n_tokens))));
   int32_t lo = INT32_MAX, hi = -1;
   for (int64_t begin = 0; begin < n_tokens; begin += kChunk) {
     const int64_t count = std::min(kChunk, n_tokens - begin);
     h5::read_range(tokens, H5T_NATIVE_INT32, begin, count, buffer.data());
+    hash.update(buffer.data(), static_cast<size_t>(count) * sizeof(int32_t));
     for (int64_t k = 0; k < count; ++k) {
       lo = std::min(lo, buffer[static_cast<size_t>(k)]);
       hi = std::max(hi, buffer[static_cast<size_t>(k)]);
@@ -67,6 +70,18 @@ int32_t check_token_ids(hid_t tokens, int64_t n_tokens, int64_t max_token_id, in
                         " (a damaged or edited file)"));
   }
   return hi;
+}
+
+// What a file's examples are, without scores (FileIdentity::data_sha256); `tokens_sha256` is
+// the SHA-256 of /tokens as int32 little-endian.
+std::string data_sha256(const std::vector<int64_t>& offsets, const std::vector<int32_t>& prompt_len,
+                        const std::vector<int8_t>& labels, const std::string& tokens_sha256) {
+  Sha256 h;
+  h.update(offsets.data(), offsets.size() * sizeof(offsets[0]));
+  h.update(prompt_len.data(), prompt_len.size() * sizeof(prompt_len[0]));
+  h.update(labels.data(), labels.size());
+  h.update(tokens_sha256.data(), tokens_sha256.size());
+  return h.hex_digest();
 }
 
 }  // namespace
@@ -101,6 +116,10 @@ DatasetAttributes read_attributes(const std::string& path) {
     a.source = h5::read_string_attr(file, "source");
     a.created = h5::read_string_attr(file, "created");
     a.producer = h5::read_string_attr(file, "producer");
+    a.reference_identity = h5::read_string_attr(file, "reference_identity");  // "" when absent
+    a.reference_dtype = h5::read_string_attr(file, "reference_dtype");
+    a.kl_partner_seed = h5::read_int_attr(file, "kl_partner_seed", -1);
+    a.kl_partner_set_sha256 = h5::read_string_attr(file, "kl_partner_set_sha256");
     for (const auto& [name, v] :
          {std::pair<const char*, int64_t>{"tokenizer_vocab_size", a.tokenizer_vocab_size},
           {"max_length", a.max_length},
@@ -126,6 +145,7 @@ std::shared_ptr<Dataset> Dataset::open(const std::vector<std::string>& paths, in
                         ": the dataset holds no examples"));
   }
   ds->shard_begin_.push_back(ds->size());
+  if (ds->has_partners_) ds->check_kl_partners();
   return ds;
 }
 
@@ -207,24 +227,52 @@ void Dataset::open_shard(const std::string& path) {
                           " (a damaged or edited file)"));
     }
   }
-  check_token_ids(shard->tokens, n_tokens, a.max_token_id, model_vocab_size_);
-  const bool has_ref = h5::has_link(shard->file, "ref_logp") && h5::has_link(shard->file, "ref_kl_logp");
-  if (shards_.empty()) has_ref_ = has_ref;
-  if (has_ref != has_ref_) throw Error(path + ": reference log-probs present in some shards only");
+  Sha256 token_hash;
+  check_token_ids(shard->tokens, n_tokens, a.max_token_id, model_vocab_size_, token_hash);
+  const bool has_ref = h5::has_link(shard->file, "ref_logp");
+  const bool has_ref_kl = h5::has_link(shard->file, "ref_kl_logp");
+  const bool has_partners = h5::has_link(shard->file, "kl_partner");
+  if (has_ref_kl && !has_partners) {
+    throw Error(path +
+                ": /ref_kl_logp without /kl_partner: KL scores whose partners are not recorded "
+                "cannot match any KL pass (rescore with kto-train --score-reference)");
+  }
+  if (has_ref_kl && !has_ref) throw Error(path + ": /ref_kl_logp without /ref_logp");
+  if (shards_.empty()) {
+    has_ref_ = has_ref;
+    has_ref_kl_ = has_ref_kl;
+    has_partners_ = has_partners;
+  }
+  if (has_ref != has_ref_ || has_ref_kl != has_ref_kl_ || has_partners != has_partners_) {
+    throw Error(str_cat(path, ": reference scores or KL partners present in some files only (",
+                        paths_.front(), has_ref_ ? " has" : " has no", " /ref_logp, ",
+                        has_ref_kl_ ? "has" : "no", " /ref_kl_logp, ", has_partners_ ? "has" : "no",
+                        " /kl_partner)"));
+  }
+  if (!shards_.empty() && a.reference_identity != attributes_.reference_identity) {
+    throw Error(str_cat(path, ": scored by reference '", a.reference_identity, "', but ", paths_.front(),
+                        " by '", attributes_.reference_identity, "'"));
+  }
   // The file's identity (resume checks): counts and a hash of everything but the tokens.
+  FileIdentity id;
+  id.data_sha256 = data_sha256(off, prompt_len, labels, token_hash.hex_digest());
   Sha256 content;
   content.update(off.data(), off.size() * sizeof(off[0]));
   content.update(prompt_len.data(), prompt_len.size() * sizeof(prompt_len[0]));
   content.update(labels.data(), labels.size());
-  if (has_ref) {
-    auto r = h5::read_vector<float>(shard->file, "ref_logp", H5T_NATIVE_FLOAT, E, path);
-    auto k = h5::read_vector<float>(shard->file, "ref_kl_logp", H5T_NATIVE_FLOAT, E, path);
-    content.update(r.data(), r.size() * sizeof(float));
-    content.update(k.data(), k.size() * sizeof(float));
-    ref_logp_.insert(ref_logp_.end(), r.begin(), r.end());
-    ref_kl_logp_.insert(ref_kl_logp_.end(), k.begin(), k.end());
+  auto column = [&](const char* name, std::vector<double>& into) {
+    auto v = h5::read_vector<double>(shard->file, name, H5T_NATIVE_DOUBLE, E, path);
+    content.update(v.data(), v.size() * sizeof(double));
+    into.insert(into.end(), v.begin(), v.end());
+  };
+  if (has_ref) column("ref_logp", ref_logp_);
+  if (has_ref_kl) column("ref_kl_logp", ref_kl_logp_);
+  if (has_partners) {
+    auto v = h5::read_vector<int64_t>(shard->file, "kl_partner", H5T_NATIVE_INT64, E, path);
+    content.update(v.data(), v.size() * sizeof(int64_t));
+    kl_partner_.insert(kl_partner_.end(), v.begin(), v.end());
+    kl_partner_sets_.push_back(a.kl_partner_set_sha256);
   }
-  FileIdentity id;
   id.path = path;
   id.bytes = file_size(path);
   id.examples = E;
@@ -237,6 +285,29 @@ void Dataset::open_shard(const std::string& path) {
   prompt_len_.insert(prompt_len_.end(), prompt_len.begin(), prompt_len.end());
   n_tokens_ += n_tokens;
   shards_.push_back(std::move(shard));
+}
+
+void Dataset::check_kl_partners() const {
+  const int64_t n = size();
+  const std::string expected = partner_set_sha256(*this);
+  for (size_t f = 0; f < paths_.size(); ++f) {
+    const std::string& stored = kl_partner_sets_[f];
+    if (!stored.empty() && stored != expected) {
+      throw Error(str_cat(paths_[f], ": its KL partners (/kl_partner) were drawn for another set of files (",
+                          "set sha256 ", stored.substr(0, 16), "), not for the ", paths_.size(),
+                          " file(s) given here (", expected.substr(0, 16),
+                          "): give the files it was scored with, in the same order"));
+    }
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t p = kl_partner_[static_cast<size_t>(i)];
+    if (p < 0 || p >= n || p == i) {
+      const size_t s = static_cast<size_t>(std::upper_bound(shard_begin_.begin(), shard_begin_.end(), i) -
+                                           shard_begin_.begin() - 1);
+      throw Error(str_cat(paths_[s], ": example ", i - shard_begin_[s], " has KL partner ", p,
+                          p == i ? " (itself)" : str_cat(", outside the ", n, " examples of its file set")));
+    }
+  }
 }
 
 std::string FileIdentity::describe() const {
@@ -275,10 +346,8 @@ Example Dataset::read(int64_t i) const {
   }
   ex.prompt_len = prompt_len_[static_cast<size_t>(i)];
   ex.desirable = labels_[static_cast<size_t>(i)] != 0;
-  if (has_ref_) {
-    ex.ref_logp = ref_logp_[static_cast<size_t>(i)];
-    ex.ref_kl_logp = ref_kl_logp_[static_cast<size_t>(i)];
-  }
+  if (has_ref_) ex.ref_logp = ref_logp_[static_cast<size_t>(i)];
+  if (has_ref_kl_) ex.ref_kl_logp = ref_kl_logp_[static_cast<size_t>(i)];
   return ex;
 }
 
@@ -287,6 +356,7 @@ Example Dataset::read(int64_t i) const {
 struct DatasetWriter::Impl {
   h5::Handle file;
   h5::Handle tokens;
+  Sha256 token_hash;  // of every token written, for the file's data_sha256
   int64_t written = 0;
 };
 
@@ -311,7 +381,7 @@ DatasetWriter::~DatasetWriter() {
 }
 
 void DatasetWriter::add(const std::vector<int32_t>& tokens, int32_t prompt_len, bool desirable,
-                        float ref_logp, float ref_kl_logp) {
+                        double ref_logp, double ref_kl_logp) {
   KTO_CHECK(!finished_, path_, ": add after finish");
   KTO_CHECK(prompt_len >= 0 && static_cast<size_t>(prompt_len) < tokens.size(), "example with prompt_len ",
             prompt_len, " of ", tokens.size(), " tokens: the completion must be non-empty");
@@ -340,6 +410,7 @@ void DatasetWriter::flush_tokens() {
         H5Dcreate2(impl_->file, "tokens", H5T_STD_I32LE, space, H5P_DEFAULT, props, H5P_DEFAULT)));
   }
   if (pending_tokens_.empty()) return;
+  impl_->token_hash.update(pending_tokens_.data(), pending_tokens_.size() * sizeof(int32_t));
   const hsize_t begin = static_cast<hsize_t>(impl_->written);
   const hsize_t count = pending_tokens_.size();
   const hsize_t new_size = begin + count;
@@ -363,13 +434,20 @@ void DatasetWriter::finish() {
                    static_cast<int64_t>(prompt_len_.size()));
   h5::write_vector(f, "label", H5T_STD_I8LE, H5T_NATIVE_INT8, labels_.data(),
                    static_cast<int64_t>(labels_.size()));
-  if (with_ref_) {
-    h5::write_vector(f, "ref_logp", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, ref_logp_.data(),
-                     static_cast<int64_t>(ref_logp_.size()));
-    h5::write_vector(f, "ref_kl_logp", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, ref_kl_logp_.data(),
-                     static_cast<int64_t>(ref_kl_logp_.size()));
-  }
+  const int64_t E = size();
+  if (with_ref_) h5::write_vector(f, "ref_logp", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, ref_logp_.data(), E);
   DatasetAttributes& a = attributes_;
+  if (!kl_partner_.empty()) {
+    KTO_CHECK(static_cast<int64_t>(kl_partner_.size()) == E, path_, ": ", kl_partner_.size(),
+              " KL partners for ", E, " examples");
+    h5::write_vector(f, "kl_partner", H5T_STD_I64LE, H5T_NATIVE_INT64, kl_partner_.data(), E);
+    if (with_ref_)
+      h5::write_vector(f, "ref_kl_logp", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, ref_kl_logp_.data(), E);
+    if (a.kl_partner_set_sha256.empty()) {  // this file alone
+      a.kl_partner_set_sha256 =
+          partner_set_sha256({data_sha256(offsets_, prompt_len_, labels_, impl_->token_hash.hex_digest())});
+    }
+  }
   a.format_version = kFormatVersion;
   a.n_examples = size();
   a.n_desirable = std::count(labels_.begin(), labels_.end(), 1);
@@ -399,6 +477,14 @@ void DatasetWriter::finish() {
   h5::write_string_attr(f, "source", a.source);
   h5::write_string_attr(f, "created", a.created);
   h5::write_string_attr(f, "producer", a.producer);
+  if (!a.reference_identity.empty()) {
+    h5::write_string_attr(f, "reference_identity", a.reference_identity);
+    h5::write_string_attr(f, "reference_dtype", a.reference_dtype);
+  }
+  if (!kl_partner_.empty()) {
+    h5::write_int_attr(f, "kl_partner_seed", a.kl_partner_seed);
+    h5::write_string_attr(f, "kl_partner_set_sha256", a.kl_partner_set_sha256);
+  }
   KTO_H5_CHECK(H5Fflush(f, H5F_SCOPE_GLOBAL));
   impl_.reset();  // closes the file
   if (std::rename(tmp_path_.c_str(), path_.c_str()) != 0) {

@@ -33,7 +33,7 @@ void dry_run(const config::Config& c, int64_t world_size, int64_t ranks_per_host
 
   // The data's headers, where the files are here: example counts, pairing, longest sequence.
   int64_t examples = 0, desirable = 0, max_length = 0;
-  bool paired = false, found = true;
+  bool paired = false, found = true, scored = !c.data.train.empty();
   std::string tokenizer;
   for (const std::string& f : c.data.train) {
     if (!path_exists(f)) {
@@ -46,6 +46,7 @@ void dry_run(const config::Config& c, int64_t world_size, int64_t ranks_per_host
     max_length = std::max(max_length, a.max_length);
     paired = a.paired != 0;
     tokenizer = a.tokenizer_name;
+    scored = scored && !a.reference_identity.empty();  // kto-train --score-reference wrote it
   }
   const bool paired_loss = loss::is_paired(c.loss.name);
   const char* unit = paired_loss ? "pairs" : "examples";
@@ -72,7 +73,10 @@ void dry_run(const config::Config& c, int64_t world_size, int64_t ranks_per_host
        steps > 0 ? str_cat(steps) : str_cat(c.train.epochs, " epoch(s) of a dataset not found here"));
   line("loss", str_cat(loss::name(c.loss.name), ": ", loss::describe(c.loss)));
 
-  const bool with_reference = loss::uses_reference(c.loss.name);
+  const bool precomputed = found && scored && c.reference.precomputed != config::Precomputed::no;
+  const bool with_reference = loss::uses_reference(c.loss.name) && !precomputed;
+  if (loss::uses_reference(c.loss.name))
+    line("reference", precomputed ? "precomputed scores in data.train: no reference model" : "live model");
   const MemoryEstimate e = estimate_memory(c, mc, max_length, paired_loss, world_size, with_reference);
   const double state = e.state, activations = e.activations;
   const int64_t seq = e.seq;

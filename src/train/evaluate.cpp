@@ -2,10 +2,13 @@
 // model's forwards are collective, so every rank runs the same number of microbatches (ranks
 // with fewer repeat one with zero weight). z0 comes from the KL terms of the whole eval set
 // (one all-reduce), then each example's loss, reward and classification sign(r - z0) follow.
+// KL partners come from within each eval microbatch, or with data.pairing fixed from the eval
+// set's own partner table.
 #include <ATen/ATen.h>
 
 #include <algorithm>
 
+#include "kto/data/partners.h"
 #include "kto/train/eval_metrics.h"
 #include "kto/train/trainer.h"
 #include "kto/util/check.h"
@@ -34,7 +37,8 @@ std::map<std::string, double> Trainer::evaluate() {
   }
   const int64_t rounds = world_.all_reduce(static_cast<int64_t>(groups.size()), comm::ReduceOp::max);
 
-  const data::BatchOptions bo = data::batch_options(config_.data, ds, loss::uses_kl(loss_.name));
+  const data::BatchOptions bo =
+      data::batch_options(config_.data, ds, loss::uses_kl(loss_.name), precomputed_);
   struct Done {
     data::Microbatch mb;
     LogProbs lp;  // with the KL terms (KTO)
@@ -56,7 +60,17 @@ std::map<std::string, double> Trainer::evaluate() {
     } else {
       for (int64_t i : ids) examples.push_back(ds.read(i));
     }
-    data::Microbatch mb = data::assemble_microbatch(examples, bo);
+    data::Microbatch mb;
+    if (bo.build_kl && bo.pairing == data::Pairing::fixed) {  // each example's own partner
+      if (eval_partners_.empty())
+        eval_partners_ = data::fixed_kl_partners(ds, static_cast<uint64_t>(config_.data.seed));
+      std::vector<data::Example> partners;
+      for (const data::Example& e : examples)
+        partners.push_back(ds.read(eval_partners_[static_cast<size_t>(e.index)]));
+      mb = data::assemble_microbatch(examples, partners, bo);
+    } else {
+      mb = data::assemble_microbatch(examples, bo);
+    }
     mb.paired = paired;
     const ReferenceLogProbs ref = reference_logprobs(mb, bo.build_kl);
     LogProbs lp = policy_logprobs(mb, ref, /*with_grad=*/false);

@@ -166,12 +166,16 @@ void Trainer::print_banner() const {
                         "; ", total_steps_, " steps", step_ > 0 ? str_cat(", resuming at step ", step_) : "",
                         "; layout ", choice_name(data::kBatchLayouts, config_.data.layout),
                         config_.data.group_by_length ? ", grouped by length" : ""));
-  fact("loss", str_cat(loss::name(loss_.name), ": ", loss::describe(loss_),
-                       loss::uses_kl(loss_.name)
-                           ? str_cat(", KL pairs ", choice_name(data::kPairings, config_.data.pairing), "/",
-                                     choice_name(data::kPairScopes, config_.data.pair_scope))
-                           : "",
-                       loss::uses_reference(loss_.name) ? "" : ", no reference model"));
+  fact("loss",
+       str_cat(loss::name(loss_.name), ": ", loss::describe(loss_),
+               loss::uses_kl(loss_.name)
+                   ? str_cat(", KL pairs ", choice_name(data::kPairings, config_.data.pairing), "/",
+                             choice_name(data::kPairScopes, config_.data.pair_scope))
+                   : "",
+               !loss::uses_reference(loss_.name) ? ", no reference model"
+               : precomputed_                    ? str_cat(", precomputed reference scores of ",
+                                                           train_data_->attributes().reference_identity, " (no reference model)")
+                                                 : ""));
   if (const char* job = std::getenv("SLURM_JOB_ID")) {
     const char* restarts = std::getenv("SLURM_RESTART_COUNT");
     fact("slurm job", str_cat(job, restarts ? str_cat(" (restart ", restarts, ")") : ""));

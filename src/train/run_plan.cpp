@@ -3,6 +3,8 @@
 #include <cmath>
 
 #include "kto/fsdp/sharded_model.h"
+#include "kto/io/hf_checkpoint.h"
+#include "kto/model/hf_config.h"
 #include "kto/model/layout.h"
 #include "kto/util/check.h"
 #include "kto/util/files.h"
@@ -84,6 +86,77 @@ int64_t grad_accum_for(const data::DataOptions& d, int64_t world_size) {
   return d.global_batch / (d.micro_batch * world_size);
 }
 
+std::string reference_content_identity(const config::Config& c, const model::ModelConfig& policy) {
+  const std::string& path = c.model.reference_path.empty() ? c.model.path : c.model.reference_path;
+  if (!path.empty()) return io::hf_directory_identity(path);
+  const std::string arch = model::hf_config_json(policy, "float32");
+  return str_cat("random init seed ", c.model.init_seed, " std ", c.model.init_std, " architecture ",
+                 sha256_hex(arch.data(), arch.size()));
+}
+
+namespace {
+
+// reference.precomputed, decided and checked (check_run).
+bool use_precomputed(const config::Config& c, const model::ModelConfig& policy, const data::Dataset& train,
+                     const data::Dataset* eval) {
+  const LossName name = c.loss.name;
+  const config::Precomputed want = c.reference.precomputed;
+  if (!loss::uses_reference(name) || want == config::Precomputed::no) return false;
+  const bool kl = loss::uses_kl(name);
+  const auto scored = [&](const data::Dataset& ds) {
+    return ds.has_reference_logps() && (!kl || ds.has_reference_kl_logps());
+  };
+  if (!scored(train)) {
+    if (want == config::Precomputed::yes) {
+      throw key_error("", "reference.precomputed",
+                      str_cat("true, but ", train.paths().front(), " (data.train) has no reference ",
+                              train.has_reference_logps() ? "KL scores (/ref_kl_logp)" : "scores (/ref_logp)",
+                              "; write them with kto-train --score-reference"));
+    }
+    return false;
+  }
+  if (kl && c.data.pairing != data::Pairing::fixed) {
+    throw key_error(
+        "", "data.pairing",
+        str_cat(choice_name(data::kPairings, c.data.pairing), ", but the reference scores of ",
+                train.paths().front(),
+                " were computed for its fixed KL partners (/kl_partner): set data.pairing: fixed, "
+                "or reference.precomputed: false for a live reference"));
+  }
+  if (eval && !scored(*eval)) {
+    throw key_error("", "data.eval",
+                    str_cat(eval->paths().front(),
+                            " has no reference scores, but the run uses data.train's "
+                            "and loads no reference model: score data.eval too "
+                            "(kto-train --score-reference scores both), or set "
+                            "reference.precomputed: false"));
+  }
+  const std::string& stored = train.attributes().reference_identity;
+  if (eval && eval->attributes().reference_identity != stored) {
+    throw key_error(
+        "", "data.eval",
+        str_cat(eval->paths().front(), " was scored by reference '", eval->attributes().reference_identity,
+                "', ", train.paths().front(), " (data.train) by '", stored, "'"));
+  }
+  if (stored.empty()) {
+    log::warn("train", train.paths().front(),
+              ": its reference scores record no reference identity; they are used as they are");
+    return true;
+  }
+  const std::string configured = reference_content_identity(c, policy);
+  if (configured != stored) {
+    const std::string& path = c.model.reference_path.empty() ? c.model.path : c.model.reference_path;
+    throw key_error("", c.model.reference_path.empty() ? "model.path" : "model.reference_path",
+                    str_cat("the reference ", path.empty() ? "(the random initialisation)" : path, " is '",
+                            configured, "', but ", train.paths().front(), " was scored by '", stored,
+                            "': point model.reference_path at the model that scored it, rescore, or set "
+                            "reference.precomputed: false"));
+  }
+  return true;
+}
+
+}  // namespace
+
 RunPlan check_run(const config::Config& config, const model::ModelConfig& model, const data::Dataset& train,
                   const data::Dataset* eval, int64_t world_size) {
   const data::DataOptions& d = config.data;
@@ -91,7 +164,7 @@ RunPlan check_run(const config::Config& config, const model::ModelConfig& model,
   plan.loss = config.loss;
   plan.grad_accum = grad_accum_for(d, world_size);
   const LossName name = config.loss.name;
-  if (loss::uses_kl(name) && d.micro_batch < 2) {
+  if (loss::uses_kl(name) && d.micro_batch < 2 && d.pairing != data::Pairing::fixed) {
     throw key_error(
         "", "data.micro_batch",
         str_cat(d.micro_batch, " leaves no mismatched pair for KTO's KL estimate; use 2 or more"));
@@ -103,6 +176,7 @@ RunPlan check_run(const config::Config& config, const model::ModelConfig& model,
                         : str_cat(loss::name(name), " is an unpaired loss but data.train is paired"));
   }
   check_control_tokens(name, train, eval);
+  plan.precomputed = use_precomputed(config, model, train, eval);
   for (const data::Dataset* ds : {&train, eval}) {
     if (ds == nullptr) continue;
     const int64_t max_length = ds->attributes().max_length;

@@ -61,6 +61,8 @@ double peak_rss_mib() {
   return static_cast<double>(u.ru_maxrss) / 1024.0;
 }
 
+}  // namespace
+
 // The local rank's GPU: with one GPU visible per task (srun --gpus-per-task=1, or a launcher
 // that narrows CUDA_VISIBLE_DEVICES) that one; with all of a node's GPUs visible, the local rank-th.
 at::Device pick_device(const comm::ProcessGroup& world) {
@@ -73,7 +75,32 @@ at::Device pick_device(const comm::ProcessGroup& world) {
   return at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(world.local_rank() % gpus));
 }
 
-}  // namespace
+fsdp::FsdpOptions fsdp_options(const config::ModelSection& m, at::Device device) {
+  fsdp::FsdpOptions o;
+  o.compute_dtype = scalar_type(m.dtype);
+  o.device = device;
+  o.reshard_after_forward = m.reshard_after_forward;
+  o.prefetch = m.prefetch;
+  return o;
+}
+
+std::unique_ptr<fsdp::ShardedModel> load_reference(const config::Config& c, const model::ModelConfig& policy,
+                                                   const comm::ProcessGroup& world,
+                                                   std::shared_ptr<comm::Communicator> comm,
+                                                   at::Device device) {
+  const config::ModelSection& m = c.model;
+  fsdp::FsdpOptions r = fsdp_options(m, device);
+  r.trainable = false;
+  const std::string& ref_path = m.reference_path.empty() ? m.path : m.reference_path;
+  auto reference = std::make_unique<fsdp::ShardedModel>(
+      ref_path.empty() ? policy : model::read_hf_config(ref_path), world, std::move(comm), r);
+  if (ref_path.empty()) {
+    reference->init_random(static_cast<uint64_t>(m.init_seed), m.init_std);  // the initial policy
+  } else {
+    reference->load(io::SafetensorsSet::open_dir(ref_path));
+  }
+  return reference;
+}
 
 Trainer::Trainer(config::Config config, const comm::ProcessGroup& world)
     : config_(std::move(config)), world_(world), device_(pick_device(world)) {
@@ -99,12 +126,14 @@ Trainer::Trainer(config::Config config, const comm::ProcessGroup& world)
   check_tokenizers(c, *train_data_, eval_data_.get());
   export_tokenizer_ = export_tokenizer_files(c, *train_data_);
   loss_ = plan.loss;
+  precomputed_ = plan.precomputed;
   grad_accum_ = plan.grad_accum;
   total_steps_ = plan.total_steps;
   loader_ = std::make_unique<data::DataLoader>(
-      train_data_, c.data, grad_accum_, data::batch_options(c.data, *train_data_, loss::uses_kl(loss_.name)),
-      world_.size(), world_.rank());
-  const bool with_reference = loss::uses_reference(loss_.name) && !train_data_->has_reference_logps();
+      train_data_, c.data, grad_accum_,
+      data::batch_options(c.data, *train_data_, loss::uses_kl(loss_.name), precomputed_), world_.size(),
+      world_.rank());
+  const bool with_reference = loss::uses_reference(loss_.name) && !precomputed_;
   if (device_.is_cpu()) {  // GPU memory is the device's: LibTorch reports a CUDA OOM with its size
     check_run_memory(c, mc, *train_data_, world_.size(), world_.local_size(), with_reference);
   }
@@ -117,35 +146,21 @@ Trainer::~Trainer() = default;
 
 void Trainer::setup_models(const model::ModelConfig& mc) {
   const config::ModelSection& m = config_.model;
-  fsdp::FsdpOptions o;
-  o.compute_dtype = scalar_type(m.dtype);
-  o.device = device_;
-  o.reshard_after_forward = m.reshard_after_forward;
-  o.prefetch = m.prefetch;
-  policy_ = std::make_unique<fsdp::ShardedModel>(mc, world_, comm_, o);
+  policy_ = std::make_unique<fsdp::ShardedModel>(mc, world_, comm_, fsdp_options(m, device_));
   if (m.path.empty()) {
     policy_->init_random(static_cast<uint64_t>(m.init_seed), m.init_std);
   } else {
     policy_->load(io::SafetensorsSet::open_dir(m.path));
   }
   reference_identity_ = reference_content_ = "none";
-  if (loss::uses_reference(loss_.name) && !train_data_->has_reference_logps()) {
-    fsdp::FsdpOptions r = o;
-    r.trainable = false;
-    const std::string ref_path = m.reference_path.empty() ? m.path : m.reference_path;
-    reference_ = std::make_unique<fsdp::ShardedModel>(ref_path.empty() ? mc : model::read_hf_config(ref_path),
-                                                      world_, comm_, r);
-    if (ref_path.empty()) {
-      reference_->init_random(static_cast<uint64_t>(m.init_seed), m.init_std);  // the initial policy
-      const std::string arch = model::hf_config_json(mc, "float32");
-      reference_identity_ = str_cat("random init seed ", m.init_seed, " std ", m.init_std, " architecture ",
-                                    sha256_hex(arch.data(), arch.size()));
-      reference_content_ = reference_identity_;
-    } else {
-      reference_->load(io::SafetensorsSet::open_dir(ref_path));
-      reference_content_ = io::hf_directory_identity(ref_path);
-      reference_identity_ = str_cat(ref_path, " ", reference_content_);
-    }
+  if (precomputed_) {  // the scores' reference, as the data records it
+    reference_content_ = "precomputed scores of " + train_data_->attributes().reference_identity;
+    reference_identity_ = reference_content_;
+  } else if (loss::uses_reference(loss_.name)) {
+    reference_ = load_reference(config_, mc, world_, comm_, device_);
+    const std::string& ref_path = m.reference_path.empty() ? m.path : m.reference_path;
+    reference_content_ = reference_content_identity(config_, mc);
+    reference_identity_ = ref_path.empty() ? reference_content_ : str_cat(ref_path, " ", reference_content_);
   }
   optimizer_ = std::make_unique<fsdp::ShardedOptimizer>(policy_->shards(), policy_->decay_segments(),
                                                         config_.optim, comm_.get());
@@ -156,7 +171,7 @@ void Trainer::setup_models(const model::ModelConfig& mc) {
                                        (mc.tie_word_embeddings ? mc.vocab_size * mc.hidden_size : 0));
   model_flops_per_token_ = 12.0 * n;
   const double per_rank = config_.train.peak_gflops > 0 ? config_.train.peak_gflops
-                                                        : measure_peak_gflops(o.compute_dtype, device_);
+                                                        : measure_peak_gflops(scalar_type(m.dtype), device_);
   peak_flops_ = world_.all_reduce(per_rank * 1e9, comm::ReduceOp::sum);  // the job's peak
 }
 
@@ -178,9 +193,10 @@ Trainer::ReferenceLogProbs Trainer::reference_logprobs(const data::Microbatch& m
   at::NoGradGuard no_grad;
   ReferenceLogProbs r;
   if (!with_kl && !loss::uses_reference(loss_.name)) return r;  // the loss needs none
-  if (!reference_) {
-    r.target = mb.ref_logp.to(device_);
-    if (with_kl) r.kl = mb.ref_kl_logp.to(device_);
+  if (!reference_) {  // precomputed: in the dtype a live reference's log-probs would have
+    const at::ScalarType dt = config_.model.dtype == config::Dtype::fp64 ? at::kDouble : at::kFloat;
+    r.target = mb.ref_logp.to(device_).to(dt);
+    if (with_kl) r.kl = mb.ref_kl_logp.to(device_).to(dt);
     return r;
   }
   if (!with_kl) {

@@ -198,6 +198,12 @@ TEST_CASE("tokenizers must match: eval files and the model directory; an explici
     CHECK(kto::test::run_command(bin("kto-train") + " --config " + dir.file("c.yaml"), &log) == 1);
     CHECK_THAT(log, Contains("key 'model.path'") && Contains(model + "/tokenizer.json (sha256 " + neox_sha) &&
                         Contains(llama_sha));
+    // Scoring with that model as the reference is refused the same way, and writes nothing.
+    CHECK(kto::test::run_command(bin("kto-train") + " --config " + dir.file("c.yaml") +
+                                     " --score-reference " + dir.file("scored"),
+                                 &log) == 1);
+    CHECK_THAT(log, Contains("key 'model.path'") && Contains(neox_sha) && Contains(llama_sha));
+    CHECK_FALSE(kto::path_exists(dir.file("scored")));
   }
 }
 

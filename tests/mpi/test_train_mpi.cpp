@@ -53,7 +53,8 @@ TEST_CASE("mismatched-pair log-probs from token batches equal the concatenated s
         lo.pair_scope = scope;
         lo.pairing = pairing;
         lo.pad_to_multiple_of = 4;
-        kto::data::DataLoader loader(ds, lo, 2, kto::data::batch_options(lo, *ds, /*kl_pass=*/true), W, rank);
+        kto::data::DataLoader loader(
+            ds, lo, 2, kto::data::batch_options(lo, *ds, /*kl_pass=*/true, /*use_scores=*/false), W, rank);
         kto::data::BatchSampler sampler(ds->size(), 3, 3, 2, W, rank);  // the same stream, to know the pairs
 
         auto comm = std::shared_ptr<kto::comm::Communicator>(kto::comm::make_communicator(world, at::kCPU));

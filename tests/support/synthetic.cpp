@@ -63,13 +63,18 @@ int64_t write_synthetic_dataset(const std::string& path, const SyntheticSpec& sp
     std::vector<int32_t> t = prompt;
     const auto c = completion(desirable);
     t.insert(t.end(), c.begin(), c.end());
-    const float uniform = -static_cast<float>(c.size()) * std::log(static_cast<float>(spec.vocab));
+    const double uniform = -static_cast<double>(c.size()) * std::log(static_cast<double>(spec.vocab));
     const bool infinite =
         std::find(spec.infinite_reference_examples.begin(), spec.infinite_reference_examples.end(),
                   written) != spec.infinite_reference_examples.end();
     writer.add(t, static_cast<int32_t>(spec.prompt_len), desirable,
-               infinite ? std::numeric_limits<float>::infinity() : uniform, uniform);
+               infinite ? std::numeric_limits<double>::infinity() : uniform, uniform);
     ++written;
+  }
+  if (spec.reference_logps && !spec.paired) {  // KL partners: the next example (completions all alike)
+    std::vector<int64_t> partners;
+    for (int64_t i = 0; i < written; ++i) partners.push_back((i + 1) % written);
+    writer.set_kl_partners(std::move(partners));
   }
   writer.finish();
   return written;

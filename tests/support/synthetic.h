@@ -24,7 +24,8 @@ struct SyntheticSpec {
   // model then needs vocab + 1 rows): with that embedding row set to NaN, exactly the steps that
   // hold one of these examples are non-finite. Indices count written examples.
   std::vector<int64_t> rare_token_examples;
-  // Precomputed reference log-probs (/ref_logp, /ref_kl_logp): those of a uniform model,
+  // Precomputed reference log-probs (/ref_logp, /ref_kl_logp with /kl_partner: each example's
+  // successor; train with data.pairing fixed): those of a uniform model,
   // -completion_len * ln(vocab), except +inf for ref_logp of the examples listed here (a
   // corrupted precomputed reference: for a desirable example, kto_logsigmoid's loss is then
   // +inf while its gradient stays finite).

@@ -69,7 +69,7 @@ TEST_CASE("the data loader reads this rank's microbatches and resumes exactly", 
   o.micro_batch = 3;
   o.pad_to_multiple_of = 1;
   o.layout = kto::data::BatchLayout::padded;  // rows to inspect
-  const kto::data::BatchOptions bo = kto::data::batch_options(o, *ds, /*kl_pass=*/true);
+  const kto::data::BatchOptions bo = kto::data::batch_options(o, *ds, /*kl_pass=*/true, /*use_scores=*/false);
   CHECK(bo.pad_id == 5);  // the dataset's
   kto::data::DataLoader a(ds, o, 2, bo, 2, 1), b(ds, o, 2, bo, 2, 1);
   const auto first = a.next_step();

@@ -60,6 +60,24 @@ struct ModelSection {
   }
 };
 
+// Whether the reference's log-probs come from the data (kto-train --score-reference) instead of a
+// live reference model: auto when the training data carries them, true requires them, false
+// ignores them.
+enum class Precomputed { auto_, yes, no };
+inline constexpr ChoiceTable<Precomputed, 3> kPrecomputed{
+    {{Precomputed::auto_, "auto"}, {Precomputed::yes, "true"}, {Precomputed::no, "false"}}};
+
+struct ReferenceSection {
+  Precomputed precomputed = Precomputed::auto_;
+
+  template <class V>
+  void visit(V& v) {
+    v.choice("precomputed", precomputed, kPrecomputed,
+             "use the data's reference scores (kto-train --score-reference) and load no reference model: "
+             "auto (when data.train has them), true (required) or false (a live reference)");
+  }
+};
+
 enum class Decay { constant, linear, cosine };
 inline constexpr ChoiceTable<Decay, 3> kDecays{
     {{Decay::constant, "constant"}, {Decay::linear, "linear"}, {Decay::cosine, "cosine"}}};
@@ -152,6 +170,7 @@ struct RunSection {
 
 struct Config {
   ModelSection model;
+  ReferenceSection reference;
   data::DataOptions data;
   loss::LossOptions loss;
   fsdp::OptimizerOptions optim;
@@ -163,6 +182,7 @@ struct Config {
   template <class V>
   void visit(V& v) {
     v.section("model", model, "policy (and reference) model");
+    v.section("reference", reference, "where the reference log-probs come from");
     v.section("data", data, "datasets and batching");
     v.section("loss", loss, "the objective");
     v.section("optim", optim, "optimizer");

@@ -45,8 +45,8 @@ struct Microbatch {
   TokenBatch target;
   TokenBatch kl;
   at::Tensor desirable;    // [B] bool
-  at::Tensor ref_logp;     // [B] float32, when the dataset carries reference log-probs
-  at::Tensor ref_kl_logp;  // [B] float32, idem
+  at::Tensor ref_logp;     // [B] float64, when the run uses the dataset's reference scores
+  at::Tensor ref_kl_logp;  // [B] float64, idem (its KL partners' scores; 0 without)
   std::vector<int64_t> example_ids;
   bool paired = false;  // rows [0, n/2) are chosen completions, [n/2, n) their rejected ones
   int64_t size() const { return static_cast<int64_t>(example_ids.size()); }
@@ -63,11 +63,11 @@ struct BatchOptions {
   bool paired = false;                // rows [0, n/2) chosen, [n/2, n) their rejected (Microbatch::paired)
 };
 
-// The batch options of a run on `dataset`, derived in this one place: pairing and padding
-// multiple from `data`; pad id (the dataset's pad id, else its eos id, else 0), max_length and
-// precomputed reference log-probs from the dataset; a KL batch when the loss needs one and the
-// data is unpaired.
-BatchOptions batch_options(const DataOptions& data, const Dataset& dataset, bool kl_pass);
+// The batch options of a run on `dataset`, derived in this one place: pairing, layout and
+// padding multiple from `data`; pad id (the dataset's pad id, else its eos id, else 0) and
+// max_length from the dataset; the dataset's reference scores when `use_scores` (the run uses
+// precomputed scores); a KL batch when the loss needs one and the data is unpaired.
+BatchOptions batch_options(const DataOptions& data, const Dataset& dataset, bool kl_pass, bool use_scores);
 
 // Throws kto::Error for a microbatch of fewer than 2 examples when a KL batch is built (no
 // mismatched pair exists). KL partners come from `options.pairing` within `examples`.

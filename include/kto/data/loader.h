@@ -20,7 +20,8 @@ namespace kto::data {
 
 class DataLoader {
  public:
-  // Uses options.seed, micro_batch and pair_scope; `grad_accum` is the resolved number of
+  // Uses options.seed, micro_batch and pair_scope (pairing fixed: the dataset's stored partners,
+  // else drawn from options.seed, partners.h); `grad_accum` is the resolved number of
   // microbatches per step (from data.global_batch or data.grad_accum).
   DataLoader(std::shared_ptr<const Dataset> dataset, const DataOptions& options, int64_t grad_accum,
              BatchOptions batch, int world_size, int rank);
@@ -38,6 +39,7 @@ class DataLoader {
   PairScope pair_scope_;
   BatchOptions batch_;
   BatchSampler sampler_;
+  std::vector<int64_t> partners_;  // pairing fixed: each example's KL partner
   int rank_;
 };
 

@@ -12,10 +12,14 @@ namespace kto::data {
 
 // Which completion j is paired with prompt i in a microbatch of n for the KL pass: next
 // j = (i + 1) mod n (HALOs, OpenRLHF), prev j = (i - 1) mod n (TRL >= 0.9), reverse j = n - 1 - i
-// (TRL <= 0.8).
-enum class Pairing { next, prev, reverse };
-inline constexpr ChoiceTable<Pairing, 3> kPairings{
-    {{Pairing::next, "next"}, {Pairing::prev, "prev"}, {Pairing::reverse, "reverse"}}};
+// (TRL <= 0.8); or `fixed`: each example's partner chosen once for the whole dataset
+// (kto/data/partners.h), as stored in the data (/kl_partner) or drawn from data.seed — what
+// precomputed reference scores are computed with.
+enum class Pairing { next, prev, reverse, fixed };
+inline constexpr ChoiceTable<Pairing, 4> kPairings{{{Pairing::next, "next"},
+                                                    {Pairing::prev, "prev"},
+                                                    {Pairing::reverse, "reverse"},
+                                                    {Pairing::fixed, "fixed"}}};
 
 // Where a KL partner may come from: `rank` pairs within each rank's microbatch (TRL, HALOs);
 // `global` pairs within the global microbatch across ranks, so the KL terms — and z0 — do not
@@ -61,7 +65,10 @@ struct DataOptions {
     v.field("grad_accum", grad_accum,
             "microbatches per optimizer step (derived from global_batch when that is set)");
     v.field("seed", seed, "seed of the per-epoch shuffles");
-    v.choice("pairing", pairing, kPairings, "KL mismatched pairs: the completion of (i+1), (i-1) or (n-1-i)");
+    v.choice(
+        "pairing", pairing, kPairings,
+        "KL mismatched pairs: the completion of (i+1), (i-1) or (n-1-i) in the microbatch, or fixed: one "
+        "partner per example for the whole dataset (the data's /kl_partner, else drawn from seed)");
     v.choice("pair_scope", pair_scope, kPairScopes,
              "pair within the global microbatch (world-size invariant) or within each rank's (TRL, HALOs)");
     v.field("pad_to_multiple_of", pad_to_multiple_of,

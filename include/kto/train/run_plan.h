@@ -18,7 +18,14 @@ struct RunPlan {
   int64_t grad_accum = 1;   // microbatches per rank per optimizer step
   int64_t total_steps = 1;  // train.steps, or train.epochs over the data
   loss::LossOptions loss;   // the config's, class weights resolved
+  // The reference's log-probs come from the data (reference.precomputed): no reference model.
+  bool precomputed = false;
 };
+
+// What the run's reference is, without its path: hf_directory_identity of model.reference_path
+// (else model.path), or the random initialisation's seed, std and architecture hash. Scores
+// written by kto-train --score-reference record it; a run using them checks it.
+std::string reference_content_identity(const config::Config& config, const model::ModelConfig& policy);
 
 // Which data.micro_batch or data.global_batch values would fit `world_size` ranks, for the error
 // when data.global_batch does not divide.
@@ -28,7 +35,9 @@ std::string batch_advice(const data::DataOptions& data, int64_t world_size);
 // divide by micro_batch x world size: else kto::ConfigError with batch_advice).
 int64_t grad_accum_for(const data::DataOptions& data, int64_t world_size);
 
-// Throws kto::ConfigError naming the key. `eval` may be null.
+// Throws kto::ConfigError naming the key. `eval` may be null. Decides reference.precomputed:
+// scores present for every pass the loss needs (with data.pairing fixed for the KL pass), in the
+// eval data too, recorded for the configured reference.
 RunPlan check_run(const config::Config& config, const model::ModelConfig& model, const data::Dataset& train,
                   const data::Dataset* eval, int64_t world_size);
 

@@ -30,6 +30,19 @@
 
 namespace kto::train {
 
+// The local rank's device: its GPU (the local rank-th of the visible ones, or the one visible),
+// else the CPU.
+at::Device pick_device(const comm::ProcessGroup& world);
+// The sharding options of model.* on `device`.
+fsdp::FsdpOptions fsdp_options(const config::ModelSection& model, at::Device device);
+// The frozen reference of a run (model.reference_path, else model.path, else the policy's random
+// initialisation), sharded over `world`.
+std::unique_ptr<fsdp::ShardedModel> load_reference(const config::Config& config,
+                                                   const model::ModelConfig& policy,
+                                                   const comm::ProcessGroup& world,
+                                                   std::shared_ptr<comm::Communicator> comm,
+                                                   at::Device device);
+
 class Trainer {
  public:
   // Validates the config, checks that the data files exist, opens them (token ids checked
@@ -132,6 +145,8 @@ class Trainer {
   double segment_start_seconds_ = 0;  // steady clock
   int64_t last_saved_step_ = -1;
   bool stopped_ = false, failed_ = false;
+  bool precomputed_ = false;            // reference log-probs from the data (RunPlan::precomputed)
+  std::vector<int64_t> eval_partners_;  // pairing fixed: the eval set's KL partners (drawn once)
   int64_t step_ = 0, total_steps_ = 0, grad_accum_ = 1, nonfinite_in_a_row_ = 0;
   double model_flops_per_token_ = 0, peak_flops_ = 0;
 };
