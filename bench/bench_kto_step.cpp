@@ -132,7 +132,9 @@ int main(int argc, char** argv) {
           score_tokens_per_s = 2.0 * static_cast<double>(scored->num_tokens()) / sec;  // target + KL pass
           yaml = config_yaml(dir + "/scored/d.h5", "reference: {precomputed: true}\n");
         }
-        kto::train::Trainer trainer(kto::config::parse_config(yaml, "bench"), world);
+        const kto::config::Config config = kto::config::parse_config(yaml, "bench");
+        const int64_t params = config.model.architecture.num_parameters();
+        kto::train::Trainer trainer(config, world);
         std::vector<double> times, tps, mfu, rss, flops;
         kto::model::CpuCacheStats cache_before;
         kto::fsdp::CommStats comm_before;
@@ -186,7 +188,7 @@ int main(int argc, char** argv) {
               "\"seq\": %ld, \"batch_per_rank\": %ld, \"ms_per_step\": %.2f, \"tokens_per_s\": %.1f, "
               "\"model_gflops\": %.2f, \"mfu\": %.4f, \"executed_gflop_per_step\": %.2f, "
               "\"executed_gflops\": %.2f, \"peak_gflops\": %.2f, \"executed_vs_peak\": %.4f, "
-              "\"peak_rss_mib\": %.0f, \"precomputed\": %s, \"score_tokens_per_s\": %.1f, "
+              "\"params\": %ld, \"peak_rss_mib\": %.0f, \"precomputed\": %s, \"score_tokens_per_s\": %.1f, "
               "\"allocator_misses_per_step\": %.0f, \"comm_wait_ms_per_step\": %.1f, "
               "\"comm_mib_per_step\": %.1f}\n",
               world.size(), dtype.c_str(), native_bf16() ? "true" : "false", static_cast<long>(threads),
@@ -194,7 +196,8 @@ int main(int argc, char** argv) {
               static_cast<long>(layers), static_cast<long>(vocab), static_cast<long>(seq),
               static_cast<long>(batch), sec * 1e3, median(tps), model_per_rank / 1e9, median(mfu),
               executed / 1e9, executed / sec / 1e9, peak_per_rank / 1e9, executed / sec / peak_per_rank,
-              median(rss), precomputed ? "true" : "false", score_tokens_per_s, misses, wait_ms, comm_mib);
+              static_cast<long>(params), median(rss), precomputed ? "true" : "false", score_tokens_per_s,
+              misses, wait_ms, comm_mib);
           kto::remove_tree(dir);
         }
         return 0;

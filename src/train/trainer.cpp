@@ -165,11 +165,13 @@ void Trainer::setup_models(const model::ModelConfig& mc) {
   optimizer_ = std::make_unique<fsdp::ShardedOptimizer>(policy_->shards(), policy_->decay_segments(),
                                                         config_.optim, comm_.get());
 
-  // Model FLOPs per training token: 12N (policy fwd+bwd 6N, policy KL fwd 2N, reference fwds
-  // 4N), N = parameters without the embedding lookup (the LM head counts).
+  // Model FLOPs per training token: policy forward + backward 6N, the policy's KL forward 2N, a
+  // live reference's forwards 2N per pass (KTO: 12N; on precomputed scores 8N; DPO 8N; SFT 6N),
+  // N = parameters without the embedding lookup (the LM head counts).
   const double n = static_cast<double>(mc.num_parameters() - mc.vocab_size * mc.hidden_size +
                                        (mc.tie_word_embeddings ? mc.vocab_size * mc.hidden_size : 0));
-  model_flops_per_token_ = 12.0 * n;
+  const bool kl = loss::uses_kl(loss_.name);
+  model_flops_per_token_ = (6.0 + (kl ? 2.0 : 0.0) + (reference_ ? (kl ? 4.0 : 2.0) : 0.0)) * n;
   const double per_rank = config_.train.peak_gflops > 0 ? config_.train.peak_gflops
                                                         : measure_peak_gflops(scalar_type(m.dtype), device_);
   peak_flops_ = world_.all_reduce(per_rank * 1e9, comm::ReduceOp::sum);  // the job's peak

@@ -66,7 +66,8 @@ class Trainer {
   // rank alike; nothing saved, status.json says "failed").
   bool failed() const { return failed_; }
   int64_t total_steps() const { return total_steps_; }
-  // Model FLOPs per training token (12N, N without the embedding lookup) and the job's matmul
+  // Model FLOPs per training token (KTO 12N, 8N on precomputed scores; N without the embedding
+  // lookup; see setup_models) and the job's matmul
   // peak in FLOP/s (train.peak_gflops per rank, or measured at start-up), which MFU divides by.
   double model_flops_per_token() const { return model_flops_per_token_; }
   double peak_flops() const { return peak_flops_; }
