@@ -55,13 +55,9 @@ std::vector<Microbatch> DataLoader::next_step() {
       }
       out.push_back(assemble_microbatch(examples, batch_));
     } else if (fixed) {  // each example's own partner, wherever it is
-      std::vector<Example> partners;
-      for (int64_t k = rank_ * m; k < (rank_ + 1) * m; ++k) {
-        const int64_t i = global[static_cast<size_t>(k)].index;
-        examples.push_back(dataset_->read(i));
-        partners.push_back(dataset_->read(partners_[static_cast<size_t>(i)]));
-      }
-      out.push_back(assemble_microbatch(examples, partners, batch_));
+      for (int64_t k = rank_ * m; k < (rank_ + 1) * m; ++k)
+        examples.push_back(dataset_->read(global[static_cast<size_t>(k)].index));
+      out.push_back(assemble_microbatch(examples, read_kl_partners(*dataset_, examples, partners_), batch_));
     } else if (global_pairs) {
       // Partners are picked over the global microbatch; a rank reads the ones it needs.
       const int64_t n = static_cast<int64_t>(global.size());

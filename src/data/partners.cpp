@@ -85,6 +85,14 @@ std::string partner_set_sha256(const Dataset& dataset) {
   return partner_set_sha256(shas);
 }
 
+std::vector<Example> read_kl_partners(const Dataset& dataset, const std::vector<Example>& examples,
+                                      const std::vector<int64_t>& table) {
+  std::vector<Example> partners;
+  partners.reserve(examples.size());
+  for (const Example& e : examples) partners.push_back(dataset.read(table[static_cast<size_t>(e.index)]));
+  return partners;
+}
+
 std::vector<int64_t> fixed_kl_partners(const Dataset& dataset, uint64_t seed) {
   if (dataset.has_kl_partners()) return dataset.kl_partners();
   return draw_kl_partners(dataset, seed);

@@ -64,10 +64,7 @@ std::map<std::string, double> Trainer::evaluate() {
     if (bo.build_kl && bo.pairing == data::Pairing::fixed) {  // each example's own partner
       if (eval_partners_.empty())
         eval_partners_ = data::fixed_kl_partners(ds, static_cast<uint64_t>(config_.data.seed));
-      std::vector<data::Example> partners;
-      for (const data::Example& e : examples)
-        partners.push_back(ds.read(eval_partners_[static_cast<size_t>(e.index)]));
-      mb = data::assemble_microbatch(examples, partners, bo);
+      mb = data::assemble_microbatch(examples, data::read_kl_partners(ds, examples, eval_partners_), bo);
     } else {
       mb = data::assemble_microbatch(examples, bo);
     }

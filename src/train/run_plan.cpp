@@ -87,7 +87,7 @@ int64_t grad_accum_for(const data::DataOptions& d, int64_t world_size) {
 }
 
 std::string reference_content_identity(const config::Config& c, const model::ModelConfig& policy) {
-  const std::string& path = c.model.reference_path.empty() ? c.model.path : c.model.reference_path;
+  const std::string& path = c.model.reference_dir();
   if (!path.empty()) return io::hf_directory_identity(path);
   const std::string arch = model::hf_config_json(policy, "float32");
   return str_cat("random init seed ", c.model.init_seed, " std ", c.model.init_std, " architecture ",
@@ -145,7 +145,7 @@ bool use_precomputed(const config::Config& c, const model::ModelConfig& policy, 
   }
   const std::string configured = reference_content_identity(c, policy);
   if (configured != stored) {
-    const std::string& path = c.model.reference_path.empty() ? c.model.path : c.model.reference_path;
+    const std::string& path = c.model.reference_dir();
     throw key_error("", c.model.reference_path.empty() ? "model.path" : "model.reference_path",
                     str_cat("the reference ", path.empty() ? "(the random initialisation)" : path, " is '",
                             configured, "', but ", train.paths().front(), " was scored by '", stored,

@@ -79,18 +79,14 @@ Scores score_dataset(const config::Config& c, const data::Dataset& ds, fsdp::Sha
     const int64_t g = k * W + r;  // a rank out of microbatches repeats the first one, discarded
     const bool real = g < groups;
     const int64_t begin = real ? g * m : 0, end = std::min(E, begin + m);
-    std::vector<data::Example> examples, partners;
-    for (int64_t i = begin; i < end; ++i) {
-      examples.push_back(ds.read(i));
-      if (kl) partners.push_back(ds.read(s.partners[static_cast<size_t>(i)]));
-    }
+    std::vector<data::Example> examples;
+    for (int64_t i = begin; i < end; ++i) examples.push_back(ds.read(i));
     const data::Microbatch mb =
-        kl ? data::assemble_microbatch(examples, partners, bo) : data::assemble_microbatch(examples, bo);
-    auto batch = [](const data::TokenBatch& t) {
-      return fsdp::ShardedModel::Batch{t.input_ids, t.attention_mask, t.selection, t.packed};
-    };
-    std::vector<at::Tensor> lp = kl ? reference.sequence_logprobs_each({batch(mb.target), batch(mb.kl)})
-                                    : std::vector<at::Tensor>{reference.sequence_logprobs(batch(mb.target))};
+        kl ? data::assemble_microbatch(examples, data::read_kl_partners(ds, examples, s.partners), bo)
+           : data::assemble_microbatch(examples, bo);
+    std::vector<at::Tensor> lp =
+        kl ? reference.sequence_logprobs_each({model_batch(mb.target), model_batch(mb.kl)})
+           : std::vector<at::Tensor>{reference.sequence_logprobs(model_batch(mb.target))};
     if (!real) continue;
     const at::Tensor t = lp[0].to(at::kDouble).cpu().contiguous();
     for (int64_t i = begin; i < end; ++i) target[i] = t.data_ptr<double>()[i - begin];
@@ -173,7 +169,7 @@ void score_reference(const config::Config& config, const comm::ProcessGroup& wor
     if (!c.data.eval.empty()) eval = data::Dataset::open(c.data.eval, mc.vocab_size);
     // The reference's tokenizer files (when it has any) against the data's.
     config::Config rc = c;
-    if (!c.model.reference_path.empty()) rc.model.path = c.model.reference_path;
+    rc.model.path = c.model.reference_dir();
     check_tokenizers(rc, *train, eval.get());
   }
   const std::string identity = reference_content_identity(c, mc);

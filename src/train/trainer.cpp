@@ -91,7 +91,7 @@ std::unique_ptr<fsdp::ShardedModel> load_reference(const config::Config& c, cons
   const config::ModelSection& m = c.model;
   fsdp::FsdpOptions r = fsdp_options(m, device);
   r.trainable = false;
-  const std::string& ref_path = m.reference_path.empty() ? m.path : m.reference_path;
+  const std::string& ref_path = m.reference_dir();
   auto reference = std::make_unique<fsdp::ShardedModel>(
       ref_path.empty() ? policy : model::read_hf_config(ref_path), world, std::move(comm), r);
   if (ref_path.empty()) {
@@ -158,7 +158,7 @@ void Trainer::setup_models(const model::ModelConfig& mc) {
     reference_identity_ = reference_content_;
   } else if (loss::uses_reference(loss_.name)) {
     reference_ = load_reference(config_, mc, world_, comm_, device_);
-    const std::string& ref_path = m.reference_path.empty() ? m.path : m.reference_path;
+    const std::string& ref_path = m.reference_dir();
     reference_content_ = reference_content_identity(config_, mc);
     reference_identity_ = ref_path.empty() ? reference_content_ : str_cat(ref_path, " ", reference_content_);
   }
@@ -183,13 +183,9 @@ fsdp::CommStats Trainer::comm_stats() const {
   return s;
 }
 
-namespace {
-
-fsdp::ShardedModel::Batch batch_of(const data::TokenBatch& t) {
+fsdp::ShardedModel::Batch model_batch(const data::TokenBatch& t) {
   return {t.input_ids, t.attention_mask, t.selection, t.packed};
 }
-
-}  // namespace
 
 Trainer::ReferenceLogProbs Trainer::reference_logprobs(const data::Microbatch& mb, bool with_kl) {
   at::NoGradGuard no_grad;
@@ -202,11 +198,11 @@ Trainer::ReferenceLogProbs Trainer::reference_logprobs(const data::Microbatch& m
     return r;
   }
   if (!with_kl) {
-    r.target = reference_->sequence_logprobs(batch_of(mb.target));
+    r.target = reference_->sequence_logprobs(model_batch(mb.target));
     return r;
   }
   const std::vector<at::Tensor> lp =
-      reference_->sequence_logprobs_each({batch_of(mb.target), batch_of(mb.kl)});
+      reference_->sequence_logprobs_each({model_batch(mb.target), model_batch(mb.kl)});
   r.target = lp[0];
   r.kl = lp[1];
   return r;
@@ -218,11 +214,11 @@ Trainer::LogProbs Trainer::policy_logprobs(const data::Microbatch& mb, const Ref
   lp.reference = ref.target;
   at::AutoGradMode grad(with_grad);
   if (!ref.kl.defined()) {
-    lp.policy = policy_->sequence_logprobs(batch_of(mb.target));
+    lp.policy = policy_->sequence_logprobs(model_batch(mb.target));
     return lp;
   }
   const std::vector<at::Tensor> both =
-      policy_->sequence_logprobs_each({batch_of(mb.target), batch_of(mb.kl)});
+      policy_->sequence_logprobs_each({model_batch(mb.target), model_batch(mb.kl)});
   lp.policy = both[0];
   lp.kl = both[1] - ref.kl;
   return lp;
@@ -240,7 +236,7 @@ double Trainer::executed_flops(const data::Microbatch& mb, bool with_kl) const {
   double f = 3.0 * blocks(pc, mb.target) + 4.0 * head(pc, mb.target);
   if (config_.model.reshard_after_forward) f += blocks(pc, mb.target) + head(pc, mb.target);  // recompute
   if (with_kl) f += blocks(pc, mb.kl) + head(pc, mb.kl);
-  if (reference_ && (with_kl || loss::uses_reference(loss_.name))) {
+  if (reference_) {  // built only for losses that use it
     const model::ModelConfig& rc = reference_->config();
     f += blocks(rc, mb.target) + head(rc, mb.target);
     if (with_kl) f += blocks(rc, mb.kl) + head(rc, mb.kl);

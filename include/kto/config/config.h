@@ -42,6 +42,9 @@ struct ModelSection {
   bool reshard_after_forward = true;
   bool prefetch = true;
 
+  // The reference's directory: reference_path, else path (empty: the random initialisation).
+  const std::string& reference_dir() const { return reference_path.empty() ? path : reference_path; }
+
   template <class V>
   void visit(V& v) {
     v.field("path", path,

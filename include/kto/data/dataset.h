@@ -92,7 +92,7 @@ class Dataset {
   bool has_reference_logps() const { return has_ref_; }
   bool has_reference_kl_logps() const { return has_ref_kl_; }
   // /kl_partner in every file, checked against the files it was drawn for.
-  bool has_kl_partners() const { return !kl_partner_.empty(); }
+  bool has_kl_partners() const { return has_partners_; }
   const std::vector<int64_t>& kl_partners() const { return kl_partner_; }
   // Attributes of the first shard (all shards share tokenizer and special ids).
   const DatasetAttributes& attributes() const { return attributes_; }

@@ -18,6 +18,7 @@
 namespace kto::data {
 
 class Dataset;
+struct Example;
 
 // The partner of every example of `dataset` (reads every example's prompt once). Throws
 // kto::Error naming the dataset when no assignment exists (fewer than 2 examples, or one prompt
@@ -29,6 +30,10 @@ std::vector<int64_t> draw_kl_partners(const Dataset& dataset, uint64_t seed);
 // and checked when opened.
 std::string partner_set_sha256(const Dataset& dataset);
 std::string partner_set_sha256(const std::vector<std::string>& file_data_sha256);
+
+// The KL partners of `examples` (table[e.index] each), read from `dataset`.
+std::vector<Example> read_kl_partners(const Dataset& dataset, const std::vector<Example>& examples,
+                                      const std::vector<int64_t>& table);
 
 // The partners a run uses with pairing: fixed: the dataset's stored table when it has one,
 // else drawn from `seed`.

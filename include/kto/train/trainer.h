@@ -43,6 +43,9 @@ std::unique_ptr<fsdp::ShardedModel> load_reference(const config::Config& config,
                                                    std::shared_ptr<comm::Communicator> comm,
                                                    at::Device device);
 
+// A microbatch's token batch as the sharded model takes it.
+fsdp::ShardedModel::Batch model_batch(const data::TokenBatch& batch);
+
 class Trainer {
  public:
   // Validates the config, checks that the data files exist, opens them (token ids checked
