@@ -54,7 +54,7 @@ int main(int argc, char** argv) {
                 batch = 8;
         int64_t steps = 6, warmup = 2, threads = 1, reshard = 0, precomputed = 0;
         int64_t peak_gflops = 0;
-        std::string dtype = "fp32", profile, layout = "padded";
+        std::string dtype = "fp32", profile, layout = "padded", shard_group = "world";
         kto::cli::Args args("bench_kto_step",
                             "Tokens/s and MFU of a full KTO step (the peer_kto_step.py setup).");
         args.option("--hidden", &hidden, "C", "width (256)")
@@ -70,6 +70,8 @@ int main(int argc, char** argv) {
             .option("--threads", &threads, "N", "threads per rank (1)")
             .option("--reshard", &reshard, "0|1", "reshard_after_forward: 1 recomputes units in backward (0)")
             .option("--dtype", &dtype, "fp32|bf16", "compute dtype (fp32)")
+            .option("--shard-group", &shard_group, "G",
+                    "dist.shard_group: world, node or a group size (world); prints the bytes per link")
             .option(
                 "--precomputed", &precomputed, "0|1",
                 "1: score the reference once first (kto-train --score-reference; its tokens/s printed) and "
@@ -119,7 +121,7 @@ int main(int argc, char** argv) {
               "]\n  pairing: fixed\n  micro_batch: ", batch, "\n  pad_to_multiple_of: 1\n  layout: ", layout,
               "\noptim: {lr: 1e-6}\ntrain: {steps: ", warmup + steps + (profile.empty() ? 0 : 1),
               ", peak_gflops: ", peak_gflops, ", export_final: false}\nrun: {dir: ", dir,
-              "/run, threads: ", threads, "}\n", extra);
+              "/run, threads: ", threads, "}\ndist: {shard_group: '", shard_group, "'}\n", extra);
         };
         std::string yaml = config_yaml(dir + "/d.h5", "");
         double score_tokens_per_s = 0;
@@ -135,7 +137,7 @@ int main(int argc, char** argv) {
         const kto::config::Config config = kto::config::parse_config(yaml, "bench");
         const int64_t params = config.model.architecture.num_parameters();
         kto::train::Trainer trainer(config, world);
-        std::vector<double> times, tps, mfu, rss, flops;
+        std::vector<double> times, tps, mfu, rss, flops, shard_link, replica_link;
         kto::model::CpuCacheStats cache_before;
         kto::fsdp::CommStats comm_before;
         for (int64_t s = 0; s < warmup + steps; ++s) {
@@ -150,6 +152,8 @@ int main(int argc, char** argv) {
             mfu.push_back(m.at("mfu"));
             rss.push_back(m.at("peak_rss_mib"));
             flops.push_back(m.at("executed_flops") / world.size());
+            shard_link.push_back(m.at("comm_shard_mib"));
+            replica_link.push_back(m.count("comm_replica_mib") ? m.at("comm_replica_mib") : 0.0);
           }
         }
         const kto::fsdp::CommStats comm = trainer.comm_stats();
@@ -180,6 +184,17 @@ int main(int argc, char** argv) {
               static_cast<double>(cache.misses - cache_before.misses) / static_cast<double>(steps);
           const double model_per_rank =
               trainer.model_flops_per_token() * static_cast<double>(batch * seq) / sec;
+          // The traffic formula (fsdp::step_collective_bytes) beside what the steps counted, and
+          // this rank's share of the sharded state (policy masters + optimizer state + reference).
+          const kto::fsdp::Mesh& mesh = trainer.policy().mesh();
+          const int S = mesh.shard().size(), R = mesh.replicas();
+          const int cbytes = dtype == "bf16" ? 2 : 4;
+          const auto formula = kto::fsdp::step_collective_bytes(trainer.policy().layout(), S, R, cbytes, 4, 1,
+                                                                !precomputed, reshard != 0);
+          const double state_mib =
+              kto::fsdp::training_bytes_per_rank(trainer.policy().config(), trainer.policy().layout(), S,
+                                                 cbytes, 2, !precomputed, reshard != 0) /
+              (1 << 20);
           std::printf(
               "{\"impl\": \"kto\", \"ranks\": %d, \"dtype\": \"%s\", \"native_bf16\": %s, "
               "\"threads_per_rank\": %ld, \"reshard\": %ld, \"layout\": \"%s\", \"hidden\": %ld, \"layers\": "
@@ -190,14 +205,18 @@ int main(int argc, char** argv) {
               "\"executed_gflops\": %.2f, \"peak_gflops\": %.2f, \"executed_vs_peak\": %.4f, "
               "\"params\": %ld, \"peak_rss_mib\": %.0f, \"precomputed\": %s, \"score_tokens_per_s\": %.1f, "
               "\"allocator_misses_per_step\": %.0f, \"comm_wait_ms_per_step\": %.1f, "
-              "\"comm_mib_per_step\": %.1f}\n",
+              "\"comm_mib_per_step\": %.1f, \"shard_group\": \"%s\", \"shard_size\": %d, \"replicas\": %d, "
+              "\"shard_link_mib\": %.2f, \"shard_link_mib_formula\": %.2f, \"replica_link_mib\": %.2f, "
+              "\"replica_link_mib_formula\": %.2f, \"state_mib_per_rank\": %.1f}\n",
               world.size(), dtype.c_str(), native_bf16() ? "true" : "false", static_cast<long>(threads),
               static_cast<long>(reshard), layout.c_str(), static_cast<long>(hidden),
               static_cast<long>(layers), static_cast<long>(vocab), static_cast<long>(seq),
               static_cast<long>(batch), sec * 1e3, median(tps), model_per_rank / 1e9, median(mfu),
               executed / 1e9, executed / sec / 1e9, peak_per_rank / 1e9, executed / sec / peak_per_rank,
               static_cast<long>(params), median(rss), precomputed ? "true" : "false", score_tokens_per_s,
-              misses, wait_ms, comm_mib);
+              misses, wait_ms, comm_mib, shard_group.c_str(), S, R, median(shard_link),
+              formula.shard_link_bytes(S) / (1 << 20), median(replica_link),
+              formula.replica_link_bytes(R) / (1 << 20), state_mib);
           kto::remove_tree(dir);
         }
         return 0;

@@ -3,7 +3,8 @@
 # Idempotent: when all packages are already installed it does nothing (no apt-get update).
 # Used by launch/demo.sh and tests/run.sh; safe to run by hand (needs root or sudo).
 #   --test   also the packages only the test suite uses: a real Slurm (slurm-wlm, munge) for the
-#            launch/slurm tests, headless Chromium to render the HTML report, script(1) for the
+#            launch/slurm tests, headless Chromium to render the HTML report, iproute2 for the
+#            two network-namespace "nodes" of the multi-node test, script(1) for the
 #            terminal-progress test, clang-format 14 for the format check of .ci/run, clang 14
 #            with its sanitizer and libFuzzer runtimes for scripts/sanitize.sh.
 set -euo pipefail
@@ -28,6 +29,7 @@ if [[ "${1:-}" == "--test" ]]; then
   packages+=(
     slurm-wlm munge                  # tests/slurm: a private one-node Slurm cluster
     chromium                         # renders report.html headless in the report test
+    iproute2                         # tests/multinode: two network-namespace nodes (ip netns)
     bsdutils                         # script(1): runs kto-train on a pseudo-terminal
     clang-format-14                  # scripts/check-format.sh (the repo's .clang-format)
     clang-14 libclang-rt-14-dev      # scripts/sanitize.sh: ASan, UBSan, libFuzzer (tests/fuzz)

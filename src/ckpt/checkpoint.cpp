@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -120,13 +121,62 @@ std::vector<ShardEntry> gather_entries(const ShardEntry& mine, const comm::Proce
   return out;
 }
 
+// A cheap fingerprint of this rank's training state: over the 32-bit words of every slice and
+// optimizer state tensor, their sum and a position-weighted sum (wrapping int64), on the
+// tensors' device. Replicas holding the same bits have the same fingerprint; a flipped,
+// changed or moved word changes it.
+std::array<int64_t, 2> state_fingerprint(const fsdp::ShardedModel& policy,
+                                         const fsdp::ShardedOptimizer& optimizer) {
+  at::NoGradGuard no_grad;
+  std::array<int64_t, 2> f{0, 0};
+  auto add = [&](const at::Tensor& t) {
+    const at::Tensor words = t.detach().contiguous().view({-1}).view(at::kInt).to(at::kLong);
+    const at::Tensor weights = at::arange(words.numel(), words.options()).remainder_(65521).add_(1);
+    f[0] += words.sum().item<int64_t>();
+    f[1] += words.mul(weights).sum().item<int64_t>();
+  };
+  for (size_t u = 0; u < policy.shards().size(); ++u) {
+    add(policy.shards()[u]);
+    for (const at::Tensor& s : optimizer.state()[u]) add(s);
+  }
+  f[1] += optimizer.step_count();
+  return f;
+}
+
+// Refuses to save when a replica set's members do not hold the same state (every rank alike).
+void check_replicas_agree(const fsdp::ShardedModel& policy, const fsdp::ShardedOptimizer& optimizer,
+                          int64_t step, const comm::ProcessGroup& world) {
+  const comm::ProcessGroup* replicas = policy.mesh().replica();
+  if (replicas == nullptr) return;
+  const std::array<int64_t, 2> f = state_fingerprint(policy, optimizer);
+  int64_t lo[2] = {f[0], f[1]}, hi[2] = {f[0], f[1]};
+  replicas->all_reduce(lo, 2, comm::ReduceOp::min);
+  replicas->all_reduce(hi, 2, comm::ReduceOp::max);
+  const bool same = lo[0] == hi[0] && lo[1] == hi[1];
+  if (!same) {
+    log::warn_all("ckpt", "shard ", policy.group().rank(), " of group ", policy.mesh().group_index(),
+                  ": its state differs from its replicas' (fingerprints ", f[0], "/", f[1], ")");
+  }
+  if (!world.all_true(same)) {
+    throw Error(
+        str_cat("checkpoint of step ", step,
+                ": the shard groups' replicas hold different weights or optimizer state (they must be "
+                "identical under hybrid sharding; the ranks that differ are listed above): nothing "
+                "was saved, the previous checkpoints are untouched"));
+  }
+}
+
 }  // namespace
 
 std::string save(const SaveRequest& request, const fsdp::ShardedModel& policy,
                  const fsdp::ShardedOptimizer& optimizer, const comm::ProcessGroup& group) {
   const std::string& checkpoints_dir = request.checkpoints_dir;
   const TrainingState& state = request.state;
-  const int W = group.size(), r = group.rank();
+  check_replicas_agree(policy, optimizer, state.step, group);
+  // One shard group writes (the group holding world rank 0, whose shard 0 is the world's root).
+  const comm::ProcessGroup& writers = policy.group();
+  const bool writes = policy.mesh().group_index() == 0;
+  const int S = writers.size(), r = writers.rank();
   const std::string final_dir = join_path(checkpoints_dir, step_name(state.step));
   const std::string tmp_dir = final_dir + ".tmp";
   if (group.is_root()) {
@@ -135,20 +185,24 @@ std::string save(const SaveRequest& request, const fsdp::ShardedModel& policy,
     make_directories(tmp_dir);
   }
   group.barrier();
-  const std::string path = join_path(tmp_dir, shard_name(r, W));
-  ShardEntry entry;
-  try {
-    entry = write_shard(path, policy, optimizer, state.step, r, W);
-  } catch (const std::exception& e) {
-    throw Error(str_cat("checkpoint ", final_dir, ": writing ", path, " failed (disk full or quota?): ",
-                        e.what(), "; the previous checkpoints are untouched"));
+  std::vector<ShardEntry> entries;
+  if (writes) {
+    const std::string path = join_path(tmp_dir, shard_name(r, S));
+    ShardEntry entry;
+    try {
+      entry = write_shard(path, policy, optimizer, state.step, r, S);
+    } catch (const std::exception& e) {
+      throw Error(str_cat("checkpoint ", final_dir, ": writing ", path, " failed (disk full or quota?): ",
+                          e.what(), "; the previous checkpoints are untouched"));
+    }
+    fault_point_between_shards_and_manifest(state.step, group);
+    entries = gather_entries(entry, writers);  // every shard's checksum
   }
-  fault_point_between_shards_and_manifest(state.step, group);
-  const std::vector<ShardEntry> entries = gather_entries(entry, group);  // every shard's checksum
   if (group.is_root()) {
     Manifest m;
     m.step = state.step;
-    m.world_size = W;
+    m.world_size = group.size();
+    m.shard_group_size = S;
     m.optimizer = choice_name(fsdp::kOptimizerNames, optimizer.options().name);
     m.optimizer_steps = optimizer.step_count();
     m.state_tensors = static_cast<int64_t>(optimizer.state().front().size());

@@ -24,6 +24,7 @@ std::string manifest_yaml(const Manifest& m) {
   out << YAML::Key << "manifest_version" << YAML::Value << 2;
   out << YAML::Key << "step" << YAML::Value << m.step;
   out << YAML::Key << "world_size" << YAML::Value << m.world_size;
+  out << YAML::Key << "shard_group_size" << YAML::Value << m.shard_group_size;
   out << YAML::Key << "optimizer" << YAML::Value << YAML::BeginMap << YAML::Key << "name" << YAML::Value
       << m.optimizer << YAML::Key << "steps" << YAML::Value << m.optimizer_steps << YAML::Key
       << "state_tensors" << YAML::Value << m.state_tensors << YAML::Key << "master_dtype" << YAML::Value
@@ -95,6 +96,10 @@ void check_values(const Manifest& m, const std::string& path) {
   constexpr int64_t kMaxElements = int64_t{1} << 40;  // per unit: far above any real block or embedding
   in_range("step", m.step, 0, int64_t{1} << 40);
   in_range("world_size", m.world_size, 1, int64_t{1} << 20);
+  in_range("shard_group_size", m.shard_group_size, 1, m.world_size);
+  if (m.world_size % m.shard_group_size != 0)
+    fail("shard_group_size", str_cat(m.shard_group_size, " does not divide world_size ", m.world_size));
+  const int64_t S = m.shard_group_size;
   in_range("optimizer.steps", m.optimizer_steps, 0, m.step);
   if (m.optimizer != "adamw" && m.optimizer != "rmsprop")
     fail("optimizer.name", "'" + m.optimizer + "' is not adamw or rmsprop");
@@ -110,11 +115,10 @@ void check_values(const Manifest& m, const std::string& path) {
     const std::string key = str_cat("units[", i, "] (", u.name, ")");
     in_range(key + ".numel", u.numel, 1, kMaxElements);
     in_range(key + ".shard_numel", u.shard_numel, 1, kMaxElements);
-    if (u.padded_numel != u.shard_numel * m.world_size || u.padded_numel < u.numel ||
-        u.padded_numel - u.numel >= m.world_size) {
+    if (u.padded_numel != u.shard_numel * S || u.padded_numel < u.numel || u.padded_numel - u.numel >= S) {
       fail(key, str_cat("padded_numel ", u.padded_numel, " is not numel ", u.numel,
-                        " rounded up to a multiple of ", m.world_size, " (= shard_numel ", u.shard_numel,
-                        " x world_size)"));
+                        " rounded up to a multiple of ", S, " (= shard_numel ", u.shard_numel,
+                        " x shard_group_size)"));
     }
   }
   for (size_t i = 0; i < m.shards.size(); ++i) {
@@ -159,6 +163,8 @@ Manifest read_manifest(const std::string& dir) {
     }
     m.step = need(root, "step").as<int64_t>();
     m.world_size = need(root, "world_size").as<int64_t>();
+    // Absent before hybrid sharding: every rank wrote a shard.
+    m.shard_group_size = root["shard_group_size"] ? root["shard_group_size"].as<int64_t>() : m.world_size;
     const YAML::Node opt = need(root, "optimizer");
     m.optimizer = need(opt, "name").as<std::string>();
     m.optimizer_steps = need(opt, "steps").as<int64_t>();
@@ -187,10 +193,11 @@ Manifest read_manifest(const std::string& dir) {
   } catch (const YAML::Exception& e) {
     throw Error(str_cat(path, ": malformed manifest: ", e.what()));
   }
-  if (static_cast<int64_t>(m.shards.size()) != m.world_size) {
-    throw Error(str_cat(path, ": ", m.shards.size(), " shards listed for world size ", m.world_size));
-  }
   check_values(m, path);
+  if (static_cast<int64_t>(m.shards.size()) != m.shard_group_size) {
+    throw Error(str_cat(path, ": ", m.shards.size(), " shards listed for a shard group of ",
+                        m.shard_group_size, " (world size ", m.world_size, ")"));
+  }
   return m;
 }
 

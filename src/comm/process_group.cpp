@@ -48,6 +48,30 @@ std::unique_ptr<ProcessGroup> ProcessGroup::from_world() {
   return pg;
 }
 
+std::unique_ptr<ProcessGroup> ProcessGroup::part_of_this(const void* handle) const {
+  std::unique_ptr<ProcessGroup> pg(new ProcessGroup());
+  const MPI_Comm part = as_comm(handle);
+  KTO_MPI_CHECK(MPI_Comm_set_errhandler(part, MPI_ERRORS_RETURN));
+  pg->comm_ = own_comm(part);
+  KTO_MPI_CHECK(MPI_Comm_rank(part, &pg->rank_));
+  KTO_MPI_CHECK(MPI_Comm_size(part, &pg->size_));
+  pg->local_rank_ = local_rank_;  // host facts stay this process's
+  pg->local_size_ = local_size_;
+  return pg;
+}
+
+std::unique_ptr<ProcessGroup> ProcessGroup::split(int color, int key) const {
+  MPI_Comm part = MPI_COMM_NULL;
+  KTO_MPI_CHECK(MPI_Comm_split(as_comm(mpi_comm()), color, key, &part));
+  return part_of_this(&part);
+}
+
+std::unique_ptr<ProcessGroup> ProcessGroup::split_by_host() const {
+  MPI_Comm host = MPI_COMM_NULL;
+  KTO_MPI_CHECK(MPI_Comm_split_type(as_comm(mpi_comm()), MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &host));
+  return part_of_this(&host);
+}
+
 void ProcessGroup::barrier() const { KTO_MPI_CHECK(MPI_Barrier(as_comm(mpi_comm()))); }
 
 void ProcessGroup::all_reduce(double* values, int count, ReduceOp op) const {

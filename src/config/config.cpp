@@ -1,5 +1,6 @@
 #include "kto/config/config.h"
 
+#include "kto/fsdp/shard_group.h"
 #include "kto/util/files.h"
 #include "yaml_io.h"
 
@@ -93,6 +94,7 @@ void Config::validate(const std::string& source) const {
   if (ckpt.resume.empty()) fail("ckpt.resume", "must be auto, never or a checkpoint directory");
   if (run.threads < 0) fail("run.threads", str_cat("must be >= 0, got ", run.threads));
   if (run.dir.empty()) throw ConfigError(source + ": key 'run.dir': must not be empty");
+  fsdp::ShardGroupSpec::parse(dist.shard_group, source);
 }
 
 Config parse_config(const std::string& yaml_text, const std::string& source,

@@ -69,6 +69,36 @@ double training_bytes_per_rank(const model::ModelConfig& config, const model::Mo
          gathered;
 }
 
+StepCollectiveBytes step_collective_bytes(const model::ModelLayout& layout, int shard_size, int replicas,
+                                          int compute_bytes, int master_bytes, int64_t microbatches,
+                                          bool with_reference, bool reshard_after_forward) {
+  StepCollectiveBytes b;
+  double units = 0, walk = 0, slices = 0;  // elements: every unit once; a walk's gathers; this rank's slices
+  for (size_t u = 0; u < layout.units.size(); ++u) {
+    const ShardRange r = shard_range(layout.units[u].numel, shard_size, 0);
+    units += static_cast<double>(r.padded_numel);
+    slices += static_cast<double>(r.shard_numel);
+    for (size_t w : layout.weight_units(u))
+      walk += static_cast<double>(shard_range(layout.units[w].numel, shard_size, 0).padded_numel);
+  }
+  const double mb = static_cast<double>(microbatches);
+  if (shard_size > 1) {
+    const double policy = reshard_after_forward ? 2 * walk : units;  // kept units reuse one gather
+    b.gathered = mb * (policy + (with_reference ? walk : 0)) * compute_bytes;
+    b.reduced = mb * (reshard_after_forward ? walk : units) * compute_bytes;
+  }
+  if (replicas > 1) b.replica_reduced = slices * master_bytes;
+  return b;
+}
+
+StepCollectiveBytes counted_collective_bytes(const CommStats& s) {
+  StepCollectiveBytes b;
+  b.gathered = static_cast<double>(s.all_gather_bytes);
+  b.reduced = static_cast<double>(s.reduce_scatter_bytes);
+  b.replica_reduced = static_cast<double>(s.replica_all_reduce_bytes);
+  return b;
+}
+
 // ---------------------------------------------------------------------------------------------
 // UnitGatherer
 
@@ -185,20 +215,19 @@ void UnitGatherer::finish_gradients() {
 // ---------------------------------------------------------------------------------------------
 // ShardedModel
 
-ShardedModel::ShardedModel(model::ModelConfig config, const comm::ProcessGroup& group,
-                           std::shared_ptr<comm::Communicator> comm, FsdpOptions options)
+ShardedModel::ShardedModel(model::ModelConfig config, std::shared_ptr<const Mesh> mesh, FsdpOptions options)
     : config_(std::move(config)),
       layout_(model::ModelLayout::build(config_)),
-      group_(group),
-      comm_(std::move(comm)),
+      mesh_(std::move(mesh)),
       options_(options) {
-  KTO_CHECK(comm_->size() == group_.size() && comm_->rank() == group_.rank(),
+  const comm::ProcessGroup& group = mesh_->shard();
+  KTO_CHECK(mesh_->shard_comm()->size() == group.size() && mesh_->shard_comm()->rank() == group.rank(),
             "communicator and group disagree");
   // Trainable slices are fp32 masters (fp64 for fp64 runs); frozen ones live in the compute dtype.
   const at::ScalarType master = options_.compute_dtype == at::kDouble ? at::kDouble : at::kFloat;
   const at::ScalarType slice_dtype = options_.trainable ? master : options_.compute_dtype;
   for (const model::UnitLayout& unit : layout_.units) {
-    const ShardRange r = shard_range(unit.numel, group_.size(), group_.rank());
+    const ShardRange r = shard_range(unit.numel, group.size(), group.rank());
     ranges_.push_back(r);
     shards_.push_back(
         at::zeros({r.shard_numel}, at::TensorOptions().dtype(slice_dtype).device(options_.device)));
@@ -207,7 +236,7 @@ ShardedModel::ShardedModel(model::ModelConfig config, const comm::ProcessGroup& 
   if (options_.trainable) {
     for (at::Tensor& s : shards_) s.requires_grad_(true);
   }
-  gatherer_ = std::make_unique<UnitGatherer>(*this, *comm_);
+  gatherer_ = std::make_unique<UnitGatherer>(*this, *mesh_->shard_comm());
 }
 
 ShardedModel::~ShardedModel() = default;
@@ -241,10 +270,32 @@ std::vector<at::Tensor> ShardedModel::gather_full_units() const {
     const ShardRange& r = ranges_[u];
     at::Tensor send = shards_[u].detach().to(at::kFloat).contiguous();  // fp32 view of every slice
     at::Tensor full = at::empty({r.padded_numel}, send.options());
-    comm_->all_gather(send, full)->wait();
+    shard_comm().all_gather(send, full)->wait();
     out.push_back(full.narrow(0, 0, r.numel).cpu());
   }
   return out;
+}
+
+void ShardedModel::reduce_gradients_across_replicas() {
+  comm::Communicator* replicas = mesh_->replica_comm();
+  if (replicas == nullptr) return;
+  const auto t0 = std::chrono::steady_clock::now();
+  std::vector<comm::WorkHandle> works;
+  std::vector<at::Tensor> grads;
+  for (at::Tensor& s : shards_) {
+    // Every rank of a replica set holds the same slices and ran the same backward, so a .grad is
+    // defined on all of them or on none.
+    if (!s.grad().defined()) continue;
+    at::Tensor& g = s.mutable_grad();
+    if (!g.is_contiguous()) g = g.contiguous();
+    grads.push_back(g);
+    works.push_back(replicas->all_reduce(g, comm::ReduceOp::avg));
+    gatherer_->stats.replica_all_reduce_bytes += g.numel() * g.element_size();
+    ++gatherer_->stats.replica_all_reduces;
+  }
+  for (comm::WorkHandle& w : works) w->wait();
+  gatherer_->stats.wait_seconds +=
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 int64_t ShardedModel::shard_bytes() const {

@@ -4,6 +4,8 @@
 #include <cstdio>
 
 #include "kto/data/dataset.h"
+#include "kto/fsdp/mesh.h"
+#include "kto/fsdp/sharded_model.h"
 #include "kto/loss/options.h"
 #include "kto/model/hf_config.h"
 #include "kto/train/run_plan.h"
@@ -77,7 +79,18 @@ void dry_run(const config::Config& c, int64_t world_size, int64_t ranks_per_host
   const bool with_reference = loss::uses_reference(c.loss.name) && !precomputed;
   if (loss::uses_reference(c.loss.name))
     line("reference", precomputed ? "precomputed scores in data.train: no reference model" : "live model");
-  const MemoryEstimate e = estimate_memory(c, mc, max_length, paired_loss, world_size, with_reference);
+  // The grouping as Mesh::build would make it, with ranks_per_host ranks on every host.
+  const int W = static_cast<int>(world_size), per_host = static_cast<int>(ranks_per_host);
+  const int S = fsdp::ShardGroupSpec::parse(c.dist.shard_group).group_size(W, per_host), R = W / S;
+  const bool shard_spans = S > per_host || per_host % S != 0, replica_spans = R > 1 && W > per_host;
+  line("sharding", str_cat(fsdp::sharding_text(S, R, shard_spans, replica_spans),
+                           " (dist.shard_group: ", c.dist.shard_group, ")"));
+  const fsdp::StepCollectiveBytes traffic =
+      fsdp::step_collective_bytes(model::ModelLayout::build(mc), S, R, config::dtype_bytes(c.model.dtype),
+                                  c.model.dtype == config::Dtype::fp64 ? 8 : 4, grad_accum, with_reference,
+                                  c.model.reshard_after_forward);
+  line("traffic", traffic_text(traffic, S, R, shard_spans, replica_spans));
+  const MemoryEstimate e = estimate_memory(c, mc, max_length, paired_loss, S, with_reference);
   const double state = e.state, activations = e.activations;
   const int64_t seq = e.seq;
   line("memory", str_cat("~", human_bytes(state + activations), " per rank: ", human_bytes(state),

@@ -30,6 +30,7 @@ const std::vector<std::string>& resumable_keys() {
                                                 "model.path",
                                                 "model.reference_path",
                                                 "model.reshard_after_forward",
+                                                "dist.*",
                                                 "model.prefetch",
                                                 "data.micro_batch",
                                                 "data.grad_accum",

@@ -11,6 +11,7 @@
 #include "kto/io/hf_checkpoint.h"
 #include "kto/model/hf_config.h"
 #include "kto/train/report.h"
+#include "kto/train/run_plan.h"
 #include "kto/train/trainer.h"
 #include "kto/util/check.h"
 #include "kto/util/files.h"
@@ -137,9 +138,13 @@ void Trainer::print_banner() const {
       world_.all_gather(str_cat(process_identity().host, ", ", device_.str(), ", ", at::get_num_threads(),
                                 " thread(s), local rank ", world_.local_rank()));
   const config::ModelSection& m = config_.model;
+  const int S = mesh_->shard().size(), R = mesh_->replicas();
   const double per_rank = fsdp::training_bytes_per_rank(
-      mc, policy_->layout(), world_.size(), config::dtype_bytes(m.dtype), config_.optim.state_tensors(),
+      mc, policy_->layout(), S, config::dtype_bytes(m.dtype), config_.optim.state_tensors(),
       reference_ != nullptr, m.reshard_after_forward);
+  const fsdp::StepCollectiveBytes traffic = fsdp::step_collective_bytes(
+      policy_->layout(), S, R, config::dtype_bytes(m.dtype), m.dtype == config::Dtype::fp64 ? 8 : 4,
+      grad_accum_, reference_ != nullptr, m.reshard_after_forward);
 
   // The same facts go to the log and to run.json, which the report shows.
   std::vector<std::pair<std::string, std::string>> facts;
@@ -150,6 +155,8 @@ void Trainer::print_banner() const {
   fact("build", build_summary());
   fact("world", str_cat(world_.size(), " rank(s), ", comm_->backend(), " collectives"));
   for (size_t r = 0; r < ranks.size(); ++r) fact(str_cat("  rank ", r), ranks[r]);
+  fact("sharding", str_cat(mesh_->describe(), " (dist.shard_group: ", config_.dist.shard_group, ")"));
+  fact("traffic", traffic_text(traffic, S, R, mesh_->shard_spans_hosts(), mesh_->replica_spans_hosts()));
   fact("model", str_cat(model::name(mc.arch), ", ",
                         scaled_text(static_cast<double>(mc.num_parameters()), 1000, {"", "K", "M", "B", "T"}),
                         " parameters, ", config::name(m.dtype), " compute, ",

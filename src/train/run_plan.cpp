@@ -204,12 +204,12 @@ int64_t total_steps_for(const config::TrainSection& train, int64_t items, int64_
 }
 
 MemoryEstimate estimate_memory(const config::Config& config, const model::ModelConfig& model,
-                               int64_t max_length, bool paired, int64_t world_size, bool with_reference) {
+                               int64_t max_length, bool paired, int64_t shard_size, bool with_reference) {
   MemoryEstimate e;
   const int bytes = config::dtype_bytes(config.model.dtype);
   e.seq = max_length > 0 ? max_length : model.max_position_embeddings;
   e.state = fsdp::training_bytes_per_rank(model, model::ModelLayout::build(model),
-                                          static_cast<int>(world_size), bytes, config.optim.state_tensors(),
+                                          static_cast<int>(shard_size), bytes, config.optim.state_tensors(),
                                           with_reference, config.model.reshard_after_forward);
   e.activations = model::activation_bytes(model, config.data.micro_batch * (paired ? 2 : 1), e.seq, bytes,
                                           /*with_grad=*/true, config.model.reshard_after_forward);
@@ -309,11 +309,25 @@ std::vector<io::TokenizerFile> export_tokenizer_files(const config::Config& c, c
               "export the model without one"));
 }
 
+std::string traffic_text(const fsdp::StepCollectiveBytes& b, int shard_size, int replicas,
+                         bool shard_spans_hosts, bool replica_spans_hosts) {
+  std::string text =
+      str_cat(human_bytes(b.shard_link_bytes(shard_size)), " sent per rank per step in the shard group (",
+              shard_size > 1 ? "all-gathers and reduce-scatters, " : "one rank: nothing moves, ",
+              shard_spans_hosts ? "across hosts" : "within a host", ")");
+  if (replicas > 1) {
+    text += str_cat(", ", human_bytes(b.replica_link_bytes(replicas)), " across ", replicas,
+                    " replicas (gradient all-reduce, ",
+                    replica_spans_hosts ? "across hosts" : "within a host", ")");
+  }
+  return text;
+}
+
 void check_run_memory(const config::Config& config, const model::ModelConfig& model,
-                      const data::Dataset& train, int world_size, int ranks_on_host, bool with_reference) {
+                      const data::Dataset& train, int shard_size, int ranks_on_host, bool with_reference) {
   if (!config.run.check_memory) return;
   const MemoryEstimate e = estimate_memory(config, model, train.attributes().max_length, train.paired(),
-                                           world_size, with_reference);
+                                           shard_size, with_reference);
   const double state = e.state, activations = e.activations;
   const int64_t seq = e.seq;
   const double per_host = (state + activations) * ranks_on_host;
@@ -321,8 +335,8 @@ void check_run_memory(const config::Config& config, const model::ModelConfig& mo
       per_host, str_cat("this run (", ranks_on_host, " rank(s) on this host)"),
       str_cat(human_bytes(state), " of weights, gradients, optimizer state and gathered units and ",
               human_bytes(activations), " of activations per rank: ", model.num_parameters(),
-              " parameters over ", world_size, " rank(s), data.micro_batch ", config.data.micro_batch, " x ",
-              seq, " tokens, ", config::name(config.model.dtype)),
+              " parameters sharded over ", shard_size, " rank(s), data.micro_batch ", config.data.micro_batch,
+              " x ", seq, " tokens, ", config::name(config.model.dtype)),
       "add ranks or hosts, lower data.micro_batch (raise data.grad_accum), or set run.check_memory: false "
       "to try anyway");
 }

@@ -173,7 +173,8 @@ void score_reference(const config::Config& config, const comm::ProcessGroup& wor
     check_tokenizers(rc, *train, eval.get());
   }
   const std::string identity = reference_content_identity(c, mc);
-  std::unique_ptr<fsdp::ShardedModel> reference = load_reference(c, mc, world, comm, device);
+  std::unique_ptr<fsdp::ShardedModel> reference =
+      load_reference(c, mc, fsdp::Mesh::full(world, comm), device);
   log::info("score", "reference ", identity, ", ", config::name(c.model.dtype), ", ", world.size(),
             " rank(s); KL partners from data.seed ", c.data.seed);
   const Scores st = score_dataset(c, *train, *reference, world, "data.train");

@@ -85,15 +85,14 @@ fsdp::FsdpOptions fsdp_options(const config::ModelSection& m, at::Device device)
 }
 
 std::unique_ptr<fsdp::ShardedModel> load_reference(const config::Config& c, const model::ModelConfig& policy,
-                                                   const comm::ProcessGroup& world,
-                                                   std::shared_ptr<comm::Communicator> comm,
+                                                   std::shared_ptr<const fsdp::Mesh> mesh,
                                                    at::Device device) {
   const config::ModelSection& m = c.model;
   fsdp::FsdpOptions r = fsdp_options(m, device);
   r.trainable = false;
   const std::string& ref_path = m.reference_dir();
   auto reference = std::make_unique<fsdp::ShardedModel>(
-      ref_path.empty() ? policy : model::read_hf_config(ref_path), world, std::move(comm), r);
+      ref_path.empty() ? policy : model::read_hf_config(ref_path), std::move(mesh), r);
   if (ref_path.empty()) {
     reference->init_random(static_cast<uint64_t>(m.init_seed), m.init_std);  // the initial policy
   } else {
@@ -108,6 +107,10 @@ Trainer::Trainer(config::Config config, const comm::ProcessGroup& world)
   comm_ = std::shared_ptr<comm::Communicator>(comm::make_communicator(world_, device_));
   const config::Config& c = config_;
   c.validate("the config");  // already checked when parsed; a Config built in code is checked here
+  {
+    comm::SameOnEveryRank same;  // the grouping is decided collectively: a refusal is every rank's
+    mesh_ = fsdp::Mesh::build(world_, fsdp::ShardGroupSpec::parse(c.dist.shard_group), device_, comm_);
+  }
   if (c.data.train.empty()) throw key_error("", "data.train", "no training files given");
   check_files_exist(c.data.train, "data.train");
   check_files_exist(c.data.eval, "data.eval");
@@ -135,7 +138,7 @@ Trainer::Trainer(config::Config config, const comm::ProcessGroup& world)
       world_.rank());
   const bool with_reference = loss::uses_reference(loss_.name) && !precomputed_;
   if (device_.is_cpu()) {  // GPU memory is the device's: LibTorch reports a CUDA OOM with its size
-    check_run_memory(c, mc, *train_data_, world_.size(), world_.local_size(), with_reference);
+    check_run_memory(c, mc, *train_data_, mesh_->shard().size(), world_.local_size(), with_reference);
   }
   setup_models(mc);
   log_ = std::make_unique<MetricsLog>(c.run.dir, world_.is_root());
@@ -146,7 +149,7 @@ Trainer::~Trainer() = default;
 
 void Trainer::setup_models(const model::ModelConfig& mc) {
   const config::ModelSection& m = config_.model;
-  policy_ = std::make_unique<fsdp::ShardedModel>(mc, world_, comm_, fsdp_options(m, device_));
+  policy_ = std::make_unique<fsdp::ShardedModel>(mc, mesh_, fsdp_options(m, device_));
   if (m.path.empty()) {
     policy_->init_random(static_cast<uint64_t>(m.init_seed), m.init_std);
   } else {
@@ -157,13 +160,13 @@ void Trainer::setup_models(const model::ModelConfig& mc) {
     reference_content_ = "precomputed scores of " + train_data_->attributes().reference_identity;
     reference_identity_ = reference_content_;
   } else if (loss::uses_reference(loss_.name)) {
-    reference_ = load_reference(config_, mc, world_, comm_, device_);
+    reference_ = load_reference(config_, mc, mesh_, device_);
     const std::string& ref_path = m.reference_dir();
     reference_content_ = reference_content_identity(config_, mc);
     reference_identity_ = ref_path.empty() ? reference_content_ : str_cat(ref_path, " ", reference_content_);
   }
   optimizer_ = std::make_unique<fsdp::ShardedOptimizer>(policy_->shards(), policy_->decay_segments(),
-                                                        config_.optim, comm_.get());
+                                                        config_.optim, &policy_->shard_comm());
 
   // Model FLOPs per training token: policy forward + backward 6N, the policy's KL forward 2N, a
   // live reference's forwards 2N per pass (KTO: 12N; on precomputed scores 8N; DPO 8N; SFT 6N),
@@ -268,6 +271,7 @@ at::Tensor Trainer::zero_z0() const {
 
 std::map<std::string, double> Trainer::train_step() {
   const auto t0 = Clock::now();
+  const fsdp::StepCollectiveBytes moved_before = fsdp::counted_collective_bytes(comm_stats());
   StepSums sums(device_);
   for (const data::Microbatch& mb : loader_->next_step()) {
     at::Tensor z0 = zero_z0();
@@ -287,8 +291,11 @@ std::map<std::string, double> Trainer::train_step() {
     (out.loss / static_cast<double>(grad_accum_)).backward();
     sums.add(mb, out, z0, lp.policy, executed_flops(mb, kl));
   }
+  // Hybrid sharding: every shard group's gradient becomes the world's average (one all-reduce
+  // across the replicas per step, whatever grad_accum is).
+  policy_->reduce_gradients_across_replicas();
   // Decide before the update, every rank the same way: loss and gradient norm finite everywhere.
-  const double grad_norm = optimizer_->grad_norm();  // over all ranks' slices
+  const double grad_norm = optimizer_->grad_norm();  // over the shard group's slices: the whole model
   const bool finite = world_.all_true(std::isfinite(grad_norm) && sums.loss_is_finite());  // MIN
   // Clip to the global norm and update with the scheduled learning rate.
   const double lr = learning_rate(config_.schedule, config_.optim.lr, step_, total_steps_);
@@ -309,6 +316,13 @@ std::map<std::string, double> Trainer::train_step() {
   m["mfu"] = model_flops_per_token_ * m["tokens_per_s"] / peak_flops_;  // model FLOPs: 12N per token
   m["hfu"] = m["executed_flops"] / seconds / peak_flops_;               // what was computed
   m["peak_rss_mib"] = world_.all_reduce(peak_rss_mib(), comm::ReduceOp::max);
+  // This rank's traffic by link (every rank's alike): bytes sent, as ring collectives send them.
+  fsdp::StepCollectiveBytes moved = fsdp::counted_collective_bytes(comm_stats());
+  moved.gathered -= moved_before.gathered;
+  moved.reduced -= moved_before.reduced;
+  moved.replica_reduced -= moved_before.replica_reduced;
+  m["comm_shard_mib"] = moved.shard_link_bytes(mesh_->shard().size()) / (1 << 20);
+  if (mesh_->replicas() > 1) m["comm_replica_mib"] = moved.replica_link_bytes(mesh_->replicas()) / (1 << 20);
   m["skipped"] = finite ? 0.0 : 1.0;
   if (!finite)
     log::warn("train", "step ", step_, ": non-finite loss or gradient norm; the update was skipped");

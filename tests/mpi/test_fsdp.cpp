@@ -1,12 +1,14 @@
-// Fully sharded model vs the plain unsharded model, under mpirun -np 1/2/4: same outputs,
-// gathered gradients equal to unsharded autograd (1e-5 relative), and a few sharded optimizer
-// steps giving the unsharded weights — in both reshard modes, for a Llama (GQA) and a
-// GPT-NeoX, with unit sizes that do not divide by the world size.
+// Sharded model vs the plain unsharded model, under mpirun -np 1/2/4: same outputs, gathered
+// gradients equal to unsharded autograd (1e-5 relative), and a few sharded optimizer steps
+// giving the unsharded weights — in both reshard modes, for a Llama (GQA) and a GPT-NeoX, with
+// unit sizes that do not divide by the world size, fully sharded and in every hybrid grouping
+// (shard groups of 2 and of 1), with the traffic counted equal to fsdp::step_collective_bytes.
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <catch2/catch.hpp>
 
+#include "kto/ckpt/checkpoint.h"
 #include "kto/fsdp/optimizer.h"
 #include "kto/fsdp/sharded_model.h"
 #include "kto/io/hf_checkpoint.h"
@@ -101,88 +103,109 @@ TEST_CASE("sharded forward, gradients and optimizer steps equal the unsharded mo
     int steps;
     double tol;
   };
+  std::vector<std::string> groupings = {"world"};
+  for (int g = W / 2; g >= 1; g /= 2) groupings.push_back(std::to_string(g));  // 4: world, 2, 1
   for (const Run run : {Run{at::kFloat, 1, 1e-5}, Run{at::kDouble, 3, 1e-9}}) {
     for (const std::string arch : {"llama", "gpt_neox"}) {
       for (bool reshard : {true, false}) {
-        DYNAMIC_SECTION(arch << (reshard ? " reshard_after_forward " : " kept ") << c10::toString(run.dtype)
-                             << " W=" << W) {
-          const ModelConfig cfg = tiny(arch);
-          kto::fsdp::FsdpOptions o;
-          o.compute_dtype = run.dtype;
-          o.reshard_after_forward = reshard;
-          o.logprob_chunk_rows = 3;
-          kto::fsdp::ShardedModel sharded(cfg, world, comm, o);
-          sharded.init_random(11, 0.2);
-          bool uneven = false;
-          for (const auto& u : sharded.layout().units) uneven = uneven || u.numel % 4 != 0;
-          REQUIRE(uneven);  // the test covers padding
+        for (const std::string& grouping : groupings) {
+          DYNAMIC_SECTION(arch << (reshard ? " reshard_after_forward " : " kept ") << c10::toString(run.dtype)
+                               << " W=" << W << " shard_group " << grouping) {
+            const ModelConfig cfg = tiny(arch);
+            kto::fsdp::FsdpOptions o;
+            o.compute_dtype = run.dtype;
+            o.reshard_after_forward = reshard;
+            o.logprob_chunk_rows = 3;
+            const auto mesh =
+                kto::fsdp::Mesh::build(world, kto::fsdp::ShardGroupSpec::parse(grouping), at::kCPU, comm);
+            const int S = mesh->shard().size(), R = mesh->replicas();
+            REQUIRE(S * R == W);
+            kto::fsdp::ShardedModel sharded(cfg, mesh, o);
+            kto::comm::Communicator& shard_comm = sharded.shard_comm();
+            sharded.init_random(11, 0.2);
+            bool uneven = false;
+            for (const auto& u : sharded.layout().units) uneven = uneven || u.numel % 4 != 0;
+            REQUIRE(uneven);  // the test covers padding (at 4 ranks per group)
 
-          kto::model::DenseModel dense(cfg, at::kFloat);
-          dense.init_random(11, 0.2);
-          if (run.dtype == at::kDouble) dense = dense.to(at::kDouble);
-          const auto full = sharded.gather_full_units();
-          for (size_t u = 0; u < full.size(); ++u)
-            REQUIRE(at::equal(full[u], dense.units()[u].to(at::kFloat)));
-          for (at::Tensor& t : dense.units()) t.requires_grad_(true);
+            kto::model::DenseModel dense(cfg, at::kFloat);
+            dense.init_random(11, 0.2);
+            if (run.dtype == at::kDouble) dense = dense.to(at::kDouble);
+            const auto full = sharded.gather_full_units();
+            for (size_t u = 0; u < full.size(); ++u)
+              REQUIRE(at::equal(full[u], dense.units()[u].to(at::kFloat)));
+            for (at::Tensor& t : dense.units()) t.requires_grad_(true);
 
-          kto::fsdp::OptimizerOptions oo;
-          oo.name = arch == "gpt_neox" ? kto::fsdp::OptimizerName::rmsprop
-                                       : kto::fsdp::OptimizerName::adamw;  // both update rules, both sharded
-          oo.weight_decay = 0.1;
-          oo.max_grad_norm = 0.01;  // small enough to clip: exercises the global norm
-          kto::fsdp::ShardedOptimizer opt_s(sharded.shards(), sharded.decay_segments(), oo, comm.get());
-          std::vector<std::vector<kto::fsdp::Segment>> full_decay;
-          for (const auto& unit : dense.layout().units)
-            full_decay.push_back(kto::fsdp::decay_segments(unit, 0, unit.numel));
-          kto::fsdp::ShardedOptimizer opt_d(dense.units(), full_decay, oo, nullptr);
+            kto::fsdp::OptimizerOptions oo;
+            oo.name = arch == "gpt_neox"
+                          ? kto::fsdp::OptimizerName::rmsprop
+                          : kto::fsdp::OptimizerName::adamw;  // both update rules, both sharded
+            oo.weight_decay = 0.1;
+            oo.max_grad_norm = 0.01;  // small enough to clip: exercises the global norm
+            kto::fsdp::ShardedOptimizer opt_s(sharded.shards(), sharded.decay_segments(), oo, &shard_comm);
+            std::vector<std::vector<kto::fsdp::Segment>> full_decay;
+            for (const auto& unit : dense.layout().units)
+              full_decay.push_back(kto::fsdp::decay_segments(unit, 0, unit.numel));
+            kto::fsdp::ShardedOptimizer opt_d(dense.units(), full_decay, oo, nullptr);
 
-          for (int step = 0; step < run.steps; ++step) {
-            const RankData d = data_for(rank, cfg.vocab_size, step);
-            sharded.reset_comm_stats();
-            const at::Tensor lp_s = sharded.sequence_logprobs(d.ids, d.mask, d.sel);
-            loss_of(lp_s, d.weights).backward();
-            // Traffic per step: resharding gathers every unit twice (forward, then backward for the
-            // recompute), a tied head gathers the embedding once more each time; kept units are
-            // gathered once. One reduce-scatter per unit (plus the tied head's embedding gradient).
-            const int64_t n = static_cast<int64_t>(sharded.layout().units.size());
-            const int64_t tied = cfg.tie_word_embeddings ? 1 : 0;
-            CHECK(sharded.comm_stats().all_gathers == (reshard ? 2 * (n + tied) : n));
-            CHECK(sharded.comm_stats().reduce_scatters == (reshard ? n + tied : n));
-            // Prefetch: every unit after the first was already being gathered when it was
-            // needed, in forward (and, resharding, in backward after the head).
-            CHECK(sharded.comm_stats().prefetch_hits >= (reshard ? 2 * (n - 1) - 1 : n - 1));
-            at::Tensor lp_d;
-            dense_loss(dense, W, step, &lp_d).backward();
-            INFO("step " << step);
-            CHECK(rel_error(lp_s.detach(), lp_d) < run.tol);
-            for (size_t u = 0; u < sharded.shards().size(); ++u) {
-              const auto r = sharded.range(u);
-              at::Tensor g = at::empty({r.padded_numel}, sharded.shards()[u].options().requires_grad(false));
-              comm->all_gather(sharded.shards()[u].grad().contiguous(), g)->wait();
-              const double err = rel_error(g.narrow(0, 0, r.numel), dense.units()[u].grad());
-              INFO("unit " << sharded.layout().units[u].name << " gradient relative error " << err);
-              CHECK(err < run.tol);
+            for (int step = 0; step < run.steps; ++step) {
+              const RankData d = data_for(rank, cfg.vocab_size, step);
+              sharded.reset_comm_stats();
+              const at::Tensor lp_s = sharded.sequence_logprobs(d.ids, d.mask, d.sel);
+              loss_of(lp_s, d.weights).backward();
+              sharded.reduce_gradients_across_replicas();
+              // What the step handed to collectives, by link, is what the formula says.
+              const auto counted = kto::fsdp::counted_collective_bytes(sharded.comm_stats());
+              const auto expected = kto::fsdp::step_collective_bytes(
+                  sharded.layout(), S, R, static_cast<int>(c10::elementSize(run.dtype)),
+                  static_cast<int>(c10::elementSize(run.dtype)), 1, /*with_reference=*/false, reshard);
+              CHECK(counted.gathered == expected.gathered);
+              CHECK(counted.reduced == expected.reduced);
+              CHECK(counted.replica_reduced == expected.replica_reduced);
+              CHECK((R > 1) == (counted.replica_reduced > 0));
+              // Traffic per step: resharding gathers every unit twice (forward, then backward for the
+              // recompute), a tied head gathers the embedding once more each time; kept units are
+              // gathered once. One reduce-scatter per unit (plus the tied head's embedding gradient).
+              const int64_t n = static_cast<int64_t>(sharded.layout().units.size());
+              const int64_t tied = cfg.tie_word_embeddings ? 1 : 0;
+              CHECK(sharded.comm_stats().all_gathers == (reshard ? 2 * (n + tied) : n));
+              CHECK(sharded.comm_stats().reduce_scatters == (reshard ? n + tied : n));
+              // Prefetch: every unit after the first was already being gathered when it was
+              // needed, in forward (and, resharding, in backward after the head).
+              CHECK(sharded.comm_stats().prefetch_hits >= (reshard ? 2 * (n - 1) - 1 : n - 1));
+              at::Tensor lp_d;
+              dense_loss(dense, W, step, &lp_d).backward();
+              INFO("step " << step);
+              CHECK(rel_error(lp_s.detach(), lp_d) < run.tol);
+              for (size_t u = 0; u < sharded.shards().size(); ++u) {
+                const auto r = sharded.range(u);
+                at::Tensor g =
+                    at::empty({r.padded_numel}, sharded.shards()[u].options().requires_grad(false));
+                shard_comm.all_gather(sharded.shards()[u].grad().contiguous(), g)->wait();
+                const double err = rel_error(g.narrow(0, 0, r.numel), dense.units()[u].grad());
+                INFO("unit " << sharded.layout().units[u].name << " gradient relative error " << err);
+                CHECK(err < run.tol);
+              }
+              const double norm_s = opt_s.grad_norm(), norm_d = opt_d.grad_norm();
+              CHECK(norm_s == Approx(norm_d).epsilon(run.tol));
+              CHECK(norm_s > oo.max_grad_norm);
+              opt_s.step(1e-2, norm_s);
+              opt_d.step(1e-2, norm_d);
+              opt_s.zero_grad();
+              opt_d.zero_grad();
             }
-            const double norm_s = opt_s.grad_norm(), norm_d = opt_d.grad_norm();
-            CHECK(norm_s == Approx(norm_d).epsilon(run.tol));
-            CHECK(norm_s > oo.max_grad_norm);
-            opt_s.step(1e-2, norm_s);
-            opt_d.step(1e-2, norm_d);
-            opt_s.zero_grad();
-            opt_d.zero_grad();
-          }
-          if (run.dtype == at::kDouble) {
-            const auto trained = sharded.gather_full_units();
-            for (size_t u = 0; u < trained.size(); ++u) {
-              INFO("unit " << u);
-              CHECK(rel_error(trained[u], dense.units()[u].detach().to(at::kFloat)) < 1e-6);  // fp32 views
-              CHECK_FALSE(at::equal(trained[u], full[u]));                                    // it did train
-            }
-            for (size_t u = 0; u < sharded.shards().size(); ++u) {  // the fp64 masters themselves
-              const auto r = sharded.range(u);
-              at::Tensor w = at::empty({r.padded_numel}, at::kDouble);
-              comm->all_gather(sharded.shards()[u].detach().contiguous(), w)->wait();
-              CHECK(rel_error(w.narrow(0, 0, r.numel), dense.units()[u].detach()) < run.tol);
+            if (run.dtype == at::kDouble) {
+              const auto trained = sharded.gather_full_units();
+              for (size_t u = 0; u < trained.size(); ++u) {
+                INFO("unit " << u);
+                CHECK(rel_error(trained[u], dense.units()[u].detach().to(at::kFloat)) < 1e-6);  // fp32 views
+                CHECK_FALSE(at::equal(trained[u], full[u]));  // it did train
+              }
+              for (size_t u = 0; u < sharded.shards().size(); ++u) {  // the fp64 masters themselves
+                const auto r = sharded.range(u);
+                at::Tensor w = at::empty({r.padded_numel}, at::kDouble);
+                shard_comm.all_gather(sharded.shards()[u].detach().contiguous(), w)->wait();
+                CHECK(rel_error(w.narrow(0, 0, r.numel), dense.units()[u].detach()) < run.tol);
+              }
             }
           }
         }
@@ -337,4 +360,40 @@ TEST_CASE("gradients of accumulated backward passes land in the slices when each
       }
     }
   }
+}
+
+TEST_CASE("a checkpoint is refused when the replicas of a hybrid mesh hold different state",
+          "[mpi][fsdp][ckpt]") {
+  const auto& world = kto::test::world();
+  const int W = world.size();
+  if (W < 2) return;  // no replicas at one rank
+  auto comm = std::shared_ptr<kto::comm::Communicator>(kto::comm::make_communicator(world, at::kCPU));
+  const auto mesh =
+      kto::fsdp::Mesh::build(world, kto::fsdp::ShardGroupSpec::parse(std::to_string(W / 2)), at::kCPU, comm);
+  REQUIRE(mesh->replicas() == 2);
+  kto::fsdp::ShardedModel model(tiny("llama"), mesh, kto::fsdp::FsdpOptions{});
+  model.init_random(3, 0.2);
+  kto::fsdp::ShardedOptimizer opt(model.shards(), model.decay_segments(), kto::fsdp::OptimizerOptions{},
+                                  &model.shard_comm());
+  const std::string dir = kto::test::shared_temp_dir("kto-mpi-replicas");
+  kto::ckpt::SaveRequest request;
+  request.checkpoints_dir = dir;
+  request.state.step = 1;
+  const std::string saved = kto::ckpt::save(request, model, opt, world);
+  const kto::ckpt::Manifest m = kto::ckpt::read_manifest(saved);
+  CHECK(m.world_size == W);
+  CHECK(m.shard_group_size == W / 2);
+  CHECK(m.shards.size() == static_cast<size_t>(W / 2));
+  // One replica's slice drifts: no rank saves, every rank says why.
+  if (mesh->group_index() == 1 && model.group().rank() == 0) {
+    at::NoGradGuard no_grad;
+    model.shards()[1].narrow(0, 0, 1).add_(1e-3);
+  }
+  request.state.step = 2;
+  CHECK_THROWS_WITH(kto::ckpt::save(request, model, opt, world),
+                    Catch::Contains("replicas hold different weights or optimizer state"));
+  world.barrier();
+  CHECK_FALSE(kto::path_exists(dir + "/step_00000002"));
+  world.barrier();
+  if (world.is_root()) kto::remove_tree(dir);
 }

@@ -1,5 +1,6 @@
-// Checkpoints (DESIGN §8): one HDF5 shard per rank plus a manifest, complete only when the
-// manifest exists.
+// Checkpoints (DESIGN §8): one HDF5 shard per rank of a shard group plus a manifest, complete
+// only when the manifest exists. Under hybrid sharding (fsdp/mesh.h) the group holding world
+// rank 0 writes; the other groups' replicas are checked to hold the same state first.
 //
 //   <checkpoints>/step_00001200/shard_00003-of-00008.h5   rank 3's slices: for each unit u,
 //                                                        /units/<u>/param (fp32 master) and
@@ -48,7 +49,10 @@ struct ShardEntry {
 struct Manifest {
   int64_t format_version = kFormatVersion;
   int64_t step = 0;
-  int64_t world_size = 0;
+  int64_t world_size = 0;  // ranks of the run that saved it
+  // Shards the state was saved in: the shard group's size (world_size under full sharding; with
+  // hybrid sharding one group's ranks write, the replicas holding the same state).
+  int64_t shard_group_size = 0;
   std::string optimizer;  // adamw | rmsprop
   int64_t optimizer_steps = 0;
   int64_t state_tensors = 0;  // optimizer state tensors per unit
@@ -76,8 +80,11 @@ struct SaveRequest {
   int64_t keep = 3;                             // complete checkpoints to keep (the newest)
 };
 
-// Collective. Writes step_<step> under request.checkpoints_dir, then deletes all but the newest
-// request.keep complete checkpoints. Returns the checkpoint directory.
+// Collective over `group` (the world). Writes step_<step> under request.checkpoints_dir, then
+// deletes all but the newest request.keep complete checkpoints. Returns the checkpoint
+// directory. With replicas, first compares a fingerprint of every rank's slices and optimizer
+// state across its replica set, and refuses (kto::Error, every rank alike, nothing written) when
+// they differ.
 //
 // Test seam (docs/testing.md): with KTO_FAULT_KILL_IN_CHECKPOINT=<step> in the environment,
 // rank 0 dies by SIGKILL after every shard of that step is written and before the manifest, so

@@ -45,6 +45,12 @@ class ProcessGroup {
   // Every rank's string, in rank order (for rank-ordered start-up facts).
   std::vector<std::string> all_gather(const std::string& text) const;
 
+  // The ranks of this group with the same `color`, ordered by `key` (then by rank here): a new
+  // group (MPI_Comm_split). Host facts (local_rank, local_size) stay this process's. Collective.
+  std::unique_ptr<ProcessGroup> split(int color, int key) const;
+  // The ranks of this group on this host (MPI_Comm_split_type SHARED), in rank order. Collective.
+  std::unique_ptr<ProcessGroup> split_by_host() const;
+
   // Opaque MPI_Comm of this group, for communicators built on it.
   const void* mpi_comm() const { return comm_.get(); }
 
@@ -52,6 +58,8 @@ class ProcessGroup {
   friend class Runtime;
   ProcessGroup() = default;
   static std::unique_ptr<ProcessGroup> from_world();
+  // A group owning the new MPI_Comm at `comm` (a part of this one), with this process's host facts.
+  std::unique_ptr<ProcessGroup> part_of_this(const void* comm) const;
 
   std::shared_ptr<void> comm_;  // MPI_Comm, freed on destruction
   int rank_ = 0, size_ = 1, local_rank_ = 0, local_size_ = 1;

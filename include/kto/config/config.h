@@ -171,6 +171,19 @@ struct RunSection {
   }
 };
 
+// How the ranks share the model (docs/distributed.md).
+struct DistSection {
+  std::string shard_group = "world";  // world | node | N (fsdp/shard_group.h)
+
+  template <class V>
+  void visit(V& v) {
+    v.field("shard_group", shard_group,
+            "ranks one copy of the model is sharded over: world (every rank; full sharding), node (the ranks "
+            "of one host; hybrid sharding: replicated across hosts, gradients all-reduced across them once "
+            "per step) or N (consecutive groups of N ranks)");
+  }
+};
+
 struct Config {
   ModelSection model;
   ReferenceSection reference;
@@ -181,6 +194,7 @@ struct Config {
   TrainSection train;
   CheckpointSection ckpt;
   RunSection run;
+  DistSection dist;
 
   template <class V>
   void visit(V& v) {
@@ -193,6 +207,7 @@ struct Config {
     v.section("train", train, "training loop");
     v.section("ckpt", ckpt, "checkpoints and resume");
     v.section("run", run, "run directory and process settings");
+    v.section("dist", dist, "how the ranks share the model");
   }
   // Cross-key checks; throws kto::ConfigError naming `source` and the key.
   void validate(const std::string& source) const;

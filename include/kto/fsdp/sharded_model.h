@@ -1,5 +1,8 @@
-// A fully sharded model (DESIGN §5): every unit's flat buffer is padded to a multiple of the
-// world size W and rank r owns elements [r*P/W, (r+1)*P/W).
+// A sharded model (DESIGN §5): every unit's flat buffer is padded to a multiple of the shard
+// group's size S and the group's rank s owns elements [s*P/S, (s+1)*P/S). With one group (full
+// sharding) S is the world size; with hybrid sharding (fsdp/mesh.h) every shard group holds the
+// whole model and the gradients are averaged across the groups once per step
+// (reduce_gradients_across_replicas).
 //
 // Policy (trainable): the owned slice is an fp32 master tensor (the autograd leaf). A forward
 // all-gathers each unit in the compute dtype, runs it and frees it; with
@@ -22,6 +25,7 @@
 #include <vector>
 
 #include "kto/comm/communicator.h"
+#include "kto/fsdp/mesh.h"
 #include "kto/fsdp/optimizer.h"
 #include "kto/io/safetensors.h"
 #include "kto/model/layout.h"
@@ -58,9 +62,12 @@ ShardRange shard_range(int64_t numel, int world_size, int rank);
 std::vector<Segment> decay_segments(const model::UnitLayout& unit, int64_t begin, int64_t count);
 
 struct CommStats {
+  // Within the shard group:
   int64_t all_gather_bytes = 0;      // bytes received into full buffers
   int64_t reduce_scatter_bytes = 0;  // bytes of full gradients reduced
   int64_t all_gathers = 0, reduce_scatters = 0;
+  // Across the replicas (hybrid sharding): bytes of gradient slices all-reduced.
+  int64_t replica_all_reduce_bytes = 0, replica_all_reduces = 0;
   int64_t prefetch_hits = 0;  // get() calls whose all-gather was already in flight
   double wait_seconds = 0;    // host time blocked in wait()
 
@@ -69,6 +76,8 @@ struct CommStats {
     reduce_scatter_bytes += o.reduce_scatter_bytes;
     all_gathers += o.all_gathers;
     reduce_scatters += o.reduce_scatters;
+    replica_all_reduce_bytes += o.replica_all_reduce_bytes;
+    replica_all_reduces += o.replica_all_reduces;
     prefetch_hits += o.prefetch_hits;
     wait_seconds += o.wait_seconds;
     return *this;
@@ -79,17 +88,44 @@ class UnitGatherer;
 
 // Estimated bytes per rank of sharded training (DESIGN §5): the policy's fp32 master and
 // gradient (4 + 4 B per parameter) and its optimizer state (4 B per state tensor), the
-// reference's compute-dtype shard when there is one, all divided by the world size, plus the
+// reference's compute-dtype shard when there is one, all divided by the shard group's size
+// (`world_size` under full sharding), plus the
 // largest unit gathered in the compute dtype (twice with reshard_after_forward: one computing,
 // one prefetched). Activations are extra.
 double training_bytes_per_rank(const model::ModelConfig& config, const model::ModelLayout& layout,
                                int world_size, int compute_bytes, int optimizer_state_tensors,
                                bool with_reference, bool reshard_after_forward);
 
+// What one rank hands to collectives in one training step of `microbatches` microbatches, in
+// bytes of the buffers (what CommStats counts): per microbatch the policy's units gathered for
+// its walk (twice with reshard_after_forward: forward and backward; a tied head gathers the
+// embedding again), the reference's (once), the policy's gradients reduce-scattered; per step,
+// with replicas, the gradient slices all-reduced across them. Nothing moves within a shard
+// group of one rank or across a single replica. docs/distributed.md derives the same figures.
+struct StepCollectiveBytes {
+  double gathered = 0, reduced = 0;  // within the shard group, compute dtype
+  double replica_reduced = 0;        // across the replicas, master dtype (fp32; fp64 runs fp64)
+  // Bytes each rank sends, by ring algorithms: (S - 1) / S of an all-gather's or
+  // reduce-scatter's full buffer; 2 (R - 1) / R of an all-reduced buffer.
+  double shard_link_bytes(int shard_size) const {
+    return (gathered + reduced) * (shard_size - 1) / shard_size;
+  }
+  double replica_link_bytes(int replicas) const { return replica_reduced * 2.0 * (replicas - 1) / replicas; }
+};
+StepCollectiveBytes step_collective_bytes(const model::ModelLayout& layout, int shard_size, int replicas,
+                                          int compute_bytes, int master_bytes, int64_t microbatches,
+                                          bool with_reference, bool reshard_after_forward);
+// The same from what was counted (CommStats of the policy and the reference together).
+StepCollectiveBytes counted_collective_bytes(const CommStats& stats);
+
 class ShardedModel {
  public:
+  // Sharded over `mesh`'s shard group, replicated across its groups.
+  ShardedModel(model::ModelConfig config, std::shared_ptr<const Mesh> mesh, FsdpOptions options);
+  // Fully sharded over `group`.
   ShardedModel(model::ModelConfig config, const comm::ProcessGroup& group,
-               std::shared_ptr<comm::Communicator> comm, FsdpOptions options);
+               std::shared_ptr<comm::Communicator> comm, FsdpOptions options)
+      : ShardedModel(std::move(config), Mesh::full(group, std::move(comm)), options) {}
   ~ShardedModel();
   ShardedModel(const ShardedModel&) = delete;
   ShardedModel& operator=(const ShardedModel&) = delete;
@@ -133,19 +169,26 @@ class ShardedModel {
   // Per slice, where weight decay applies (matrices and embeddings; not norms, biases or
   // padding), in slice coordinates.
   const std::vector<std::vector<Segment>>& decay_segments() const { return decay_segments_; }
+  // Hybrid sharding: averages every slice's gradient over the replica set (one all-reduce per
+  // slice, all in flight at once), so that every group holds the world's average gradient. Once
+  // per step, after the last backward; a no-op under full sharding. Collective.
+  void reduce_gradients_across_replicas();
   // Every unit's full flat buffer (unpadded, fp32), assembled on every rank. Collective.
   std::vector<at::Tensor> gather_full_units() const;
   // Bytes of this rank's slices (parameters only).
   int64_t shard_bytes() const;
   const CommStats& comm_stats() const;
   void reset_comm_stats();
-  const comm::ProcessGroup& group() const { return group_; }
+  // The ranks this model is sharded over (the world under full sharding).
+  const comm::ProcessGroup& group() const { return mesh_->shard(); }
+  const Mesh& mesh() const { return *mesh_; }
+  // The communicator of the shard group (gathers, reduce-scatters, the gradient norm).
+  comm::Communicator& shard_comm() const { return *mesh_->shard_comm(); }
 
  private:
   model::ModelConfig config_;
   model::ModelLayout layout_;
-  const comm::ProcessGroup& group_;
-  std::shared_ptr<comm::Communicator> comm_;
+  std::shared_ptr<const Mesh> mesh_;
   FsdpOptions options_;
   std::vector<ShardRange> ranges_;
   std::vector<at::Tensor> shards_;

@@ -12,6 +12,10 @@
 #include "kto/loss/options.h"
 #include "kto/model/model_config.h"
 
+namespace kto::fsdp {
+struct StepCollectiveBytes;
+}
+
 namespace kto::train {
 
 struct RunPlan {
@@ -45,21 +49,28 @@ RunPlan check_run(const config::Config& config, const model::ModelConfig& model,
 // at least 1.
 int64_t total_steps_for(const config::TrainSection& train, int64_t items, int64_t global_batch);
 
-// Memory per rank: the sharded training state and one microbatch's activations at the data's
-// longest sequence (`max_length`; 0: the model's max_position_embeddings).
+// Memory per rank: the training state sharded over `shard_size` ranks (the shard group's size:
+// the world size under full sharding) and one microbatch's activations at the data's longest
+// sequence (`max_length`; 0: the model's max_position_embeddings).
 struct MemoryEstimate {
   double state = 0, activations = 0;
   int64_t seq = 0;
 };
 MemoryEstimate estimate_memory(const config::Config& config, const model::ModelConfig& model,
-                               int64_t max_length, bool paired, int64_t world_size, bool with_reference);
+                               int64_t max_length, bool paired, int64_t shard_size, bool with_reference);
+
+// The collective traffic of one training step per rank, by link, as the banner and --dry-run
+// print it: "1.2 GiB in the shard group (all-gathers and reduce-scatters, within a host), 48 MiB
+// across replicas (gradient all-reduce, across hosts)".
+std::string traffic_text(const fsdp::StepCollectiveBytes& bytes, int shard_size, int replicas,
+                         bool shard_spans_hosts, bool replica_spans_hosts);
 
 // Refuses (kto::Error) a run whose estimated memory on one host — the sharded training state
 // of `ranks_on_host` ranks plus each one's activations for a microbatch of the data's longest
 // sequences — exceeds the host's physical memory, naming the estimate, what it counts and the
 // keys to change (run.check_memory: false skips the check).
 void check_run_memory(const config::Config& config, const model::ModelConfig& model,
-                      const data::Dataset& train, int world_size, int ranks_on_host, bool with_reference);
+                      const data::Dataset& train, int shard_size, int ranks_on_host, bool with_reference);
 
 // The eval files and the model directory's tokenizer files (when it has any) must have the
 // tokenizer the training data was prepared with (its sha256); kto::ConfigError naming both files

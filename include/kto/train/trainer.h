@@ -36,12 +36,10 @@ at::Device pick_device(const comm::ProcessGroup& world);
 // The sharding options of model.* on `device`.
 fsdp::FsdpOptions fsdp_options(const config::ModelSection& model, at::Device device);
 // The frozen reference of a run (model.reference_path, else model.path, else the policy's random
-// initialisation), sharded over `world`.
+// initialisation), sharded as `mesh` says (within each shard group, like the policy).
 std::unique_ptr<fsdp::ShardedModel> load_reference(const config::Config& config,
                                                    const model::ModelConfig& policy,
-                                                   const comm::ProcessGroup& world,
-                                                   std::shared_ptr<comm::Communicator> comm,
-                                                   at::Device device);
+                                                   std::shared_ptr<const fsdp::Mesh> mesh, at::Device device);
 
 // A microbatch's token batch as the sharded model takes it.
 fsdp::ShardedModel::Batch model_batch(const data::TokenBatch& batch);
@@ -131,7 +129,8 @@ class Trainer {
 
   config::Config config_;
   const comm::ProcessGroup& world_;
-  std::shared_ptr<comm::Communicator> comm_;
+  std::shared_ptr<comm::Communicator> comm_;  // the world's: z0, metrics, decisions
+  std::shared_ptr<const fsdp::Mesh> mesh_;    // shard groups and replica sets (dist.shard_group)
   at::Device device_;
   std::unique_ptr<fsdp::ShardedModel> policy_, reference_;
   std::unique_ptr<fsdp::ShardedOptimizer> optimizer_;
