@@ -146,6 +146,10 @@ int ckpt_inspect(int argc, char** argv) {
   std::printf("checkpoint %s\n  step %ld, world size %ld, created %s by %s\n", checkpoint.c_str(),
               static_cast<long>(m.step), static_cast<long>(m.world_size), m.created.c_str(),
               m.producer.c_str());
+  if (m.shard_group_size != m.world_size) {
+    std::printf("  hybrid sharding: %ld shards written by one of %ld shard groups (its replicas agreed)\n",
+                static_cast<long>(m.shard_group_size), static_cast<long>(m.world_size / m.shard_group_size));
+  }
   std::printf("  optimizer %s (%ld steps, %ld state tensors per unit), masters %s\n", m.optimizer.c_str(),
               static_cast<long>(m.optimizer_steps), static_cast<long>(m.state_tensors),
               m.master_dtype.c_str());

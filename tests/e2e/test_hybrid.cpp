@@ -120,6 +120,11 @@ TEST_CASE("a hybrid checkpoint holds one group's shards and resumes exactly, hyb
   REQUIRE(manifest.shards.size() == 2);  // one group wrote; its replicas were checked to agree
   CHECK(kto::path_exists(ckpt + "/shard_00000-of-00002.h5"));
   CHECK_FALSE(kto::path_exists(ckpt + "/shard_00002-of-00004.h5"));
+  std::string inspect;
+  CHECK(kto::test::run_command(kto::test::bin_dir() + "/kto-ckpt inspect --checkpoint " + ckpt, &inspect) ==
+        0);
+  CHECK_THAT(inspect, Contains("world size 4") &&
+                          Contains("hybrid sharding: 2 shards written by one of 2 shard groups"));
 
   SECTION("10 + 10 hybrid steps equal 20 straight, bit for bit") {
     const int rc = task.train(resumed, 4, with({"train.steps=20"}), &log);
@@ -188,28 +193,6 @@ TEST_CASE("kto-train --dry-run shows the grouping, the memory per rank and the t
   CHECK(per_rank(full) != per_rank(hybrid));
 }
 
-namespace {
-
-// tests/multinode/two_nodes.sh's two nodes, removed however the test ends.
-struct TwoNodes {
-  std::string dir, script;
-  explicit TwoNodes(std::string d)
-      : dir(std::move(d)), script(kto::test::fixtures_dir() + "/../multinode/two_nodes.sh") {
-    std::string log;
-    const int rc = kto::test::run_command(script + " up " + dir, &log);
-    if (rc == 77) kto::test::skip_test("two nodes cannot be made here: " + log);
-    INFO(log);
-    REQUIRE(rc == 0);
-  }
-  ~TwoNodes() { kto::test::run_command(script + " down " + dir); }
-  // `command` on the first node, mpirun reaching the second through the nodes' rsh agent.
-  std::string on_first_node(const std::string& command) const {
-    return script + " run " + dir + " " + command;
-  }
-};
-
-}  // namespace
-
 TEST_CASE("two nodes on this machine: node grouping, local ranks and launch/mpirun.sh's hostfile path",
           "[e2e][hybrid][multinode]") {
   Task task;
@@ -219,9 +202,9 @@ TEST_CASE("two nodes on this machine: node grouping, local ranks and launch/mpir
   const std::string one = task.dir.file("one"), two_nodes = task.dir.file("two_nodes");
   REQUIRE(task.train(one, 1, common, &log) == 0);
 
-  const TwoNodes nodes(task.dir.file("nodes"));
+  const kto::test::TwoNodes nodes(task.dir.file("nodes"));
   std::string cmd = nodes.on_first_node(kto::test::fixtures_dir() + "/../../launch/mpirun.sh --hostfile " +
-                                        nodes.dir + "/hosts --threads 1 -- " + kto::test::bin_dir() +
+                                        nodes.dir() + "/hosts --threads 1 -- " + kto::test::bin_dir() +
                                         "/kto-train --config " + task.config + " --set run.dir=" + two_nodes +
                                         " --set data.micro_batch=4 --set dist.shard_group=node");
   for (const std::string& s : common) cmd += " --set " + s;

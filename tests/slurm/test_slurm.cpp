@@ -1,9 +1,10 @@
-// kto under a real Slurm: tests/slurm/cluster.sh starts a private one-node cluster (Debian's
-// munged, slurmctld and slurmd, configured in a temp dir, stopped by pid afterwards); the tests
-// submit the project's own sbatch scripts (launch/slurm/) with a tiny config and check what the
-// jobs leave behind — and that a job preempted mid-run checkpoints, is requeued, resumes and
-// ends with the same weights as an uninterrupted run. Without slurm-wlm/munge (or root) they
-// exit 77: skipped.
+// kto under a real Slurm: tests/slurm/cluster.sh starts a private cluster (Debian's munged,
+// slurmctld and slurmd, configured in a temp dir, stopped by pid afterwards) of one node, or of
+// two network-namespace nodes (tests/multinode/two_nodes.sh); the tests submit the project's own
+// sbatch scripts (launch/slurm/) with a tiny config and check what the jobs leave behind — the
+// multi-node scripts across two nodes with hybrid sharding — and that a job preempted mid-run
+// checkpoints, is requeued, resumes and ends with the same weights as an uninterrupted run.
+// Without slurm-wlm/munge (or root, or namespaces for two nodes) they exit 77: skipped.
 #include <unistd.h>
 
 // ATen (through runs.h) brings LibTorch's glog, whose CHECK would replace Catch's if it came
@@ -18,6 +19,7 @@
 #include <sstream>
 #include <thread>
 
+#include "kto/ckpt/checkpoint.h"
 #include "kto/util/files.h"
 #include "runs.h"
 #include "test_support.h"
@@ -30,11 +32,13 @@ std::string source_dir() { return KTO_SOURCE_DIR; }
 
 class Cluster {
  public:
-  Cluster() : state_dir_(dir_.file("slurm")) {
+  // One node, or the two of `nodes` (which must outlive the cluster).
+  explicit Cluster(const kto::test::TwoNodes* nodes = nullptr)
+      : nodes_(nodes), state_dir_(dir_.file("slurm")) {
     std::string out;
-    const int rc = kto::test::run_command(
-        source_dir() + "/tests/slurm/cluster.sh start " + state_dir_ + " " + std::to_string(::getpid()),
-        &out);
+    const int rc = kto::test::run_command(source_dir() + "/tests/slurm/cluster.sh start " + state_dir_ + " " +
+                                              std::to_string(::getpid()) + (nodes ? " " + nodes->dir() : ""),
+                                          &out);
     if (rc == 77) kto::test::skip_test(out);
     INFO(out);
     REQUIRE(rc == 0);
@@ -43,16 +47,19 @@ class Cluster {
   Cluster(const Cluster&) = delete;
   Cluster& operator=(const Cluster&) = delete;
 
-  // A shell command prefix that points Slurm's clients at this cluster.
-  std::string env() const { return "SLURM_CONF=" + state_dir_ + "/slurm.conf "; }
+  // A shell command prefix that points Slurm's clients at this cluster (on its first node).
+  std::string env() const {
+    return "SLURM_CONF=" + state_dir_ + "/slurm.conf " + (nodes_ ? nodes_->on("a") : "");
+  }
 
-  // Submits a launch/slurm script from `submit_dir` with test-sized resources; returns the job id.
+  // Submits a launch/slurm script from `submit_dir` with test-sized resources (2 tasks on each
+  // of the cluster's nodes); returns the job id.
   int submit(const std::string& script, const std::string& submit_dir, const std::string& args) const {
     std::string out;
-    const std::string cmd = "cd " + submit_dir + " && " + env() + "KTO_ROOT=" + source_dir() +
-                            " KTO_BUILD_DIR=" + kto::test::bin_dir() +
-                            "/.. sbatch --parsable --job-name=kto-test" +
-                            " --nodes=1 --ntasks-per-node=2 --cpus-per-task=1 --gpus-per-node=0 --time=20 " +
+    const std::string cmd = "cd " + submit_dir + " && KTO_ROOT=" + source_dir() +
+                            " KTO_BUILD_DIR=" + kto::test::bin_dir() + "/.. " + env() +
+                            "sbatch --parsable --job-name=kto-test --nodes=" + (nodes_ ? "2" : "1") +
+                            " --ntasks-per-node=2 --cpus-per-task=1 --gpus-per-node=0 --time=20 " +
                             source_dir() + "/launch/slurm/" + script + " " + args;
     INFO(cmd);
     const int rc = kto::test::run_command(cmd, &out);
@@ -95,7 +102,7 @@ class Cluster {
   std::string logs() const {
     std::string out;
     kto::test::run_command(
-        "tail -n 40 " + state_dir_ + "/log/slurmctld.log " + state_dir_ + "/log/slurmd.log", &out);
+        "tail -n 40 " + state_dir_ + "/log/slurmctld.log " + state_dir_ + "/log/slurmd-*.log", &out);
     return out;
   }
 
@@ -106,6 +113,7 @@ class Cluster {
   }
 
  private:
+  const kto::test::TwoNodes* nodes_;
   kto::test::TempDir dir_;
   std::string state_dir_;
 };
@@ -172,6 +180,34 @@ TEST_CASE("each launch/slurm script trains a tiny config under real Slurm: metri
       CHECK(std::count(facts.begin(), facts.end(),
                        nlohmann::json::array({"slurm job", std::to_string(id)})) == 1);
       CHECK_THAT(output, Contains("world: 2 rank(s)") && Contains("[kto-slurm] done"));
+    }
+  }
+}
+
+TEST_CASE("the multi-node sbatch scripts train across two nodes with hybrid sharding", "[slurm][multinode]") {
+  for (const char* script : {"multi-node-srun.sbatch", "multi-node-mpirun.sbatch"}) {
+    DYNAMIC_SECTION(script) {
+      kto::test::SyntheticTask task;
+      const kto::test::TwoNodes nodes(task.dir.file("nodes"));
+      Cluster cluster(&nodes);
+      const std::string submit = task.dir.path();
+      const int id = cluster.submit(script, submit,
+                                    "config.yaml --set train.steps=10 --set train.export_final=true "
+                                    "--set data.micro_batch=4 --set dist.shard_group=node");
+      const std::string output = wait_completed(cluster, id, submit).output;
+      INFO(output);
+      // Slurm's environment reached every rank: 2 ranks on each node, local ranks 0 and 1 on each,
+      // one shard group per node.
+      CHECK_THAT(output, Contains("world: 4 rank(s)"));
+      CHECK_THAT(output, Contains("rank 1: kto-node-") && Contains("-a, cpu, 1 thread(s), local rank 1"));
+      CHECK_THAT(output, Contains("rank 2: kto-node-") && Contains("-b, cpu, 1 thread(s), local rank 0"));
+      CHECK_THAT(
+          output,
+          Contains("hybrid: 2 shard groups of 2 rank(s) (sharded within a host, replicated across hosts)"));
+      const std::string run = submit + "/runs/kto-test-" + std::to_string(id);
+      CHECK(kto::test::read_metrics(run).size() == 10);
+      CHECK(kto::ckpt::read_manifest(kto::test::step_dir(run, 10)).shard_group_size == 2);
+      CHECK(kto::path_exists(run + "/final/config.json"));
     }
   }
 }

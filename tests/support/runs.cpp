@@ -94,4 +94,25 @@ void check_same_final_weights(const std::string& run_a, const std::string& run_b
   }
 }
 
+namespace {
+std::string two_nodes_script() { return fixtures_dir() + "/../multinode/two_nodes.sh"; }
+}  // namespace
+
+TwoNodes::TwoNodes(std::string dir) : dir_(std::move(dir)) {
+  std::string log;
+  const int rc = run_command(two_nodes_script() + " up " + dir_, &log);
+  if (rc == 77) skip_test("two nodes cannot be made here: " + log);
+  if (rc != 0) throw std::runtime_error("tests/multinode/two_nodes.sh up failed: " + log);
+}
+
+TwoNodes::~TwoNodes() { run_command(two_nodes_script() + " down " + dir_); }
+
+std::string TwoNodes::on(const std::string& node) const {
+  return two_nodes_script() + " on " + dir_ + " " + node + " ";
+}
+
+std::string TwoNodes::on_first_node(const std::string& command) const {
+  return two_nodes_script() + " run " + dir_ + " " + command;
+}
+
 }  // namespace kto::test

@@ -24,6 +24,24 @@ struct SyntheticTask {
   std::string run() const { return dir.file("run"); }
 };
 
+// tests/multinode/two_nodes.sh's two network-namespace nodes in dir, removed when this goes; the
+// test is skipped (exit 77) where they cannot be made.
+class TwoNodes {
+ public:
+  explicit TwoNodes(std::string dir);
+  ~TwoNodes();
+  TwoNodes(const TwoNodes&) = delete;
+  TwoNodes& operator=(const TwoNodes&) = delete;
+  const std::string& dir() const { return dir_; }
+  // The shell prefix that runs a command on node "a" or "b".
+  std::string on(const std::string& node) const;
+  // `command` on the first node, mpirun reaching the second through the nodes' rsh agent.
+  std::string on_first_node(const std::string& command) const;
+
+ private:
+  std::string dir_;
+};
+
 // " --config CONFIG --set run.dir=RUN_DIR --set A --set B ...": kto-train's arguments for task.
 std::string train_args(const SyntheticTask& task, const std::string& run_dir,
                        const std::vector<std::string>& sets);
