@@ -4,6 +4,7 @@
 namespace kto::data_tools {
 
 int encode_command(int argc, char** argv);
+int decode_command(int argc, char** argv);
 int prepare_command(int argc, char** argv);
 int inspect_command(int argc, char** argv);
 

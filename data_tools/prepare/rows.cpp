@@ -192,6 +192,15 @@ ChatTemplate ChatTemplate::from_file(const std::string& path) {
   return t;
 }
 
+std::string generation_prompt(const json& prompt, const ChatTemplate& t, bool wrap_string) {
+  if (prompt.is_string() && !wrap_string) return prompt.get<std::string>();
+  if (prompt.is_string()) return render({{"user", prompt.get<std::string>()}}, t) + t.generation;
+  std::vector<Message> messages;
+  RowError error;
+  if (!read_messages(prompt, "prompt", messages, error)) throw Error(error.detail);
+  return render(messages, t) + t.generation;
+}
+
 ParsedRow parse_row(const json& row, const ChatTemplate& t) {
   ParsedRow out;
   RowError& err = out.error;

@@ -55,4 +55,9 @@ struct ParsedRow {
 
 ParsedRow parse_row(const nlohmann::json& row, const ChatTemplate& tmpl);
 
+// The text a model continues for a prompt, as kto-data prepare renders prompts: a list of
+// messages through the template followed by its generation opener; a string as it is, or —
+// `wrap_string` — as one user message through the template. Throws kto::Error for anything else.
+std::string generation_prompt(const nlohmann::json& prompt, const ChatTemplate& tmpl, bool wrap_string);
+
 }  // namespace kto::data_tools

@@ -6,6 +6,7 @@
 namespace kto::apps {
 
 int ckpt_forward(int argc, char** argv);
+int ckpt_generate(int argc, char** argv);
 int ckpt_init(int argc, char** argv);
 int ckpt_config(int argc, char** argv);
 int ckpt_show(int argc, char** argv);

@@ -1,15 +1,20 @@
 // kto-ckpt forward: the check of a model against Hugging Face transformers.
 //
 // Reads `input_ids` (and optionally `attention_mask`, `completion_mask`) from a safetensors
-// file, runs the model, writes `logits` [B, T, V] and `token_logprobs` [B, T] with
-// token_logprobs[b, t] = log_softmax(logits[b, t-1])[input_ids[b, t]] (0 at t = 0), plus
-// `completion_logprob_sum` [B] when a completion mask is given. fp32/fp64 runs write outputs in
+// file — or tokenizes text (--text, --jsonl) with the model's tokenizer (ckpt_tokenizer.h),
+// right-padded, and writes those ids and mask beside the outputs — runs the model, writes `logits` [B, T, V]
+// and `token_logprobs` [B, T] with token_logprobs[b, t] = log_softmax(logits[b, t-1])[input_ids[b, t]] (0 at
+// t = 0), plus `completion_logprob_sum` [B] when a completion mask is given. fp32/fp64 runs write outputs in
 // their dtype; bf16 runs write fp32 (the bf16 logits widened, log-probs computed in fp32).
 // Padded positions are computed as Hugging Face does (padded keys masked), so whole tensors
 // compare, not only the real positions.
 #include <ATen/ATen.h>
 
+#include <fstream>
+#include <nlohmann/json.hpp>
+
 #include "ckpt_commands.h"
+#include "ckpt_tokenizer.h"
 #include "kto/io/hf_checkpoint.h"
 #include "kto/io/safetensors.h"
 #include "kto/model/hf_config.h"
@@ -67,7 +72,7 @@ void check_binary(const at::Tensor& mask, const std::string& source, const char*
 }  // namespace
 
 int ckpt_forward(int argc, char** argv) {
-  std::string model_dir, ids_path, out_path, dtype_name = "fp32";
+  std::string model_dir, ids_path, out_path, dtype_name = "fp32", text, jsonl, tokenizer;
   int64_t threads = 0, chunk_rows = 0;
   bool allow_long = false, no_memory_check = false;
   cli::Args args("kto-ckpt forward",
@@ -76,7 +81,12 @@ int ckpt_forward(int argc, char** argv) {
   args.option("--model", &model_dir, "DIR", "Hugging Face directory (config.json + *.safetensors)",
               cli::required)
       .option("--ids", &ids_path, "FILE",
-              "safetensors with input_ids [B,T] (+ attention_mask, completion_mask)", cli::required)
+              "safetensors with input_ids [B,T] (+ attention_mask, completion_mask)")
+      .option("--text", &text, "TEXT",
+              "one sequence of text instead of --ids, tokenized with the model's tokenizer")
+      .option("--jsonl", &jsonl, "FILE", "JSONL {\"text\": ...} lines instead of --ids: one sequence each")
+      .option("--tokenizer", &tokenizer, "PATH",
+              "tokenizer for --text/--jsonl (default: the model directory's)")
       .option("--out", &out_path, "FILE",
               "output safetensors: logits, token_logprobs[, completion_logprob_sum]", cli::required)
       .option("--dtype", &dtype_name, "fp32|bf16|fp64", "compute dtype (default fp32)")
@@ -94,10 +104,59 @@ int ckpt_forward(int argc, char** argv) {
 
   // The inputs' sizes first: they decide whether the model and its outputs fit at all.
   const model::ModelConfig cfg = model::read_hf_config(model_dir);
-  const io::SafetensorsSet ids_file = io::SafetensorsSet::open_file(ids_path);
-  const at::Tensor ids = read_int_matrix(ids_file, "input_ids", true);
-  at::Tensor mask = read_int_matrix(ids_file, "attention_mask", false);
-  const at::Tensor completion = read_int_matrix(ids_file, "completion_mask", false);
+  if ((ids_path.empty() ? 0 : 1) + (text.empty() ? 0 : 1) + (jsonl.empty() ? 0 : 1) != 1)
+    throw cli::UsageError("give one of --ids FILE, --text TEXT or --jsonl FILE");
+  at::Tensor ids, mask, completion;
+  const bool from_text = ids_path.empty();
+  if (from_text) {
+    if (tokenizer.empty()) tokenizer = model_tokenizer(model_dir);
+    if (tokenizer.empty())
+      throw Error(
+          model_dir +
+          " has no tokenizer (tokenizer.json or tokenizer.model) for --text/--jsonl: give --tokenizer");
+    ids_path = text.empty() ? jsonl : "--text";
+    std::vector<std::string> texts;
+    if (!text.empty()) {
+      texts.push_back(text);
+    } else {
+      std::ifstream in(jsonl);
+      if (!in) throw Error(jsonl + ": cannot open");
+      std::string line;
+      for (int64_t n = 1; std::getline(in, line); ++n) {
+        if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+        nlohmann::json row;
+        try {
+          row = nlohmann::json::parse(line);
+        } catch (const nlohmann::json::exception& e) {
+          throw Error(str_cat(jsonl, ":", n, ": not valid JSON: ", e.what()));
+        }
+        if (!row.is_object() || !row.contains("text") || !row["text"].is_string())
+          throw Error(str_cat(jsonl, ":", n, ": expected {\"text\": TEXT}"));
+        texts.push_back(row["text"].get<std::string>());
+      }
+      if (texts.empty()) throw Error(jsonl + ": no lines");
+    }
+    TextCodec codec(tokenizer);
+    std::vector<std::vector<int64_t>> rows;
+    int64_t longest = 0;
+    for (size_t i = 0; i < texts.size(); ++i) {
+      rows.push_back(codec.encode_text(texts[i]));
+      if (rows.back().empty()) throw Error(str_cat(ids_path, ": sequence ", i + 1, " encodes to no tokens"));
+      longest = std::max<int64_t>(longest, static_cast<int64_t>(rows.back().size()));
+    }
+    ids = at::zeros({static_cast<int64_t>(rows.size()), longest}, at::kLong);  // right-padded with 0
+    mask = at::zeros_like(ids);
+    for (size_t i = 0; i < rows.size(); ++i) {
+      const auto n = static_cast<int64_t>(rows[i].size());
+      ids[static_cast<int64_t>(i)].narrow(0, 0, n).copy_(at::tensor(rows[i], at::kLong));
+      mask[static_cast<int64_t>(i)].narrow(0, 0, n).fill_(1);
+    }
+  } else {
+    const io::SafetensorsSet ids_file = io::SafetensorsSet::open_file(ids_path);
+    ids = read_int_matrix(ids_file, "input_ids", true);
+    mask = read_int_matrix(ids_file, "attention_mask", false);
+    completion = read_int_matrix(ids_file, "completion_mask", false);
+  }
   check_binary(mask, ids_path, "attention_mask");
   check_binary(completion, ids_path, "completion_mask");
   if (!mask.defined()) mask = at::ones_like(ids);
@@ -149,6 +208,10 @@ int ckpt_forward(int argc, char** argv) {
   token_lp = token_lp.view({B, T});
 
   io::NamedTensors outputs = {{"logits", logits}, {"token_logprobs", token_lp}};
+  if (from_text) {  // what the text became
+    outputs.emplace_back("input_ids", ids);
+    outputs.emplace_back("attention_mask", mask);
+  }
   if (completion.defined()) {
     outputs.emplace_back("completion_logprob_sum", (token_lp * completion.ne(0).to(out_dtype)).sum(1));
   }

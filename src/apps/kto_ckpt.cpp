@@ -1,5 +1,6 @@
 // kto-ckpt: model and checkpoint tools.
 //   forward  run a Hugging Face model on token ids; write logits and token log-probs
+//   generate text (or ids) from a model: KV cache, sampling, chat templates
 //   init     write a randomly initialised model (from a config's model.architecture) as a HF dir
 //   config   print a resolved config, or the reference of every config key
 //   show     list the tensors of a safetensors file or HF directory
@@ -27,6 +28,8 @@ int main(int argc, char** argv) {
   return kto::cli::run_subcommands(
       "kto-ckpt",
       {{"forward", "run a Hugging Face model on token ids; write logits and token log-probs", ckpt_forward},
+       {"generate", "generate text from a Hugging Face model (KV cache; greedy, temperature, top-p/k)",
+        ckpt_generate},
        {"init", "write a randomly initialised model (a config's model.architecture) as a HF directory",
         ckpt_init},
        {"config", "print a resolved config (--config FILE [--set k=v]...) or the key reference", ckpt_config},
