@@ -42,7 +42,7 @@ PY
 head -1 "$work/prompts.jsonl" >"$work/one.jsonl"
 run() {  # run PROMPTS BATCH [--no-cache]: new tokens per second of generation (its batch's figure)
   "$bin/kto-ckpt" generate --model "$work/model" --prompts "$1" --batch "$2" --max-new-tokens "$new" \
-    --greedy --eos-id -1 --threads "$threads" --out "$work/out.jsonl" "${@:3}" 2>/dev/null
+    --greedy --eos-id -1 --threads "$threads" --out "$work/out.jsonl" "${@:3}" >/dev/null 2>&1
   /usr/bin/python3 -c "import json; print('%.1f' % json.loads(open('$work/out.jsonl').readline())['tokens_per_s'])"
 }
 echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'); $threads thread(s), fp32, prompts of 32 tokens, $new new tokens each, greedy; generation time only (tokens_per_s of the batch)"

@@ -95,6 +95,13 @@ void Config::validate(const std::string& source) const {
   if (run.threads < 0) fail("run.threads", str_cat("must be >= 0, got ", run.threads));
   if (run.dir.empty()) throw ConfigError(source + ": key 'run.dir': must not be empty");
   fsdp::ShardGroupSpec::parse(dist.shard_group, source);
+  if (eval.samples < 0) fail("eval.samples", "must be >= 0 (0: none)");
+  if (eval.sample_every < 1) fail("eval.sample_every", "must be >= 1");
+  if (eval.max_new_tokens < 1) fail("eval.max_new_tokens", "must be >= 1");
+  if (!(eval.temperature >= 0 && eval.temperature <= 1e4))
+    fail("eval.temperature", "must be in [0, 1e4] (0: greedy)");
+  if (!(eval.top_p > 0 && eval.top_p <= 1)) fail("eval.top_p", "must be in (0, 1]");
+  if (eval.samples > 0 && data.eval.empty()) fail("eval.samples", "needs eval data (data.eval)");
 }
 
 Config parse_config(const std::string& yaml_text, const std::string& source,

@@ -211,6 +211,13 @@ std::string write_report(const std::vector<std::string>& run_dirs, const std::st
           "value (e.g. no example of the class in the step).</p>\n<div class=\"charts\">\n"
        << charts_html(runs, options.smoothing) << "</div>\n";
   if (!final_eval.empty()) html << "<h2>Final evaluation</h2>\n" << final_eval;
+  if (one && !runs[0].samples.empty()) {
+    html << "<h2>Samples</h2>\n<p class=\"note\">The policy's completions of fixed eval prompts "
+            "(eval.samples) at "
+            "each sampled step — step 0 is the reference's own — with the example's label and the reward the "
+            "policy assigns (beta log pi/pi_ref).</p>\n"
+         << samples_table(runs[0]);
+  }
   if (one) {
     html << "<h2>Run</h2>\n"
          << facts_table(runs[0]) << segments_table(runs[0]) << "<h2>Resolved config</h2>\n<pre>"

@@ -84,6 +84,35 @@ void read_metrics(const std::string& path, RunData* run) {
   run->eval = to_records(eval);
 }
 
+// samples.jsonl: a bad line is a note, like segments.jsonl's.
+void read_samples(const std::string& path, RunData* run) {
+  std::map<std::pair<int64_t, int64_t>, Sample> by_key;  // (sample, step): a resumed run's later line wins
+  read_jsonl(
+      path,
+      [&](const json& j, int64_t line_no) {
+        try {
+          Sample s;
+          s.step = j.at("step").get<int64_t>();
+          s.sample = j.at("sample").get<int64_t>();
+          s.example = j.value("example", int64_t{-1});
+          s.label = j.value("label", std::string());
+          s.finish_reason = j.value("finish_reason", std::string());
+          s.tokenizer = j.value("tokenizer", std::string());
+          s.prompt_ids = j.at("prompt_ids").get<std::vector<int64_t>>();
+          s.generated_ids = j.at("generated_ids").get<std::vector<int64_t>>();
+          if (j.contains("reward") && j["reward"].is_number()) {
+            s.has_reward = true;
+            s.reward = j["reward"].get<double>();
+          }
+          by_key[{s.sample, s.step}] = s;
+        } catch (const json::exception& e) {
+          run->notes.push_back(str_cat(path, ":", line_no, ": left out: ", e.what()));
+        }
+      },
+      &run->notes);
+  for (auto& [key, s] : by_key) run->samples.push_back(std::move(s));
+}
+
 // segments.jsonl is history, not the run (kto-train drops damaged lines too): a bad line is a
 // note on the page, not an error that would stop kto-train's final report.
 void read_segments(const std::string& path, RunData* run) {
@@ -178,6 +207,8 @@ RunData read_run(const std::string& run_dir) {
   }
   const std::string segments = join_path(run_dir, "segments.jsonl");
   if (path_exists(segments)) read_segments(segments, &run);
+  const std::string samples = join_path(run_dir, "samples.jsonl");
+  if (path_exists(samples)) read_samples(samples, &run);
   const std::string status = join_path(run_dir, "status.json");
   if (path_exists(status)) {
     // Written whole (atomically) by kto-train; a damaged one only loses the state row.

@@ -28,6 +28,15 @@ struct Segment {
   std::vector<std::string> changes;
 };
 
+// One line of samples.jsonl (eval.samples): a completion of eval prompt `sample` at `step`.
+struct Sample {
+  int64_t step = 0, sample = 0, example = 0;
+  std::string label, finish_reason, tokenizer;
+  std::vector<int64_t> prompt_ids, generated_ids;
+  bool has_reward = false;
+  double reward = 0;
+};
+
 struct RunData {
   std::string dir, name;  // name: what legends and tables call the run
   Records train, eval;
@@ -35,6 +44,7 @@ struct RunData {
   std::vector<Segment> segments;                           // segments.jsonl, in order
   std::string state;                                       // status.json's, or ""
   std::string config;                                      // config.yaml, or ""
+  std::vector<Sample> samples;     // samples.jsonl: the last line per (sample, step), by sample then step
   std::vector<std::string> notes;  // problems met that left something out ("FILE:LINE: ...")
   double last_step() const;
   // The sum of the segments' wall times (< 0 without segments.jsonl).
@@ -58,6 +68,10 @@ std::string final_eval_table(const std::vector<RunData>& runs);
 std::string facts_table(const RunData& run);
 // One run's segments: steps, world size, state, start, wall time, config, changes; the total.
 std::string segments_table(const RunData& run);
+// One run's samples: per eval prompt its label and text, then its completion at each sampled
+// step with the reward the policy assigns; text decoded with the data's tokenizer (kto-data
+// decode beside kto-report) where the samples name one that exists, else token ids. "" without samples.
+std::string samples_table(const RunData& run);
 // Several runs: a row each, then each run's facts, segments and config, folded.
 std::string runs_table(const std::vector<RunData>& runs);
 

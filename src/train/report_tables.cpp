@@ -3,11 +3,15 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <memory>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
 
 #include "kto/train/report_chart.h"
 #include "kto/util/check.h"
+#include "kto/util/coprocess.h"
+#include "kto/util/files.h"
 #include "report_run.h"
 
 namespace kto::train {
@@ -165,6 +169,64 @@ std::string runs_table(const std::vector<RunData>& runs) {
       << "</pre></details>\n";
   }
   return t.str();
+}
+
+namespace {
+
+// Text of token ids through kto-data decode with `tokenizer`; empty when it cannot be had.
+class SampleText {
+ public:
+  explicit SampleText(const std::string& tokenizer) {
+    if (tokenizer.empty() || !path_exists(tokenizer)) return;
+    try {
+      codec_ = std::make_unique<Coprocess>(std::vector<std::string>{
+          sibling_program("kto-data"), "decode", "--tokenizer", tokenizer, "--skip-special-tokens"});
+    } catch (const Error&) {
+      codec_.reset();
+    }
+  }
+  std::string operator()(const std::vector<int64_t>& ids) {
+    if (codec_) {
+      try {
+        return nlohmann::json::parse(codec_->ask(nlohmann::json{{"ids", ids}}.dump()))
+            .at("text")
+            .get<std::string>();
+      } catch (const std::exception&) {
+        codec_.reset();  // ids from then on
+      }
+    }
+    std::string out = "ids:";
+    for (int64_t id : ids) out += " " + std::to_string(id);
+    return out;
+  }
+
+ private:
+  std::unique_ptr<Coprocess> codec_;
+};
+
+}  // namespace
+
+std::string samples_table(const RunData& run) {
+  if (run.samples.empty()) return "";
+  SampleText text(run.samples.front().tokenizer);
+  std::ostringstream out;
+  out << "<table "
+         "class=\"samples\"><tr><th>sample</th><th>step</th><th>text</th><th>reward</th><th>end</th></tr>\n";
+  int64_t current = -1;
+  for (const Sample& s : run.samples) {
+    if (s.sample != current) {  // the prompt once, then its completions by step
+      current = s.sample;
+      out << "<tr class=\"prompt\"><td>" << s.sample << " (example " << s.example << ", "
+          << html_escape(s.label) << ")</td><td>prompt</td><td><pre>" << html_escape(text(s.prompt_ids))
+          << "</pre></td><td></td><td></td></tr>\n";
+    }
+    out << "<tr class=\"completion\"><td></td><td>" << s.step << "</td><td><pre>"
+        << html_escape(text(s.generated_ids)) << "</pre></td><td>"
+        << (s.has_reward ? format_number(s.reward) : "") << "</td><td>" << html_escape(s.finish_reason)
+        << "</td></tr>\n";
+  }
+  out << "</table>\n";
+  return out.str();
 }
 
 std::string format_number(double v) {

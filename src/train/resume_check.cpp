@@ -31,6 +31,7 @@ const std::vector<std::string>& resumable_keys() {
                                                 "model.reference_path",
                                                 "model.reshard_after_forward",
                                                 "dist.*",
+                                                "eval.*",
                                                 "model.prefetch",
                                                 "data.micro_batch",
                                                 "data.grad_accum",

@@ -334,7 +334,11 @@ std::map<std::string, double> Trainer::fit() {
   std::map<std::string, double> last;
   const auto start = Clock::now();
   const int64_t first_step = step_;
-  if (step_ == 0 && config_.train.eval_at_start && eval_data_) log_evaluation();  // the starting point
+  if (step_ == 0 && config_.train.eval_at_start && eval_data_) {
+    log_evaluation();  // the starting point
+  } else if (step_ == 0 && samples_due()) {
+    write_samples();  // the reference's own answers, before any update
+  }
   while (step_ < total_steps_) {
     last = train_step();
     log_->write(last, {{"split", "train"}});
@@ -372,6 +376,7 @@ void Trainer::log_evaluation() {
   e["step"] = static_cast<double>(step_);
   log_->write(e, {{"split", "eval"}});
   log::info("eval", eval_line(e, step_));
+  if (samples_due()) write_samples();
 }
 
 }  // namespace kto::train

@@ -98,7 +98,10 @@ TEST_CASE("kto-ckpt reports bad input clearly and exits non-zero", "[e2e]") {
   CHECK_THAT(log, Contains("no tensor 'input_ids'"));
 
   CHECK(kto::test::run_command(ckpt() + " forward --model " + model, &log) == 2);
-  CHECK_THAT(log, Contains("missing required --ids"));
+  CHECK_THAT(log, Contains("missing required --out"));
+  CHECK(kto::test::run_command(ckpt() + " forward --model " + model + " --out " + tmp.file("o.safetensors"),
+                               &log) == 2);
+  CHECK_THAT(log, Contains("give one of --ids FILE, --text TEXT or --jsonl FILE"));
   CHECK(kto::test::run_command(ckpt() + " frobnicate", &log) == 2);
   CHECK_THAT(log, Contains("unknown command 'frobnicate'"));
 

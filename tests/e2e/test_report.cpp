@@ -12,6 +12,7 @@
 #include <cstring>
 #include <map>
 #include <regex>
+#include <sstream>
 
 #include "kto/util/files.h"
 #include "runs.h"
@@ -276,4 +277,56 @@ TEST_CASE("kto-report during a run: a record still being written is left out, a 
   kto::write_text_file(run + "/metrics.jsonl", "{\"step\": 1, \"lo\n" + metrics);
   CHECK(kto::test::run_command(report_bin() + " " + run, &log) == 1);
   CHECK_THAT(log, Contains("metrics.jsonl:1: not valid JSON"));
+}
+
+TEST_CASE("eval samples: completions of fixed eval prompts by step, the same at 1 and 2 ranks, in the report",
+          "[e2e][operate][report][generate]") {
+  kto::test::SyntheticTask task({}, /*with_eval=*/true);
+  const std::vector<std::string> sets = {"train.steps=10", "train.eval_every=5", "eval.samples=2",
+                                         "eval.max_new_tokens=6", "model.dtype=fp64"};
+  const std::string one = task.dir.file("one"), two = task.dir.file("two");
+  std::string log;
+  REQUIRE(kto::test::run_command(train_bin() + train_args(task, one, sets), &log) == 0);
+  INFO(log);
+  const int rc = kto::test::run_command(std::string(KTO_MPIEXEC) + " -np 2 --oversubscribe " + train_bin() +
+                                            train_args(task, two, sets) + " --set data.micro_batch=4",
+                                        &log);
+  INFO(log);
+  REQUIRE(rc == 0);
+  auto lines = [](const std::string& run) {
+    std::vector<nlohmann::json> out;
+    std::istringstream in(kto::read_text_file(run + "/samples.jsonl"));
+    std::string line;
+    while (std::getline(in, line)) out.push_back(nlohmann::json::parse(line));
+    return out;
+  };
+  const auto a = lines(one), b = lines(two);
+  REQUIRE(a.size() == 6);  // 2 prompts at steps 0, 5 and 10
+  REQUIRE(b.size() == 6);
+  for (size_t i = 0; i < a.size(); ++i) {
+    INFO("line " << i);
+    CHECK(a[i]["step"] == std::vector<int>{0, 0, 5, 5, 10, 10}[i]);
+    CHECK(a[i]["sample"] == static_cast<int>(i % 2));
+    CHECK(a[i]["generated_ids"].size() == 6);
+    CHECK(a[i]["generated_ids"] == b[i]["generated_ids"]);  // the sharded models generate the same
+    CHECK(a[i]["prompt_ids"] == b[i]["prompt_ids"]);
+    CHECK((a[i]["label"] == "desirable" || a[i]["label"] == "undesirable"));
+    // Step 0: the policy is the reference, so the implied reward is exactly 0.
+    if (a[i]["step"] == 0) CHECK(a[i]["reward"].get<double>() == 0.0);
+    CHECK(std::abs(a[i]["reward"].get<double>() - b[i]["reward"].get<double>()) <= 1e-9);
+  }
+  bool trained = false;  // the policy's answers move with training
+  for (size_t i = 4; i < 6; ++i)
+    trained =
+        trained || a[i]["generated_ids"] != a[i - 4]["generated_ids"] || a[i]["reward"].get<double>() != 0.0;
+  CHECK(trained);
+
+  // The report shows them as a table, prompt then completions by step, as Chromium renders it.
+  const std::string dom = run_chromium(one + "/report.html", "--dump-dom", task.dir.path());
+  CHECK_THAT(dom, Contains("<h2>Samples</h2>") && Contains("class=\"samples\""));
+  const std::regex prompt_row("<tr class=\"prompt\">"), completion_row("<tr class=\"completion\">");
+  CHECK(std::distance(std::sregex_iterator(dom.begin(), dom.end(), prompt_row), std::sregex_iterator()) == 2);
+  CHECK(std::distance(std::sregex_iterator(dom.begin(), dom.end(), completion_row), std::sregex_iterator()) ==
+        6);
+  CHECK_THAT(dom, Contains("ids: "));  // synthetic data has no tokenizer: the ids are shown
 }

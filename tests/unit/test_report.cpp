@@ -293,3 +293,37 @@ TEST_CASE("write_report of several runs: one colour each, named legends, final e
   CHECK_THAT(html, Contains("<th>eval/auc</th><td>0.71</td><td>0.71</td>"));
   CHECK_THAT(html, Contains("kto: beta 0.100000") && Contains("kto: beta 0.300000"));
 }
+
+TEST_CASE("write_report: samples as text through the data's tokenizer, the later line of a step winning",
+          "[report][generate]") {
+  kto::test::TempDir dir;
+  const std::string run = dir.file("run");
+  write_run(run, 0.1);
+  const std::string tokenizer = kto::test::fixtures_dir() + "/tokenizers/gpt-neox-20b/tokenizer.json";
+  // [12092, 1533] is "Hello world" in the NeoX tokenizer; a resumed run wrote step 5 twice.
+  kto::write_text_file(
+      run + "/samples.jsonl",
+      "{\"step\": 0, \"sample\": 0, \"example\": 3, \"label\": \"desirable\", \"prompt_ids\": [12092], "
+      "\"generated_ids\": [1533], \"finish_reason\": \"length\", \"reward\": 0, \"tokenizer\": \"" +
+          tokenizer +
+          "\"}\n"
+          "{\"step\": 5, \"sample\": 0, \"example\": 3, \"label\": \"desirable\", \"prompt_ids\": [12092], "
+          "\"generated_ids\": [12092], \"finish_reason\": \"eos\", \"reward\": 0.25, \"tokenizer\": \"" +
+          tokenizer +
+          "\"}\n"
+          "{\"step\": 5, \"sample\": 0, \"example\": 3, \"label\": \"desirable\", \"prompt_ids\": [12092], "
+          "\"generated_ids\": [1533, 1533], \"finish_reason\": \"length\", \"reward\": 0.5, \"tokenizer\": "
+          "\"" +
+          tokenizer + "\"}\n");
+  // kto-data decodes: the built one, found on PATH (kto-report looks beside itself first).
+  const std::string path = kto::test::bin_dir() + ":" + std::getenv("PATH");
+  ::setenv("PATH", path.c_str(), 1);
+  kto::train::write_report(run);
+  const std::string html = kto::read_text_file(run + "/report.html");
+  CHECK_THAT(html, Contains("<h2>Samples</h2>"));
+  CHECK_THAT(html, Contains("<pre>Hello</pre>") && Contains("<pre> world</pre>") &&
+                       Contains("<pre> world world</pre>"));
+  CHECK(count(html, "<tr class=\"completion\">") == 2);  // step 5's later line only
+  CHECK_THAT(html, Contains("0.5") && Contains("example 3, desirable"));
+  CHECK(html.find("<pre>Hello</pre></td><td>0.25") == std::string::npos);
+}

@@ -171,6 +171,30 @@ struct RunSection {
   }
 };
 
+// Samples during evaluation (docs/training.md): what the policy writes for fixed eval prompts.
+struct EvalSection {
+  int64_t samples = 0;  // 0: none
+  int64_t sample_every = 1;
+  int64_t max_new_tokens = 64;
+  double temperature = 0;  // 0: greedy
+  double top_p = 1.0;
+  int64_t seed = 0;
+
+  template <class V>
+  void visit(V& v) {
+    v.field("samples", samples,
+            "eval prompts (the first of data.eval) the policy completes at evaluations, into "
+            "run.dir/samples.jsonl "
+            "and the report; 0: none");
+    v.field("sample_every", sample_every,
+            "sample at every this-many-th evaluation (and always at step 0 and at the end)");
+    v.field("max_new_tokens", max_new_tokens, "new tokens per sample at most (EOS ends one earlier)");
+    v.field("temperature", temperature, "sampling temperature; 0: greedy (the most likely token)");
+    v.field("top_p", top_p, "nucleus sampling: the fewest most likely tokens reaching this probability");
+    v.field("seed", seed, "sampling seed (the same at every evaluation, so the steps compare)");
+  }
+};
+
 // How the ranks share the model (docs/distributed.md).
 struct DistSection {
   std::string shard_group = "world";  // world | node | N (fsdp/shard_group.h)
@@ -195,6 +219,7 @@ struct Config {
   CheckpointSection ckpt;
   RunSection run;
   DistSection dist;
+  EvalSection eval;
 
   template <class V>
   void visit(V& v) {
@@ -208,6 +233,7 @@ struct Config {
     v.section("ckpt", ckpt, "checkpoints and resume");
     v.section("run", run, "run directory and process settings");
     v.section("dist", dist, "how the ranks share the model");
+    v.section("eval", eval, "samples the policy generates during evaluation");
   }
   // Cross-key checks; throws kto::ConfigError naming `source` and the key.
   void validate(const std::string& source) const;

@@ -106,6 +106,10 @@ class Trainer {
   void start_run();
   bool eval_due() const;
   void log_evaluation();
+  // eval.samples: due at this step (step 0, the end, every eval.sample_every-th evaluation), and
+  // written (collective: the models are gathered; rank 0 generates and appends samples.jsonl).
+  bool samples_due() const;
+  void write_samples();
   void stop_run();
   void fail_run();
   void finish_run();
