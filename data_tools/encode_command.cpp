@@ -92,7 +92,8 @@ int decode_command(int argc, char** argv) {
   cli::Args args(
       "kto-data decode",
       "Turns JSONL lines {\"ids\": [...]} read from stdin into {\"text\": ...} lines on stdout, in\n"
-      "order. Malformed lines and ids outside the vocabulary are errors naming the line number.");
+      "order; ids past the tokenizer's vocabulary (a model's padded embedding rows) become U+FFFD.\n"
+      "Malformed lines are errors naming the line number.");
   args.option("--tokenizer", &tokenizer_path, "PATH",
               "tokenizer.json, tokenizer.model, or a directory with one", cli::required)
       .flag("--skip-special-tokens", &skip_special, "leave special tokens (BOS, EOS, ...) out of the text");
@@ -107,16 +108,23 @@ int decode_command(int argc, char** argv) {
     const nlohmann::json row = parse_line(line, line_no);
     if (!row.is_object() || !row.contains("ids") || !row["ids"].is_array())
       throw Error(detail::str_cat("stdin:", line_no, ": expected an object with an \"ids\" list"));
-    std::vector<int32_t> ids;
+    // Ids past the tokenizer's vocabulary (a model's padded embedding rows) decode to U+FFFD.
+    std::string decoded;
+    std::vector<int32_t> run;
     for (const auto& v : row["ids"]) {
-      if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() >= tokenizer->vocab_size())
-        throw Error(detail::str_cat("stdin:", line_no, ": ", v.dump(), " is not a token id of ",
-                                    tokenizer_path, " (0 .. ", tokenizer->vocab_size() - 1, ")"));
-      ids.push_back(static_cast<int32_t>(v.get<int64_t>()));
+      if (!v.is_number_integer() || v.get<int64_t>() < 0)
+        throw Error(detail::str_cat("stdin:", line_no, ": ", v.dump(), " is not a token id"));
+      if (v.get<int64_t>() < tokenizer->vocab_size()) {
+        run.push_back(static_cast<int32_t>(v.get<int64_t>()));
+        continue;
+      }
+      decoded += tokenizer->decode(run, skip_special) + "\xEF\xBF\xBD";
+      run.clear();
     }
+    decoded += tokenizer->decode(run, skip_special);
     // Invalid UTF-8 (a multi-byte character cut by the token boundary) becomes U+FFFD.
-    const std::string text = nlohmann::json(tokenizer->decode(ids, skip_special))
-                                 .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    const std::string text =
+        nlohmann::json(decoded).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
     std::cout << "{\"text\": " << text << "}\n" << std::flush;
   }
   return 0;

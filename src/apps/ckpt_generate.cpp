@@ -62,6 +62,8 @@ std::vector<Prompt> read_prompts(const std::string& prompt, const std::string& p
       throw Error(str_cat(path, ":", n, ": not valid JSON: ", e.what()));
     }
     if (row.is_object() && row.contains("prompt_ids")) {
+      if (!row["prompt_ids"].is_array())
+        throw Error(str_cat(path, ":", n, ": prompt_ids must be a list of token ids"));
       Prompt p;
       for (const json& v : row["prompt_ids"]) {
         if (!v.is_number_integer())

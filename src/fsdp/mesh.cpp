@@ -17,15 +17,8 @@ std::pair<int64_t, int64_t> spread(const comm::ProcessGroup& group, int64_t valu
 
 }  // namespace
 
-std::shared_ptr<const Mesh> Mesh::build(const comm::ProcessGroup& world, const ShardGroupSpec& spec,
-                                        at::Device device, std::shared_ptr<comm::Communicator> world_comm) {
-  std::shared_ptr<Mesh> m(new Mesh());
-  m->world_ = &world;
-  const int W = world.size();
-  // A host's id: the world rank of its first rank (MPI's notion of a host, as local_rank's).
+void Mesh::check(const comm::ProcessGroup& world, const ShardGroupSpec& spec) {
   const std::unique_ptr<comm::ProcessGroup> host = world.split_by_host();
-  int64_t host_id = world.rank();
-  host->broadcast(&host_id, sizeof(host_id), 0);
   if (spec.kind == ShardGroupSpec::Kind::node) {
     const auto [fewest, most] = spread(world, host->size());
     if (fewest != most) {
@@ -36,6 +29,19 @@ std::shared_ptr<const Mesh> Mesh::build(const comm::ProcessGroup& world, const S
                   fewest, " and ", most, " (launch as many ranks on each node, or give a group size)"));
     }
   }
+  spec.group_size(world.size(), host->size());
+}
+
+std::shared_ptr<const Mesh> Mesh::build(const comm::ProcessGroup& world, const ShardGroupSpec& spec,
+                                        at::Device device, std::shared_ptr<comm::Communicator> world_comm) {
+  std::shared_ptr<Mesh> m(new Mesh());
+  m->world_ = &world;
+  const int W = world.size();
+  // A host's id: the world rank of its first rank (MPI's notion of a host, as local_rank's).
+  const std::unique_ptr<comm::ProcessGroup> host = world.split_by_host();
+  int64_t host_id = world.rank();
+  host->broadcast(&host_id, sizeof(host_id), 0);
+  check(world, spec);
   const int group_size = spec.group_size(W, host->size());
   // Node groups are the hosts; sized ones consecutive ranks.
   const int color =

@@ -37,7 +37,9 @@ double completion_logprob(const model::DenseModel& m, const std::vector<int64_t>
   at::Tensor mask = at::zeros_like(t);
   mask.narrow(1, prompt_len, t.size(1) - prompt_len).fill_(1);
   const at::Tensor hidden = m.forward_hidden(t, {});
-  return model::sequence_logprob_sums(hidden, m.lm_head(), model::select_tokens(t, mask))[0].item<double>();
+  return model::sequence_logprob_sums(hidden, m.lm_head(),
+                                      model::select_tokens(t, mask).to(hidden.device()))[0]
+      .item<double>();
 }
 
 }  // namespace

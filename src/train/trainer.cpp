@@ -107,10 +107,13 @@ Trainer::Trainer(config::Config config, const comm::ProcessGroup& world)
   comm_ = std::shared_ptr<comm::Communicator>(comm::make_communicator(world_, device_));
   const config::Config& c = config_;
   c.validate("the config");  // already checked when parsed; a Config built in code is checked here
+  const fsdp::ShardGroupSpec grouping = fsdp::ShardGroupSpec::parse(c.dist.shard_group);
   {
     comm::SameOnEveryRank same;  // the grouping is decided collectively: a refusal is every rank's
-    mesh_ = fsdp::Mesh::build(world_, fsdp::ShardGroupSpec::parse(c.dist.shard_group), device_, comm_);
+    fsdp::Mesh::check(world_, grouping);
   }
+  // Making its communicators can fail on one rank alone (NCCL, memory): that aborts the job.
+  mesh_ = fsdp::Mesh::build(world_, grouping, device_, comm_);
   if (c.data.train.empty()) throw key_error("", "data.train", "no training files given");
   check_files_exist(c.data.train, "data.train");
   check_files_exist(c.data.eval, "data.eval");

@@ -18,20 +18,33 @@ using detail::str_cat;
 
 Coprocess::Coprocess(std::vector<std::string> argv) : argv_(std::move(argv)) {
   KTO_CHECK(!argv_.empty(), "Coprocess: no program");
-  int in[2], out[2];
-  if (::pipe2(in, O_CLOEXEC) != 0 || ::pipe2(out, O_CLOEXEC) != 0)
-    throw Error(str_cat("cannot start ", argv_[0], ": pipe: ", std::strerror(errno)));
+  int in[2] = {-1, -1}, out[2] = {-1, -1};
+  auto close_all = [&] {
+    for (int fd : {in[0], in[1], out[0], out[1]})
+      if (fd >= 0) ::close(fd);
+  };
+  if (::pipe2(in, O_CLOEXEC) != 0 || ::pipe2(out, O_CLOEXEC) != 0) {
+    const std::string why = std::strerror(errno);
+    close_all();
+    throw Error(str_cat("cannot start ", argv_[0], ": pipe: ", why));
+  }
   std::vector<char*> args;
   for (std::string& a : argv_) args.push_back(a.data());
   args.push_back(nullptr);
+  // What the child says if exec fails, made before fork: the child of a threaded parent must
+  // not allocate.
+  const std::string cannot_run = str_cat("cannot run ", argv_[0], "\n");
   pid_ = ::fork();
-  if (pid_ < 0) throw Error(str_cat("cannot start ", argv_[0], ": fork: ", std::strerror(errno)));
+  if (pid_ < 0) {
+    const std::string why = std::strerror(errno);
+    close_all();
+    throw Error(str_cat("cannot start ", argv_[0], ": fork: ", why));
+  }
   if (pid_ == 0) {  // the child: stdin from `in`, stdout to `out`
     ::dup2(in[0], 0);
     ::dup2(out[1], 1);
     ::execvp(args[0], args.data());
-    const std::string why = str_cat("cannot run ", argv_[0], ": ", std::strerror(errno), "\n");
-    if (::write(2, why.data(), why.size()) < 0) {
+    if (::write(2, cannot_run.data(), cannot_run.size()) < 0) {
     }
     ::_exit(127);
   }

@@ -203,6 +203,15 @@ TEST_CASE("kto-ckpt generate refuses what cannot work, naming it", "[e2e][genera
   kto::write_text_file(bad, "{\"prompt_ids\": [1, 2]}\n{\"text\": 3}\n");
   CHECK(kto::test::run_command(ckpt() + " generate --model " + case_dir + " --prompts " + bad, &log) != 0);
   CHECK_THAT(log, Contains("bad.jsonl:2"));
+  kto::write_text_file(bad, "{\"prompt_ids\": 5}\n");
+  CHECK(kto::test::run_command(ckpt() + " generate --model " + case_dir + " --prompts " + bad, &log) != 0);
+  CHECK_THAT(log, Contains("bad.jsonl:1: prompt_ids must be a list"));
+  // An id the model has but its tokenizer lacks (a padded embedding row) decodes to U+FFFD.
+  const std::string neox = kto::test::fixtures_dir() + "/tokenizers/gpt-neox-20b";
+  REQUIRE(kto::test::run_command("printf '%s\\n' '{\"ids\": [12092, 50300, 1533]}' | " + data_bin() +
+                                     " decode --tokenizer " + neox,
+                                 &log) == 0);
+  CHECK(json::parse(log)["text"] == "Hello\xEF\xBF\xBD world");
   kto::write_text_file(bad, "{\"prompt_ids\": [1, 999999]}\n");
   CHECK(kto::test::run_command(ckpt() + " generate --model " + case_dir + " --prompts " + bad, &log) != 0);
   CHECK_THAT(log, Contains("outside the vocabulary"));

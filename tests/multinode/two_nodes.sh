@@ -62,7 +62,13 @@ for exe in ip nsenter unshare mount mpirun; do
 done
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
-id=$(($$ % 200 + 20))  # distinct names and subnet per test run
+# Distinct names and subnet per test run: the first id from this pid's whose namespaces are not
+# taken (by a concurrent test, or left by one that was killed).
+id=$(($$ % 200 + 20))
+for _ in $(seq 200); do
+  ip netns list 2>/dev/null | grep -q "^kto-$id-[ab]\b" || break
+  id=$(((id - 20 + 1) % 200 + 20))
+done
 ns_a="kto-$id-a" ns_b="kto-$id-b" host_a="kto-node-$id-a" host_b="kto-node-$id-b"
 addr_a="10.211.$id.1" addr_b="10.211.$id.2"
 if ! ip netns add "$ns_a" 2>/dev/null; then

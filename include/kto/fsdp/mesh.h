@@ -29,6 +29,10 @@ class Mesh {
   // the world does not divide into equal groups (naming dist.shard_group).
   static std::shared_ptr<const Mesh> build(const comm::ProcessGroup& world, const ShardGroupSpec& spec,
                                            at::Device device, std::shared_ptr<comm::Communicator> world_comm);
+  // Collective over `world`: the refusals of build() alone (unequal hosts for node, a size that
+  // does not divide the world), every rank alike — build() itself may also fail on one rank (a
+  // communicator that cannot be made), so callers check first where a refusal must be orderly.
+  static void check(const comm::ProcessGroup& world, const ShardGroupSpec& spec);
   // Full sharding over `group` with `comm` (no replicas; not collective).
   static std::shared_ptr<const Mesh> full(const comm::ProcessGroup& group,
                                           std::shared_ptr<comm::Communicator> comm);
