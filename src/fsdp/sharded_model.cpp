@@ -266,14 +266,18 @@ void ShardedModel::init_random(uint64_t seed, double std) {
 
 std::vector<at::Tensor> ShardedModel::gather_full_units() const {
   std::vector<at::Tensor> out;
+  gather_full_units([&out](size_t, const at::Tensor& full) { out.push_back(full.cpu()); });
+  return out;
+}
+
+void ShardedModel::gather_full_units(const std::function<void(size_t, const at::Tensor&)>& each) const {
   for (size_t u = 0; u < shards_.size(); ++u) {
     const ShardRange& r = ranges_[u];
     at::Tensor send = shards_[u].detach().to(at::kFloat).contiguous();  // fp32 view of every slice
     at::Tensor full = at::empty({r.padded_numel}, send.options());
     shard_comm().all_gather(send, full)->wait();
-    out.push_back(full.narrow(0, 0, r.numel).cpu());
+    each(u, full.narrow(0, 0, r.numel));
   }
-  return out;
 }
 
 void ShardedModel::reduce_gradients_across_replicas() {

@@ -1,9 +1,9 @@
 // Samples during evaluation (eval.samples): the policy completes the first eval prompts, rank 0
 // writes them to run.dir/samples.jsonl with the implied reward of each completion. The sharded
-// policy (and reference) are gathered in full for this — every rank receives every unit once in
-// fp32 (4 bytes per parameter each, freed after), and rank 0 generates with the dense copies
-// while the others go on to the next collective: simple and exact, at the cost of a whole model
-// per rank for the moment of sampling (docs/training.md).
+// policy (and reference) are gathered unit by unit into dense copies on rank 0 (the others hold
+// one unit at a time), and rank 0 generates while the others go on to the next collective:
+// simple and exact, at the cost of a whole model (each, in the compute dtype) on rank 0 for the
+// moment of sampling (docs/training.md).
 #include <ATen/ATen.h>
 
 #include <cstdio>
@@ -20,14 +20,16 @@ namespace kto::train {
 
 namespace {
 
-// A dense model of `config` in `dtype` holding `units` (fp32, unpadded).
-model::DenseModel dense_copy(const model::ModelConfig& config, std::vector<at::Tensor> units,
-                             at::ScalarType dtype, at::Device device) {
-  model::DenseModel m(config, dtype, device);
-  for (size_t u = 0; u < units.size(); ++u) {
-    m.units()[u].copy_(units[u]);
-    units[u] = at::Tensor();  // the fp32 copy goes as soon as it is in
-  }
+// A dense copy of `model` on rank 0 (in `dtype` on `device`), gathered unit by unit: the other
+// ranks hold one unit at a time. Collective; empty (nullptr) on the other ranks.
+std::unique_ptr<model::DenseModel> dense_on_root(const fsdp::ShardedModel& model,
+                                                 const comm::ProcessGroup& world, at::ScalarType dtype,
+                                                 at::Device device) {
+  std::unique_ptr<model::DenseModel> m;
+  if (world.is_root()) m = std::make_unique<model::DenseModel>(model.config(), dtype, device);
+  model.gather_full_units([&](size_t u, const at::Tensor& full) {
+    if (m) m->units()[u].copy_(full);
+  });
   return m;
 }
 
@@ -56,12 +58,12 @@ void Trainer::write_samples() {
   at::NoGradGuard no_grad;
   const config::EvalSection& e = config_.eval;
   const data::Dataset& ds = *eval_data_;
-  std::vector<at::Tensor> policy_units = policy_->gather_full_units();  // collective
-  std::vector<at::Tensor> reference_units;
-  if (reference_) reference_units = reference_->gather_full_units();
-  if (!world_.is_root()) return;
   const at::ScalarType dtype = policy_->options().compute_dtype;
-  const model::DenseModel policy = dense_copy(policy_->config(), std::move(policy_units), dtype, device_);
+  const std::unique_ptr<model::DenseModel> dense_policy = dense_on_root(*policy_, world_, dtype, device_);
+  const std::unique_ptr<model::DenseModel> dense_reference =
+      reference_ ? dense_on_root(*reference_, world_, dtype, device_) : nullptr;
+  if (!world_.is_root()) return;
+  const model::DenseModel& policy = *dense_policy;
   std::vector<std::vector<int64_t>> prompts;
   std::vector<data::Example> examples;
   for (int64_t i = 0; i < std::min(e.samples, ds.size()); ++i) {
@@ -83,8 +85,7 @@ void Trainer::write_samples() {
   std::vector<double> rewards(gens.size(), 0.0);
   const bool with_reward = reference_ != nullptr;
   if (with_reward) {
-    const model::DenseModel reference =
-        dense_copy(reference_->config(), std::move(reference_units), dtype, device_);
+    const model::DenseModel& reference = *dense_reference;
     for (size_t i = 0; i < gens.size(); ++i) {
       if (gens[i].ids.empty()) continue;
       std::vector<int64_t> seq = prompts[i];

@@ -20,6 +20,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <vector>
@@ -175,6 +176,9 @@ class ShardedModel {
   void reduce_gradients_across_replicas();
   // Every unit's full flat buffer (unpadded, fp32), assembled on every rank. Collective.
   std::vector<at::Tensor> gather_full_units() const;
+  // The same one unit at a time: `each(u, full)` on every rank, the buffer freed after it returns
+  // (a rank that does not keep it holds one unit at most). Collective.
+  void gather_full_units(const std::function<void(size_t unit, const at::Tensor& full)>& each) const;
   // Bytes of this rank's slices (parameters only).
   int64_t shard_bytes() const;
   const CommStats& comm_stats() const;
