@@ -1,7 +1,7 @@
 // kto-ckpt forward: the check of a model against Hugging Face transformers.
 //
 // Reads `input_ids` (and optionally `attention_mask`, `completion_mask`) from a safetensors
-// file — or tokenizes text (--text, --jsonl) with the model's tokenizer (ckpt_tokenizer.h),
+// file — or tokenizes text (--text, --jsonl) with the model's tokenizer (kto/util/text_codec.h),
 // right-padded, and writes those ids and mask beside the outputs — runs the model, writes `logits` [B, T, V]
 // and `token_logprobs` [B, T] with token_logprobs[b, t] = log_softmax(logits[b, t-1])[input_ids[b, t]] (0 at
 // t = 0), plus `completion_logprob_sum` [B] when a completion mask is given. fp32/fp64 runs write outputs in
@@ -10,11 +10,9 @@
 // compare, not only the real positions.
 #include <ATen/ATen.h>
 
-#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "ckpt_commands.h"
-#include "ckpt_tokenizer.h"
 #include "kto/io/hf_checkpoint.h"
 #include "kto/io/safetensors.h"
 #include "kto/model/hf_config.h"
@@ -22,19 +20,13 @@
 #include "kto/util/cli.h"
 #include "kto/util/log.h"
 #include "kto/util/memory.h"
+#include "kto/util/text_codec.h"
 #include "kto/util/version.h"
 
 namespace kto::apps {
 namespace {
 
 using detail::str_cat;
-
-at::ScalarType parse_dtype(const std::string& name) {
-  if (name == "fp32") return at::kFloat;
-  if (name == "bf16") return at::kBFloat16;
-  if (name == "fp64") return at::kDouble;
-  throw cli::UsageError("--dtype: expected fp32, bf16 or fp64, got '" + name + "'");
-}
 
 // An integer [B, T] tensor from the ids file, as int64; `required` false returns undefined.
 at::Tensor read_int_matrix(const io::SafetensorsSet& file, const std::string& name, bool required) {
@@ -119,21 +111,11 @@ int ckpt_forward(int argc, char** argv) {
     if (!text.empty()) {
       texts.push_back(text);
     } else {
-      std::ifstream in(jsonl);
-      if (!in) throw Error(jsonl + ": cannot open");
-      std::string line;
-      for (int64_t n = 1; std::getline(in, line); ++n) {
-        if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-        nlohmann::json row;
-        try {
-          row = nlohmann::json::parse(line);
-        } catch (const nlohmann::json::exception& e) {
-          throw Error(str_cat(jsonl, ":", n, ": not valid JSON: ", e.what()));
-        }
+      for_each_jsonl_line(jsonl, [&](const nlohmann::json& row, int64_t n) {
         if (!row.is_object() || !row.contains("text") || !row["text"].is_string())
           throw Error(str_cat(jsonl, ":", n, ": expected {\"text\": TEXT}"));
         texts.push_back(row["text"].get<std::string>());
-      }
+      });
       if (texts.empty()) throw Error(jsonl + ": no lines");
     }
     TextCodec codec(tokenizer);

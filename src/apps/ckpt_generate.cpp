@@ -8,17 +8,16 @@
 
 #include <chrono>
 #include <cstdio>
-#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "ckpt_commands.h"
-#include "ckpt_tokenizer.h"
 #include "kto/io/hf_checkpoint.h"
 #include "kto/model/generate.h"
 #include "kto/model/hf_config.h"
 #include "kto/util/cli.h"
 #include "kto/util/files.h"
 #include "kto/util/log.h"
+#include "kto/util/text_codec.h"
 
 namespace kto::apps {
 namespace {
@@ -48,19 +47,7 @@ std::vector<Prompt> read_prompts(const std::string& prompt, const std::string& p
     out.push_back({json(prompt), {}});
     return out;
   }
-  std::ifstream in(path);
-  if (!in) throw Error(path + ": cannot open the prompts file");
-  std::string line;
-  int64_t n = 0;
-  while (std::getline(in, line)) {
-    ++n;
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    json row;
-    try {
-      row = json::parse(line);
-    } catch (const json::exception& e) {
-      throw Error(str_cat(path, ":", n, ": not valid JSON: ", e.what()));
-    }
+  for_each_jsonl_line(path, [&](const json& row, int64_t n) {
     if (row.is_object() && row.contains("prompt_ids")) {
       if (!row["prompt_ids"].is_array())
         throw Error(str_cat(path, ":", n, ": prompt_ids must be a list of token ids"));
@@ -79,7 +66,7 @@ std::vector<Prompt> read_prompts(const std::string& prompt, const std::string& p
       throw Error(str_cat(
           path, ":", n, ": expected {\"prompt\": TEXT or a list of messages} or {\"prompt_ids\": [ids...]}"));
     }
-  }
+  });
   if (out.empty()) throw Error(path + ": no prompts");
   return out;
 }
@@ -139,11 +126,7 @@ int ckpt_generate(int argc, char** argv) {
   } catch (const Error& e) {
     throw cli::UsageError(e.what());
   }
-  const at::ScalarType dtype = dtype_name == "fp32"   ? at::kFloat
-                               : dtype_name == "bf16" ? at::kBFloat16
-                               : dtype_name == "fp64"
-                                   ? at::kDouble
-                                   : throw cli::UsageError("--dtype: expected fp32, bf16 or fp64");
+  const at::ScalarType dtype = parse_dtype(dtype_name);
   set_compute_threads(threads);
 
   const model::ModelConfig cfg = model::read_hf_config(model_dir);

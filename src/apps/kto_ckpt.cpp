@@ -21,6 +21,13 @@ namespace kto::apps {
 
 void set_compute_threads(int64_t threads) { at::set_num_threads(compute_threads(threads, 1, "--threads")); }
 
+c10::ScalarType parse_dtype(const std::string& name) {
+  if (name == "fp32") return at::kFloat;
+  if (name == "bf16") return at::kBFloat16;
+  if (name == "fp64") return at::kDouble;
+  throw cli::UsageError("--dtype: expected fp32, bf16 or fp64, got '" + name + "'");
+}
+
 }  // namespace kto::apps
 
 int main(int argc, char** argv) {

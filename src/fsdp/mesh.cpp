@@ -18,9 +18,13 @@ std::pair<int64_t, int64_t> spread(const comm::ProcessGroup& group, int64_t valu
 }  // namespace
 
 void Mesh::check(const comm::ProcessGroup& world, const ShardGroupSpec& spec) {
-  const std::unique_ptr<comm::ProcessGroup> host = world.split_by_host();
+  checked_group_size(world, spec, *world.split_by_host());
+}
+
+int Mesh::checked_group_size(const comm::ProcessGroup& world, const ShardGroupSpec& spec,
+                             const comm::ProcessGroup& host) {
   if (spec.kind == ShardGroupSpec::Kind::node) {
-    const auto [fewest, most] = spread(world, host->size());
+    const auto [fewest, most] = spread(world, host.size());
     if (fewest != most) {
       throw key_error(
           "", "dist.shard_group",
@@ -29,20 +33,18 @@ void Mesh::check(const comm::ProcessGroup& world, const ShardGroupSpec& spec) {
                   fewest, " and ", most, " (launch as many ranks on each node, or give a group size)"));
     }
   }
-  spec.group_size(world.size(), host->size());
+  return spec.group_size(world.size(), host.size());
 }
 
 std::shared_ptr<const Mesh> Mesh::build(const comm::ProcessGroup& world, const ShardGroupSpec& spec,
                                         at::Device device, std::shared_ptr<comm::Communicator> world_comm) {
   std::shared_ptr<Mesh> m(new Mesh());
-  m->world_ = &world;
   const int W = world.size();
   // A host's id: the world rank of its first rank (MPI's notion of a host, as local_rank's).
   const std::unique_ptr<comm::ProcessGroup> host = world.split_by_host();
   int64_t host_id = world.rank();
   host->broadcast(&host_id, sizeof(host_id), 0);
-  check(world, spec);
-  const int group_size = spec.group_size(W, host->size());
+  const int group_size = checked_group_size(world, spec, *host);
   // Node groups are the hosts; sized ones consecutive ranks.
   const int color =
       spec.kind == ShardGroupSpec::Kind::node ? static_cast<int>(host_id) : world.rank() / group_size;
@@ -71,7 +73,6 @@ std::shared_ptr<const Mesh> Mesh::build(const comm::ProcessGroup& world, const S
 std::shared_ptr<const Mesh> Mesh::full(const comm::ProcessGroup& group,
                                        std::shared_ptr<comm::Communicator> comm) {
   std::shared_ptr<Mesh> m(new Mesh());
-  m->world_ = &group;
   m->shard_ = &group;
   m->shard_comm_ = std::move(comm);
   return m;

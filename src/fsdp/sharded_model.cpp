@@ -284,15 +284,13 @@ void ShardedModel::reduce_gradients_across_replicas() {
   comm::Communicator* replicas = mesh_->replica_comm();
   if (replicas == nullptr) return;
   const auto t0 = std::chrono::steady_clock::now();
-  std::vector<comm::WorkHandle> works;
-  std::vector<at::Tensor> grads;
+  std::vector<comm::WorkHandle> works;  // the gradients are the slices' own: alive until waited on
   for (at::Tensor& s : shards_) {
     // Every rank of a replica set holds the same slices and ran the same backward, so a .grad is
     // defined on all of them or on none.
     if (!s.grad().defined()) continue;
     at::Tensor& g = s.mutable_grad();
     if (!g.is_contiguous()) g = g.contiguous();
-    grads.push_back(g);
     works.push_back(replicas->all_reduce(g, comm::ReduceOp::avg));
     gatherer_->stats.replica_all_reduce_bytes += g.numel() * g.element_size();
     ++gatherer_->stats.replica_all_reduces;

@@ -86,9 +86,7 @@ void dry_run(const config::Config& c, int64_t world_size, int64_t ranks_per_host
   line("sharding", str_cat(fsdp::sharding_text(S, R, shard_spans, replica_spans),
                            " (dist.shard_group: ", c.dist.shard_group, ")"));
   const fsdp::StepCollectiveBytes traffic =
-      fsdp::step_collective_bytes(model::ModelLayout::build(mc), S, R, config::dtype_bytes(c.model.dtype),
-                                  c.model.dtype == config::Dtype::fp64 ? 8 : 4, grad_accum, with_reference,
-                                  c.model.reshard_after_forward);
+      step_traffic(c, model::ModelLayout::build(mc), S, R, grad_accum, with_reference);
   line("traffic", traffic_text(traffic, S, R, shard_spans, replica_spans));
   const MemoryEstimate e = estimate_memory(c, mc, max_length, paired_loss, S, with_reference);
   const double state = e.state, activations = e.activations;

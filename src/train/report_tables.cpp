@@ -4,14 +4,13 @@
 #include <cmath>
 #include <cstdio>
 #include <memory>
-#include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
 
 #include "kto/train/report_chart.h"
 #include "kto/util/check.h"
-#include "kto/util/coprocess.h"
 #include "kto/util/files.h"
+#include "kto/util/text_codec.h"
 #include "report_run.h"
 
 namespace kto::train {
@@ -173,24 +172,17 @@ std::string runs_table(const std::vector<RunData>& runs) {
 
 namespace {
 
-// Text of token ids through kto-data decode with `tokenizer`; empty when it cannot be had.
+// Text of token ids through the data's tokenizer (kto-data decode), or the ids themselves when
+// the tokenizer is not there or its decoding fails.
 class SampleText {
  public:
   explicit SampleText(const std::string& tokenizer) {
-    if (tokenizer.empty() || !path_exists(tokenizer)) return;
-    try {
-      codec_ = std::make_unique<Coprocess>(std::vector<std::string>{
-          sibling_program("kto-data"), "decode", "--tokenizer", tokenizer, "--skip-special-tokens"});
-    } catch (const Error&) {
-      codec_.reset();
-    }
+    if (!tokenizer.empty() && path_exists(tokenizer)) codec_ = std::make_unique<TextCodec>(tokenizer);
   }
   std::string operator()(const std::vector<int64_t>& ids) {
     if (codec_) {
       try {
-        return nlohmann::json::parse(codec_->ask(nlohmann::json{{"ids", ids}}.dump()))
-            .at("text")
-            .get<std::string>();
+        return codec_->decode(ids);
       } catch (const std::exception&) {
         codec_.reset();  // ids from then on
       }
@@ -201,7 +193,7 @@ class SampleText {
   }
 
  private:
-  std::unique_ptr<Coprocess> codec_;
+  std::unique_ptr<TextCodec> codec_;
 };
 
 }  // namespace

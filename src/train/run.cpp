@@ -142,9 +142,8 @@ void Trainer::print_banner() const {
   const double per_rank = fsdp::training_bytes_per_rank(
       mc, policy_->layout(), S, config::dtype_bytes(m.dtype), config_.optim.state_tensors(),
       reference_ != nullptr, m.reshard_after_forward);
-  const fsdp::StepCollectiveBytes traffic = fsdp::step_collective_bytes(
-      policy_->layout(), S, R, config::dtype_bytes(m.dtype), m.dtype == config::Dtype::fp64 ? 8 : 4,
-      grad_accum_, reference_ != nullptr, m.reshard_after_forward);
+  const fsdp::StepCollectiveBytes traffic =
+      step_traffic(config_, policy_->layout(), S, R, grad_accum_, reference_ != nullptr);
 
   // The same facts go to the log and to run.json, which the report shows.
   std::vector<std::pair<std::string, std::string>> facts;

@@ -309,6 +309,14 @@ std::vector<io::TokenizerFile> export_tokenizer_files(const config::Config& c, c
               "export the model without one"));
 }
 
+fsdp::StepCollectiveBytes step_traffic(const config::Config& c, const model::ModelLayout& layout,
+                                       int shard_size, int replicas, int64_t grad_accum,
+                                       bool with_reference) {
+  return fsdp::step_collective_bytes(layout, shard_size, replicas, config::dtype_bytes(c.model.dtype),
+                                     c.model.dtype == config::Dtype::fp64 ? 8 : 4, grad_accum, with_reference,
+                                     c.model.reshard_after_forward);
+}
+
 std::string traffic_text(const fsdp::StepCollectiveBytes& b, int shard_size, int replicas,
                          bool shard_spans_hosts, bool replica_spans_hosts) {
   std::string text =

@@ -110,8 +110,8 @@ void Trainer::write_samples() {
   }
   const std::string path = join_path(config_.run.dir, "samples.jsonl");
   FILE* f = std::fopen(path.c_str(), "a");
-  if (f == nullptr || std::fwrite(text.data(), 1, text.size(), f) != text.size() || std::fclose(f) != 0)
-    throw Error(path + ": cannot append the samples");
+  const bool written = f != nullptr && std::fwrite(text.data(), 1, text.size(), f) == text.size();
+  if (f == nullptr || std::fclose(f) != 0 || !written) throw Error(path + ": cannot append the samples");
   log::info("eval", "step ", step_, ": ", gens.size(), " sample(s) in ", path);
 }
 

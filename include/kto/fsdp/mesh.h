@@ -3,7 +3,7 @@
 // sharding, FSDP's HYBRID_SHARD). Each group's rank s holds the same slices as every other
 // group's rank s; those ranks form this rank's replica set.
 //
-//   auto mesh = fsdp::Mesh::build(world, "node", device);   // collective
+//   auto mesh = fsdp::Mesh::build(world, ShardGroupSpec::parse("node"), device, world_comm);
 //   mesh->shard().size()     ranks one model is sharded over (the unit ranges' divisor)
 //   mesh->replicas()         shard groups (1: full sharding, today's default)
 //
@@ -37,7 +37,6 @@ class Mesh {
   static std::shared_ptr<const Mesh> full(const comm::ProcessGroup& group,
                                           std::shared_ptr<comm::Communicator> comm);
 
-  const comm::ProcessGroup& world() const { return *world_; }
   const comm::ProcessGroup& shard() const { return *shard_; }
   const std::shared_ptr<comm::Communicator>& shard_comm() const { return shard_comm_; }
   // The ranks holding this rank's slices, one per shard group; null without replicas.
@@ -55,7 +54,9 @@ class Mesh {
 
  private:
   Mesh() = default;
-  const comm::ProcessGroup* world_ = nullptr;
+  // check() given the split of `world` by host; returns the shard group's size.
+  static int checked_group_size(const comm::ProcessGroup& world, const ShardGroupSpec& spec,
+                                const comm::ProcessGroup& host);
   const comm::ProcessGroup* shard_ = nullptr;
   std::unique_ptr<comm::ProcessGroup> owned_shard_, replica_;
   std::shared_ptr<comm::Communicator> shard_comm_, replica_comm_;

@@ -15,6 +15,9 @@
 namespace kto::fsdp {
 struct StepCollectiveBytes;
 }
+namespace kto::model {
+struct ModelLayout;
+}
 
 namespace kto::train {
 
@@ -58,6 +61,11 @@ struct MemoryEstimate {
 };
 MemoryEstimate estimate_memory(const config::Config& config, const model::ModelConfig& model,
                                int64_t max_length, bool paired, int64_t shard_size, bool with_reference);
+
+// fsdp::step_collective_bytes of `config`'s run (its compute and master dtypes, recompute) with
+// shard groups of `shard_size` ranks, `replicas` groups and `grad_accum` microbatches per step.
+fsdp::StepCollectiveBytes step_traffic(const config::Config& config, const model::ModelLayout& layout,
+                                       int shard_size, int replicas, int64_t grad_accum, bool with_reference);
 
 // The collective traffic of one training step per rank, by link, as the banner and --dry-run
 // print it: "1.2 GiB in the shard group (all-gathers and reduce-scatters, within a host), 48 MiB
