@@ -10,6 +10,7 @@
 #include <sstream>
 #include <string>
 
+#include "kto/model/fused_cpu.h"
 #include "kto/util/check.h"
 
 namespace kto::model {
@@ -98,6 +99,8 @@ at::Tensor pick(const std::vector<at::Tensor>& views, size_t i) {
 
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& w, double eps) {
   // Hugging Face LlamaRMSNorm: statistics in fp32 (or the run dtype), scale in the run dtype.
+  if (fused::elementwise_supported(x) && w.scalar_type() == x.scalar_type())
+    return fused::rms_norm(x, w, eps);
   const at::Tensor xs = x.to(stats_dtype(x.scalar_type()));
   const at::Tensor normed = xs * at::rsqrt(xs.pow(2).mean(-1, /*keepdim=*/true) + eps);
   return w * normed.to(x.scalar_type());
@@ -144,25 +147,42 @@ at::Tensor repeat_kv(const at::Tensor& x, int64_t rep) {
   return x.unsqueeze(2).expand({B, H, rep, T, D}).reshape({B, H * rep, T, D});
 }
 
-// softmax(q k^T / sqrt(D) + mask (+ key_mask)) v for q [B, H, Tq, D] and k, v [B, H, Tk, D] (GQA
-// already repeated); mask [Tq, Tk] additive. `causal`: the mask is plain causal (Tq == Tk), for
-// which LibTorch 2.x has fused kernels.
-at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
-                  const at::Tensor& key_mask, bool causal) {
+// softmax(q k^T / sqrt(D) + mask (+ key_mask)) v for q [B, H, Tq, D] and k, v [B, H / rep, Tk, D]
+// (query head h uses kv head h / rep); mask [Tq, Tk] additive. `causal`: the mask is plain
+// causal (Tq == Tk), for which LibTorch 2.x has fused kernels.
+at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t rep,
+                  const at::Tensor& mask, const at::Tensor& key_mask, bool causal) {
 #if TORCH_VERSION_MAJOR >= 2
+  const at::Tensor kr = repeat_kv(k, rep), vr = repeat_kv(v, rep);
   if (causal && !key_mask.defined())
-    return at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true);
+    return at::scaled_dot_product_attention(q, kr, vr, {}, 0.0, /*is_causal=*/true);
   at::Tensor m = mask.to(q.scalar_type()).contiguous();  // a slice of a longer table
   if (key_mask.defined()) m = m + key_mask.to(q.scalar_type());
-  return at::scaled_dot_product_attention(q, k, v, m);
+  return at::scaled_dot_product_attention(q, kr, vr, m);
 #else
-  (void)causal;
   const at::ScalarType sdt = stats_dtype(q.scalar_type());
-  at::Tensor scores = at::matmul(q, k.transpose(-2, -1)).to(sdt);
-  scores.mul_(1.0 / std::sqrt(static_cast<double>(q.size(-1))));
-  scores.add_(mask);
-  if (key_mask.defined()) scores.add_(key_mask);
-  return at::matmul(at::softmax(scores, -1).to(q.scalar_type()), v);
+  const int64_t B = q.size(0), H = q.size(1), Tq = q.size(2), D = q.size(3);
+  // The `rep` query heads of one kv head as one [rep * Tq, D] operand (a free view of a
+  // contiguous q): every product reads each kv head once, and K/V are never repeated. Each score
+  // is the same dot product either way; only the batching of the GEMMs differs.
+  const bool grouped = rep > 1 && q.is_contiguous();
+  const at::Tensor qg = grouped ? q.view({B, H / rep, rep * Tq, D}) : q;
+  const at::Tensor kg = grouped ? k : repeat_kv(k, rep), vg = grouped ? v : repeat_kv(v, rep);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+  const at::Tensor raw = at::matmul(qg, kg.transpose(-2, -1));  // [B, H / rep, rep * Tq, Tk] grouped
+  at::Tensor probs;
+  if (fused::masked_softmax_supported(raw) && !key_mask.defined()) {
+    probs = fused::masked_softmax(raw, scale, mask, causal);
+  } else {
+    at::Tensor scores = raw.to(sdt);
+    scores.mul_(scale);
+    // Row r of a grouped matrix is query position r % Tq: the mask repeated per query head (not
+    // added through a 5-D view, which autograd would record as an in-place op on a view).
+    scores.add_(grouped ? mask.repeat({rep, 1}) : mask);
+    if (key_mask.defined()) scores.add_(key_mask);
+    probs = at::softmax(scores, -1).to(q.scalar_type());
+  }
+  return at::matmul(probs, vg).view({B, H, Tq, D});
 #endif
 }
 
@@ -185,8 +205,7 @@ at::Tensor packed_attention(const AttentionInputs& attn, const at::Tensor& q, co
       kg = at::cat({prefix->k.narrow(2, g.prefix_start, g.prefix_length), kg}, 2);
       vg = at::cat({prefix->v.narrow(2, g.prefix_start, g.prefix_length), vg}, 2);
     }
-    out.push_back(
-        attend(qs[i], repeat_kv(kg, rep), repeat_kv(vg, rep), attn.group_masks[i], {}, attn.group_causal[i]));
+    out.push_back(attend(qs[i], kg, vg, rep, attn.group_masks[i], {}, attn.group_causal[i]));
   }
   return out.size() == 1 ? out[0] : at::cat(out, 2);
 }
@@ -196,29 +215,37 @@ at::Tensor attention(const ModelConfig& c, const BlockWeights& w, const at::Tens
   const int64_t B = h_BTC.size(0), T = h_BTC.size(1);
   const int64_t H = c.num_attention_heads, Hkv = c.kv_heads(), D = c.head_size();
   const at::Tensor qkv = at::linear(h_BTC, w.qkv_w, w.qkv_b);
-  // Split, not narrowed: in backward the pieces' gradients are concatenated once instead of
-  // each zero-padded to the full width and summed (see FlatViews).
   at::Tensor q, k, v;
-  if (c.arch == Arch::gpt_neox) {
-    const std::vector<at::Tensor> p =
-        qkv.view({B, T, H, 3 * D}).split_with_sizes({D, D, D}, -1);  // per head [q k v]
-    q = p[0];
-    k = p[1];
-    v = p[2];
+  if (fused::rope_heads_supported(qkv)) {  // one pass each way instead of the chain below
+    const auto heads =
+        fused::rope_heads(qkv, attn.cos, attn.sin, H, Hkv, D,
+                          c.arch == Arch::gpt_neox ? fused::QkvLayout::neox : fused::QkvLayout::llama);
+    q = heads[0];
+    k = heads[1];
+    v = heads[2];
   } else {
-    const std::vector<at::Tensor> p = qkv.split_with_sizes({H * D, Hkv * D, Hkv * D}, -1);
-    q = p[0].view({B, T, H, D});
-    k = p[1].view({B, T, Hkv, D});
-    v = p[2].view({B, T, Hkv, D});
+    // Split, not narrowed: in backward the pieces' gradients are concatenated once instead of
+    // each zero-padded to the full width and summed (see FlatViews).
+    if (c.arch == Arch::gpt_neox) {
+      const std::vector<at::Tensor> p =
+          qkv.view({B, T, H, 3 * D}).split_with_sizes({D, D, D}, -1);  // per head [q k v]
+      q = p[0];
+      k = p[1];
+      v = p[2];
+    } else {
+      const std::vector<at::Tensor> p = qkv.split_with_sizes({H * D, Hkv * D, Hkv * D}, -1);
+      q = p[0].view({B, T, H, D});
+      k = p[1].view({B, T, Hkv, D});
+      v = p[2].view({B, T, Hkv, D});
+    }
+    q = apply_rope(q.transpose(1, 2), attn.cos, attn.sin);  // [B, H, T, D]
+    k = apply_rope(k.transpose(1, 2), attn.cos, attn.sin);  // [B, Hkv, T, D]
+    v = v.transpose(1, 2);
   }
-  q = apply_rope(q.transpose(1, 2), attn.cos, attn.sin);  // [B, H, T, D]
-  k = apply_rope(k.transpose(1, 2), attn.cos, attn.sin);  // [B, Hkv, T, D]
-  v = v.transpose(1, 2);
   if (kv_out) *kv_out = {k.detach(), v.detach()};
 
   const at::Tensor out =  // [B, H, T, D]
-      attn.packed.empty() ? attend(q, repeat_kv(k, H / Hkv), repeat_kv(v, H / Hkv), attn.causal_TT,
-                                   attn.keys_B11T, attn.causal_only)
+      attn.packed.empty() ? attend(q, k, v, H / Hkv, attn.causal_TT, attn.keys_B11T, attn.causal_only)
                           : packed_attention(attn, q, k, v, H / Hkv, prefix);
   return at::linear(out.transpose(1, 2).reshape({B, T, H * D}), w.o_w, w.o_b);
 }
@@ -227,8 +254,12 @@ at::Tensor mlp(const ModelConfig& c, const BlockWeights& w, const at::Tensor& h_
   const at::Tensor up = at::linear(h_BTC, w.up_w, w.up_b);
   at::Tensor act;
   if (c.gated_mlp()) {
-    const std::vector<at::Tensor> gate_up = up.chunk(2, -1);  // split, as qkv above
-    act = activation(c.hidden_act, gate_up[0]) * gate_up[1];
+    if (c.hidden_act == Activation::silu && fused::elementwise_supported(up)) {
+      act = fused::swiglu(up);  // one pass each way, no concatenation of the halves' gradients
+    } else {
+      const std::vector<at::Tensor> gate_up = up.chunk(2, -1);  // split, as qkv above
+      act = activation(c.hidden_act, gate_up[0]) * gate_up[1];
+    }
   } else {
     act = activation(c.hidden_act, up);
   }
