@@ -4,7 +4,8 @@
 # machine state. Prints, per shape, every round's ms per step for both, the range of the time
 # ratio kto / peer (lower is better for kto), the model FLOP rate of both at 12N per training
 # token (medians), the range of kto's executed FLOPs over the measured sgemm peak, and the peak
-# RSS of both (medians).
+# RSS of both (medians), and the range of the sgemm peak each kto run measured at start-up (the
+# divisor of executed/peak: on a shared VM it moves by 10-20% from run to run).
 #
 #   bench/compare_peer.sh [--rounds N] [--steps N] [--threads N] [--dtype fp32|bf16] [--shapes LIST]
 #
@@ -51,30 +52,31 @@ median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print v[int(
 
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 bf16=no; grep -qw avx512_bf16 /proc/cpuinfo && bf16=yes
-echo "machine: $cpu, $(nproc) cores, native bf16 (avx512_bf16): $bf16; $threads thread(s), $dtype, seq 256, $steps timed steps, $rounds round(s)"
+echo "machine: $cpu, $(getconf _NPROCESSORS_ONLN) cores, native bf16 (avx512_bf16): $bf16; $threads thread(s), $dtype, seq 256, $steps timed steps, $rounds round(s)"
 [[ "$dtype" == bf16 && "$bf16" == no ]] && echo "note: this CPU has no native bf16: bf16 figures here are emulated and far slower than fp32"
 echo "model GF/s: 12N FLOPs per training token over step time (both); executed/peak: what kto computes"
 echo "(head on completion tokens only, recompute included) over the measured sgemm peak; RSS: peak MiB"
-printf '%-9s %-22s %-22s %-10s %-14s %-13s %s\n' shape "kto ms/step" "peer ms/step" "kto/peer" \
-  "model GF/s k|p" "exec/peak k" "RSS MiB k|p"
+printf '%-9s %-22s %-22s %-10s %-14s %-13s %-12s %s\n' shape "kto ms/step" "peer ms/step" "kto/peer" \
+  "model GF/s k|p" "exec/peak k" "peak GF/s" "RSS MiB k|p"
 IFS=, read -r -a list <<<"$shapes"
 for s in "${list[@]}"; do
   args="$(shape_args "$s") --seq 256 --steps $steps --warmup 1 --threads $threads --dtype $dtype"
   kto_args=$args
   [[ "$s" == block-rs ]] && kto_args+=" --reshard 1"
-  k_ms=() p_ms=() ratios=() k_gf=() p_gf=() k_ex=() k_rss=() p_rss=()
+  k_ms=() p_ms=() ratios=() k_gf=() p_gf=() k_ex=() k_peak=() k_rss=() p_rss=()
   for ((r = 0; r < rounds; r++)); do
     k=$("$bin/bench_kto_step" $kto_args 2>/dev/null | tail -1)
     p=$(OMP_NUM_THREADS=$threads /usr/bin/python3 "$root/bench/peer_kto_step.py" $args 2>/dev/null | tail -1)
     k_ms+=("$(field ms_per_step <<<"$k")") p_ms+=("$(field ms_per_step <<<"$p")")
     k_gf+=("$(field model_gflops <<<"$k")") p_gf+=("$(field model_gflops <<<"$p")")
-    k_ex+=("$(field executed_vs_peak <<<"$k")")
+    k_ex+=("$(field executed_vs_peak <<<"$k")") k_peak+=("$(field peak_gflops <<<"$k")")
     k_rss+=("$(field peak_rss_mib <<<"$k")") p_rss+=("$(field peak_rss_mib <<<"$p")")
     ratios+=("$(awk -v a="${k_ms[-1]}" -v b="${p_ms[-1]}" 'BEGIN { printf "%.2f", a / b }')")
   done
   lo=$(printf '%s\n' "${ratios[@]}" | sort -n | head -1) hi=$(printf '%s\n' "${ratios[@]}" | sort -n | tail -1)
   ex_lo=$(printf '%s\n' "${k_ex[@]}" | sort -n | head -1) ex_hi=$(printf '%s\n' "${k_ex[@]}" | sort -n | tail -1)
-  printf '%-9s %-22s %-22s %-10s %-14s %-13s %s\n' "$s" "$(printf '%.0f ' "${k_ms[@]}")" \
+  pk_lo=$(printf '%s\n' "${k_peak[@]}" | sort -n | head -1) pk_hi=$(printf '%s\n' "${k_peak[@]}" | sort -n | tail -1)
+  printf '%-9s %-22s %-22s %-10s %-14s %-13s %-12s %s\n' "$s" "$(printf '%.0f ' "${k_ms[@]}")" \
     "$(printf '%.0f ' "${p_ms[@]}")" "$lo–$hi" "$(median "${k_gf[@]}")|$(median "${p_gf[@]}")" \
-    "$ex_lo–$ex_hi" "$(median "${k_rss[@]}")|$(median "${p_rss[@]}")"
+    "$ex_lo–$ex_hi" "${pk_lo%.*}–${pk_hi%.*}" "$(median "${k_rss[@]}")|$(median "${p_rss[@]}")"
 done
