@@ -293,14 +293,17 @@ inline __attribute__((always_inline)) Lanes load_lanes(const float* p) {
 inline __attribute__((always_inline)) void store_lanes(float* p, Lanes v) { std::memcpy(p, &v, sizeof v); }
 inline __attribute__((always_inline)) Lanes splat(float f) { return Lanes{} + f; }
 
-// exp(x) lane-wise: x = n ln2 + r, |r| <= ln2/2, e^r by Cephes' degree-7 polynomial, times 2^n;
-// within 1 ulp of the exact value over [-87, 88] (tests/unit/test_fused_cpu.cpp); 0 below
-// -87.3, +inf above 88.72, NaN for NaN.
-inline __attribute__((always_inline)) Lanes exp_lanes(Lanes x) {
-  const Lanes tiny = x < -87.3f ? splat(1.0f) : splat(0.0f);
-  const Lanes huge = x > 88.72f ? splat(1.0f) : splat(0.0f);
-  x = x < -87.3f ? splat(-87.3f) : x;
-  x = x > 88.72f ? splat(88.72f) : x;
+// exp(x) lane-wise: x = n ln2 + r, |r| <= ln2/2, e^r by Cephes' degree-7 polynomial, times 2^n
+// (as 2^(n-1) * 2 at n = 128, the top of the float range); within 1 ulp of the exact value over
+// [-87, 88.7] (tests/unit/test_fused_cpu.cpp); 0 below -87.3, +inf above 88.72, NaN for NaN.
+// NaN lanes are set aside before the float-to-int conversions (undefined for NaN).
+inline __attribute__((always_inline)) Lanes exp_lanes(Lanes in) {
+  const auto nan = in != in;
+  const auto tiny = in < -87.3f;
+  const auto huge = in > 88.72f;
+  Lanes x = nan ? splat(0.0f) : in;
+  x = tiny ? splat(-87.3f) : x;
+  x = huge ? splat(88.72f) : x;
   const Lanes t = x * 1.44269504088896341f + 0.5f;
   Lanes n = __builtin_convertvector(__builtin_convertvector(t, IntLanes), Lanes);
   n = n > t ? n - 1.0f : n;  // floor
@@ -312,11 +315,17 @@ inline __attribute__((always_inline)) Lanes exp_lanes(Lanes x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   const Lanes e = p * r * r + r + 1.0f;
-  const IntLanes bits = (__builtin_convertvector(n, IntLanes) + 127) << 23;
+  IntLanes ni = __builtin_convertvector(n, IntLanes);
+  const auto top = ni > 127;
+  ni = top ? ni - 1 : ni;
+  const IntLanes bits = (ni + 127) << 23;
   Lanes scale;
   std::memcpy(&scale, &bits, sizeof scale);
-  const Lanes out = tiny > 0.0f ? splat(0.0f) : e * scale;
-  return huge > 0.0f ? splat(INFINITY) : out;
+  Lanes out = e * scale;
+  out = top ? out * 2.0f : out;
+  out = tiny ? splat(0.0f) : out;
+  out = huge ? splat(INFINITY) : out;
+  return nan ? in : out;
 }
 
 // One row in place: v = x*scale (+ mask), then softmax over its first `n` entries.

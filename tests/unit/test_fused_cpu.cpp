@@ -176,19 +176,26 @@ TEST_CASE("fused masked_softmax: a fully masked row is uniform and a NaN score s
   CHECK_FALSE(nan_out[0][3].isnan().any().item<bool>());
 }
 
-TEST_CASE("the fused kernels' exp is within 1 ulp of exp over the range softmax uses", "[fused]") {
-  const at::Tensor x = at::linspace(-87.0, 88.0, 2000003, at::kDouble);
+TEST_CASE("the fused kernels' exp is within 1 ulp of exp over the float range, 0, inf and NaN at its edges",
+          "[fused]") {
+  const at::Tensor x = at::linspace(-87.0, 88.7, 2000003, at::kDouble);
   const at::Tensor got = fused::exp_as_fused(x.to(at::kFloat)).to(at::kDouble);
   const at::Tensor exact = x.to(at::kFloat).to(at::kDouble).exp();
   const at::Tensor ulp = at::pow(2.0, at::floor(at::log2(exact)) - 23);
   const double worst = ((got - exact).abs() / ulp).max().item<double>();
   INFO("worst error " << worst << " ulp");
   CHECK(worst <= 1.0);
-  const at::Tensor edges =
-      fused::exp_as_fused(at::tensor({-200.0f, -std::numeric_limits<float>::infinity(), 0.0f}));
+  const float inf = std::numeric_limits<float>::infinity();
+  const at::Tensor edges = fused::exp_as_fused(
+      at::tensor({-200.0f, -inf, 0.0f, 88.72f, 88.73f, inf, std::numeric_limits<float>::quiet_NaN()}));
   CHECK(edges[0].item<float>() == 0.0f);
   CHECK(edges[1].item<float>() == 0.0f);
   CHECK(edges[2].item<float>() == 1.0f);
+  CHECK(std::isfinite(edges[3].item<float>()));  // exp(88.72) = 3.4e38, the top of the range
+  CHECK(edges[3].item<float>() == Approx(std::exp(static_cast<double>(88.72f))).epsilon(1e-6));
+  CHECK(edges[4].item<float>() == inf);
+  CHECK(edges[5].item<float>() == inf);
+  CHECK(std::isnan(edges[6].item<float>()));
 }
 
 TEST_CASE("fused swiglu and rms_norm agree with their ATen chains, forward and backward", "[fused]") {
