@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -252,6 +253,8 @@ class RopeHeads : public torch::autograd::Function<RopeHeads> {
   static variable_list forward(AutogradContext* ctx, const at::Tensor& qkv_in, const at::Tensor& cos_in,
                                const at::Tensor& sin_in, int64_t H, int64_t Hkv, int64_t D, int64_t layout) {
     const at::Tensor qkv = qkv_in.contiguous(), cos = cos_in.contiguous(), sin = sin_in.contiguous();
+    KTO_CHECK(sin.sizes() == cos.sizes(), "rope_heads: sin ", sin.sizes(), " and cos ", cos.sizes(),
+              " differ");
     const Geometry G = geometry(qkv, cos, H, Hkv, D, static_cast<QkvLayout>(layout));
     at::Tensor q = at::empty({G.B, H, G.T, D}, qkv.options());
     at::Tensor k = at::empty({G.B, Hkv, G.T, D}, qkv.options());
@@ -463,9 +466,10 @@ class MaskedSoftmax : public torch::autograd::Function<MaskedSoftmax> {
     const at::Tensor scores = scores_in.contiguous();
     const at::Tensor mask = causal ? at::Tensor() : mask_in.to(at::kFloat).contiguous();
     const int64_t Tk = scores.size(-1), R = scores.size(-2), rows = scores.numel() / std::max<int64_t>(Tk, 1);
+    KTO_CHECK(mask_in.defined() && mask_in.dim() == 2, "masked_softmax: the mask must be [Tq, Tk]");
     const int64_t Tq = mask_in.size(0);
-    KTO_CHECK(mask_in.dim() == 2 && mask_in.size(1) == Tk && R % Tq == 0 && (!causal || Tq == Tk),
-              "masked_softmax: mask ", mask_in.sizes(), " does not fit scores ", scores.sizes());
+    KTO_CHECK(mask_in.size(1) == Tk && R % Tq == 0 && (!causal || Tq == Tk), "masked_softmax: mask ",
+              mask_in.sizes(), " does not fit scores ", scores.sizes());
     const SoftmaxGeometry G{R, Tq, Tk, static_cast<float>(scale), causal};
     const bool bf16 = scores.scalar_type() == at::kBFloat16;
     at::Tensor p32 = at::empty(scores.sizes(), scores.options().dtype(at::kFloat));
@@ -504,8 +508,6 @@ class MaskedSoftmax : public torch::autograd::Function<MaskedSoftmax> {
   }
 };
 
-}  // namespace
-
 // ---- lanes of any storage type, rounded as ATen rounds -------------------------------------
 
 typedef uint32_t UintLanes __attribute__((vector_size(kLanes * sizeof(uint32_t))));
@@ -517,7 +519,7 @@ inline __attribute__((always_inline)) Lanes round_bf16_lanes(Lanes v) {
   u = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
   Lanes r;
   std::memcpy(&r, &u, sizeof r);
-  return v != v ? v : r;
+  return v != v ? splat(std::numeric_limits<float>::quiet_NaN()) : r;  // c10's 0x7FC0
 }
 
 typedef uint16_t HalfLanes __attribute__((vector_size(kLanes * sizeof(uint16_t))));
@@ -770,19 +772,19 @@ class RmsNorm : public torch::autograd::Function<RmsNorm> {
   }
 };
 
-namespace {
 std::atomic<int> g_enabled{-1};  // -1: not read from the environment yet
 
-KTO_CLONES void exp_f32(const float* in, float* out, int64_t n) {
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) store_lanes(out + i, exp_lanes(load_lanes(in + i)));
-  if (i < n) {
-    float tail[kLanes] = {};
-    std::memcpy(tail, in + i, sizeof(float) * static_cast<size_t>(n - i));
-    const Lanes e = exp_lanes(load_lanes(tail));
-    for (int64_t j = i; j < n; ++j) out[j] = e[j - i];
+// (Through an always-inline template, as every kernel here: clang refuses a 64-byte vector
+// argument in a call made directly from the clones that lack AVX-512.)
+template <typename S>
+inline __attribute__((always_inline)) void exp_values(const S* in, S* out, int64_t n) {
+  for (int64_t i = 0; i < n; i += kLanes) {
+    const int64_t m = std::min(kLanes, n - i);
+    store_n(out + i, exp_lanes(load_n(in + i, m)), m);
   }
 }
+
+KTO_CLONES void exp_f32(const float* in, float* out, int64_t n) { exp_values(in, out, n); }
 }  // namespace
 
 bool enabled() {
@@ -805,46 +807,52 @@ at::Tensor exp_as_fused(const at::Tensor& x) {
   return out;
 }
 
-bool masked_softmax_supported(const at::Tensor& scores) {
+// What each kernel takes, enabled or not: the entry points run whenever called (tests call them
+// directly); enabled() steers only the *_supported choice blocks.cpp makes.
+namespace {
+bool masked_softmax_ok(const at::Tensor& scores) {
   const at::ScalarType t = scores.scalar_type();
-  return enabled() && scores.device().is_cpu() && scores.dim() >= 2 &&
-         (t == at::kFloat || t == at::kBFloat16);
+  return scores.device().is_cpu() && scores.dim() >= 2 && (t == at::kFloat || t == at::kBFloat16);
 }
 
+bool elementwise_ok(const at::Tensor& x) {
+  const at::ScalarType t = x.scalar_type();
+  return x.device().is_cpu() && x.dim() >= 1 && (t == at::kFloat || t == at::kBFloat16);
+}
+
+bool rope_heads_ok(const at::Tensor& qkv) {
+  const at::ScalarType t = qkv.scalar_type();
+  return qkv.device().is_cpu() && qkv.dim() == 3 &&
+         (t == at::kFloat || t == at::kDouble || t == at::kBFloat16);
+}
+}  // namespace
+
+bool masked_softmax_supported(const at::Tensor& scores) { return enabled() && masked_softmax_ok(scores); }
+bool elementwise_supported(const at::Tensor& x) { return enabled() && elementwise_ok(x); }
+bool rope_heads_supported(const at::Tensor& qkv) { return enabled() && rope_heads_ok(qkv); }
+
 at::Tensor masked_softmax(const at::Tensor& scores, double scale, const at::Tensor& mask, bool causal) {
-  KTO_CHECK(masked_softmax_supported(scores), "masked_softmax: unsupported input ", scores.scalar_type(),
-            " on ", scores.device());
+  KTO_CHECK(masked_softmax_ok(scores), "masked_softmax: unsupported input ", scores.scalar_type(), " on ",
+            scores.device());
   return MaskedSoftmax::apply(scores, scale, mask, causal);
 }
 
-bool elementwise_supported(const at::Tensor& x) {
-  const at::ScalarType t = x.scalar_type();
-  return enabled() && x.device().is_cpu() && x.dim() >= 1 && (t == at::kFloat || t == at::kBFloat16);
-}
-
 at::Tensor swiglu(const at::Tensor& gate_up) {
-  KTO_CHECK(elementwise_supported(gate_up) && gate_up.size(-1) % 2 == 0, "swiglu: unsupported input ",
+  KTO_CHECK(elementwise_ok(gate_up) && gate_up.size(-1) % 2 == 0, "swiglu: unsupported input ",
             gate_up.scalar_type(), " ", gate_up.sizes(), " on ", gate_up.device());
   return SwiGlu::apply(gate_up);
 }
 
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
-  KTO_CHECK(elementwise_supported(x) && weight.scalar_type() == x.scalar_type() && weight.dim() == 1 &&
+  KTO_CHECK(elementwise_ok(x) && weight.scalar_type() == x.scalar_type() && weight.dim() == 1 &&
                 weight.size(0) == x.size(-1),
             "rms_norm: unsupported input ", x.scalar_type(), " ", x.sizes(), " with weight ", weight.sizes());
   return RmsNorm::apply(x, weight, eps);
 }
 
-bool rope_heads_supported(const at::Tensor& qkv) {
-  const at::ScalarType t = qkv.scalar_type();
-  return enabled() && qkv.device().is_cpu() && qkv.dim() == 3 &&
-         (t == at::kFloat || t == at::kDouble || t == at::kBFloat16);
-}
-
 std::array<at::Tensor, 3> rope_heads(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor& sin,
                                      int64_t heads, int64_t kv_heads, int64_t head_dim, QkvLayout layout) {
-  KTO_CHECK(rope_heads_supported(qkv), "rope_heads: unsupported input ", qkv.scalar_type(), " on ",
-            qkv.device());
+  KTO_CHECK(rope_heads_ok(qkv), "rope_heads: unsupported input ", qkv.scalar_type(), " on ", qkv.device());
   KTO_CHECK(cos.scalar_type() == qkv.scalar_type() && sin.scalar_type() == qkv.scalar_type(),
             "rope_heads: tables in ", cos.scalar_type(), ", activations in ", qkv.scalar_type());
   const variable_list out =
