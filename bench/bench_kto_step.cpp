@@ -4,7 +4,8 @@
 // FLOP/s at the 12N-per-token convention (the peer's) and MFU; the FLOPs kto actually executes
 // (the trainer's executed_flops metric: LM head on completion tokens only, its backward
 // recomputing the logits, the recompute of --reshard 1 included; the KL pass on completions only
-// with --layout shared_prompts) and their rate over the measured matmul peak; peak RSS; whether
+// with --layout shared_prompts) and their rate over the matmul peak measured at start-up (and
+// over the same peak measured again after the timed steps: drift shows); peak RSS; whether
 // the CPU has native bf16; with --precomputed 1 the reference's scoring throughput (tokens of the
 // target and KL passes per second, loading and writing included), the timed steps then running
 // on the scores with no reference model. Asserts nothing.
@@ -171,6 +172,9 @@ int main(int argc, char** argv) {
           if (world.is_root()) record = std::make_unique<torch::autograd::profiler::RecordProfile>(profile);
           trainer.train_step();
         }
+        // The peak again, right after the timed steps: beside the start-up figure, a second
+        // divisor that shows whether the machine's speed drifted while the bench ran.
+        const double peak_after = trainer.measure_peak_gflops_now() * 1e9;
         auto median = [](std::vector<double> v) {
           std::sort(v.begin(), v.end());
           return v[v.size() / 2];
@@ -203,6 +207,7 @@ int main(int argc, char** argv) {
               "\"seq\": %ld, \"batch_per_rank\": %ld, \"ms_per_step\": %.2f, \"tokens_per_s\": %.1f, "
               "\"model_gflops\": %.2f, \"mfu\": %.4f, \"executed_gflop_per_step\": %.2f, "
               "\"executed_gflops\": %.2f, \"peak_gflops\": %.2f, \"executed_vs_peak\": %.4f, "
+              "\"peak_gflops_after\": %.2f, \"executed_vs_peak_after\": %.4f, "
               "\"params\": %ld, \"peak_rss_mib\": %.0f, \"precomputed\": %s, \"score_tokens_per_s\": %.1f, "
               "\"allocator_misses_per_step\": %.0f, \"comm_wait_ms_per_step\": %.1f, "
               "\"comm_mib_per_step\": %.1f, \"shard_group\": \"%s\", \"shard_size\": %d, \"replicas\": %d, "
@@ -213,10 +218,10 @@ int main(int argc, char** argv) {
               static_cast<long>(layers), static_cast<long>(vocab), static_cast<long>(seq),
               static_cast<long>(batch), sec * 1e3, median(tps), model_per_rank / 1e9, median(mfu),
               executed / 1e9, executed / sec / 1e9, peak_per_rank / 1e9, executed / sec / peak_per_rank,
-              static_cast<long>(params), median(rss), precomputed ? "true" : "false", score_tokens_per_s,
-              misses, wait_ms, comm_mib, shard_group.c_str(), S, R, median(shard_link),
-              formula.shard_link_bytes(S) / (1 << 20), median(replica_link),
-              formula.replica_link_bytes(R) / (1 << 20), state_mib);
+              peak_after / 1e9, executed / sec / peak_after, static_cast<long>(params), median(rss),
+              precomputed ? "true" : "false", score_tokens_per_s, misses, wait_ms, comm_mib,
+              shard_group.c_str(), S, R, median(shard_link), formula.shard_link_bytes(S) / (1 << 20),
+              median(replica_link), formula.replica_link_bytes(R) / (1 << 20), state_mib);
           kto::remove_tree(dir);
         }
         return 0;

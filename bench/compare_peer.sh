@@ -55,28 +55,33 @@ bf16=no; grep -qw avx512_bf16 /proc/cpuinfo && bf16=yes
 echo "machine: $cpu, $(getconf _NPROCESSORS_ONLN) cores, native bf16 (avx512_bf16): $bf16; $threads thread(s), $dtype, seq 256, $steps timed steps, $rounds round(s)"
 [[ "$dtype" == bf16 && "$bf16" == no ]] && echo "note: this CPU has no native bf16: bf16 figures here are emulated and far slower than fp32"
 echo "model GF/s: 12N FLOPs per training token over step time (both); executed/peak: what kto computes"
-echo "(head on completion tokens only, recompute included) over the measured sgemm peak; RSS: peak MiB"
-printf '%-9s %-22s %-22s %-10s %-14s %-13s %-12s %s\n' shape "kto ms/step" "peer ms/step" "kto/peer" \
-  "model GF/s k|p" "exec/peak k" "peak GF/s" "RSS MiB k|p"
+echo "(head on completion tokens only, recompute included) over the sgemm peak measured at kto's start-up,"
+echo "and over the same peak measured again right after its timed steps (after); RSS: peak MiB"
+printf '%-9s %-22s %-22s %-10s %-14s %-13s %-12s %-13s %-12s %s\n' shape "kto ms/step" "peer ms/step" \
+  "kto/peer" "model GF/s k|p" "exec/peak k" "peak GF/s" "exec/peak aft" "peak aft" "RSS MiB k|p"
 IFS=, read -r -a list <<<"$shapes"
 for s in "${list[@]}"; do
   args="$(shape_args "$s") --seq 256 --steps $steps --warmup 1 --threads $threads --dtype $dtype"
   kto_args=$args
   [[ "$s" == block-rs ]] && kto_args+=" --reshard 1"
-  k_ms=() p_ms=() ratios=() k_gf=() p_gf=() k_ex=() k_peak=() k_rss=() p_rss=()
+  k_ms=() p_ms=() ratios=() k_gf=() p_gf=() k_ex=() k_peak=() k_ex2=() k_peak2=() k_rss=() p_rss=()
   for ((r = 0; r < rounds; r++)); do
     k=$("$bin/bench_kto_step" $kto_args 2>/dev/null | tail -1)
     p=$(OMP_NUM_THREADS=$threads /usr/bin/python3 "$root/bench/peer_kto_step.py" $args 2>/dev/null | tail -1)
     k_ms+=("$(field ms_per_step <<<"$k")") p_ms+=("$(field ms_per_step <<<"$p")")
     k_gf+=("$(field model_gflops <<<"$k")") p_gf+=("$(field model_gflops <<<"$p")")
     k_ex+=("$(field executed_vs_peak <<<"$k")") k_peak+=("$(field peak_gflops <<<"$k")")
+    k_ex2+=("$(field executed_vs_peak_after <<<"$k")") k_peak2+=("$(field peak_gflops_after <<<"$k")")
     k_rss+=("$(field peak_rss_mib <<<"$k")") p_rss+=("$(field peak_rss_mib <<<"$p")")
     ratios+=("$(awk -v a="${k_ms[-1]}" -v b="${p_ms[-1]}" 'BEGIN { printf "%.2f", a / b }')")
   done
   lo=$(printf '%s\n' "${ratios[@]}" | sort -n | head -1) hi=$(printf '%s\n' "${ratios[@]}" | sort -n | tail -1)
   ex_lo=$(printf '%s\n' "${k_ex[@]}" | sort -n | head -1) ex_hi=$(printf '%s\n' "${k_ex[@]}" | sort -n | tail -1)
   pk_lo=$(printf '%s\n' "${k_peak[@]}" | sort -n | head -1) pk_hi=$(printf '%s\n' "${k_peak[@]}" | sort -n | tail -1)
-  printf '%-9s %-22s %-22s %-10s %-14s %-13s %-12s %s\n' "$s" "$(printf '%.0f ' "${k_ms[@]}")" \
+  e2_lo=$(printf '%s\n' "${k_ex2[@]}" | sort -n | head -1) e2_hi=$(printf '%s\n' "${k_ex2[@]}" | sort -n | tail -1)
+  p2_lo=$(printf '%s\n' "${k_peak2[@]}" | sort -n | head -1) p2_hi=$(printf '%s\n' "${k_peak2[@]}" | sort -n | tail -1)
+  printf '%-9s %-22s %-22s %-10s %-14s %-13s %-12s %-13s %-12s %s\n' "$s" "$(printf '%.0f ' "${k_ms[@]}")" \
     "$(printf '%.0f ' "${p_ms[@]}")" "$lo–$hi" "$(median "${k_gf[@]}")|$(median "${p_gf[@]}")" \
-    "$ex_lo–$ex_hi" "${pk_lo%.*}–${pk_hi%.*}" "$(median "${k_rss[@]}")|$(median "${p_rss[@]}")"
+    "$ex_lo–$ex_hi" "${pk_lo%.*}–${pk_hi%.*}" "$e2_lo–$e2_hi" "${p2_lo%.*}–${p2_hi%.*}" \
+    "$(median "${k_rss[@]}")|$(median "${p_rss[@]}")"
 done

@@ -65,6 +65,10 @@ double peak_rss_mib() {
 
 // The local rank's GPU: with one GPU visible per task (srun --gpus-per-task=1, or a launcher
 // that narrows CUDA_VISIBLE_DEVICES) that one; with all of a node's GPUs visible, the local rank-th.
+double Trainer::measure_peak_gflops_now() const {
+  return measure_peak_gflops(scalar_type(config_.model.dtype), device_);
+}
+
 at::Device pick_device(const comm::ProcessGroup& world) {
   if (!at::hasCUDA()) return at::Device(at::kCPU);
   const int gpus = at::detail::getCUDAHooks().getNumGPUs();

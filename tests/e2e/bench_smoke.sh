@@ -10,7 +10,7 @@ trap 'rm -rf "$work"' EXIT
 out=$("$bin/bench_kto_step" --hidden 32 --layers 2 --heads 4 --kv-heads 2 --ffn 64 --vocab 97 --seq 16 \
   --batch 2 --steps 1 --warmup 0 --profile "$work/trace.json")
 echo "$out"
-for key in ms_per_step tokens_per_s model_gflops executed_vs_peak peak_rss_mib allocator_misses_per_step native_bf16; do
+for key in ms_per_step tokens_per_s model_gflops executed_vs_peak executed_vs_peak_after peak_gflops_after peak_rss_mib allocator_misses_per_step native_bf16; do
   grep -q "\"$key\": " <<<"$out" || { echo "bench_smoke: no $key in the bench's JSON" >&2; exit 1; }
 done
 sum=$(python3 "$src/bench/op_profile.py" "$work/trace.json" --top 40)

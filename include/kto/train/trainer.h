@@ -72,6 +72,10 @@ class Trainer {
   // peak in FLOP/s (train.peak_gflops per rank, or measured at start-up), which MFU divides by.
   double model_flops_per_token() const { return model_flops_per_token_; }
   double peak_flops() const { return peak_flops_; }
+  // This rank's matmul peak measured now, GFLOP/s, the way start-up measures it (not collective):
+  // for a benchmark to put a second divisor beside the start-up one, so that a machine whose
+  // speed drifts between start-up and the timed steps shows it.
+  double measure_peak_gflops_now() const;
   fsdp::ShardedModel& policy() { return *policy_; }
   // This rank's collectives so far, the policy's and the reference model's together.
   fsdp::CommStats comm_stats() const;
