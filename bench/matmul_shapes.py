@@ -107,9 +107,7 @@ def main():
     ms = lambda fn: "%.1f/%.1f ms" % tuple(1e3 * t for t in timed(fn, a.reps))
     print("causal attention forward products (scores and output, no softmax):")
     print(f"  batched bmm (all tiles)          {ms(batched)}")
-    for br in (32, 64, 128, T):
-        if br > T:
-            continue
+    for br in sorted({b for b in (32, 64, 128) if b < T} | {T}):
         nb = (T + br - 1) // br
         print(f"  row blocks of {br:3d} ({nb * (nb + 1) // 2:3d}/{nb * nb:<3d} tiles)  {ms(lambda: row_blocks(br))}"
               f"   (of which the loop {ms(lambda: loop_only(br))})")
