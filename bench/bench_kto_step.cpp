@@ -88,6 +88,11 @@ int main(int argc, char** argv) {
                     "JSON; rank 0; "
                     "bench/op_profile.py sums it by op)");
         if (!args.parse(argc, argv)) return 0;
+        if (steps < 1) throw kto::cli::UsageError("--steps: at least 1 timed step");
+        if (warmup < 0) throw kto::cli::UsageError("--warmup: must not be negative");
+        if (threads < 1) throw kto::cli::UsageError("--threads: at least 1");
+        if (batch < 1) throw kto::cli::UsageError("--batch: at least 1 sequence per rank");
+        if (seq < 2) throw kto::cli::UsageError("--seq: at least 2 tokens (a prompt and a completion)");
         at::set_num_threads(static_cast<int>(threads));
         kto::log::set_level(kto::log::Level::warn);
 

@@ -60,14 +60,17 @@ echo "and over the same peak measured again right after its timed steps (after);
 printf '%-9s %-22s %-22s %-10s %-14s %-13s %-12s %-13s %-12s %s\n' shape "kto ms/step" "peer ms/step" \
   "kto/peer" "model GF/s k|p" "exec/peak k" "peak GF/s" "exec/peak aft" "peak aft" "RSS MiB k|p"
 IFS=, read -r -a list <<<"$shapes"
+err=$(mktemp) && trap 'rm -f "$err"' EXIT
 for s in "${list[@]}"; do
   args="$(shape_args "$s") --seq 256 --steps $steps --warmup 1 --threads $threads --dtype $dtype"
   kto_args=$args
   [[ "$s" == block-rs ]] && kto_args+=" --reshard 1"
   k_ms=() p_ms=() ratios=() k_gf=() p_gf=() k_ex=() k_peak=() k_ex2=() k_peak2=() k_rss=() p_rss=()
   for ((r = 0; r < rounds; r++)); do
-    k=$("$bin/bench_kto_step" $kto_args 2>/dev/null | tail -1)
-    p=$(OMP_NUM_THREADS=$threads /usr/bin/python3 "$root/bench/peer_kto_step.py" $args 2>/dev/null | tail -1)
+    k=$("$bin/bench_kto_step" $kto_args 2>"$err" | tail -1) || true
+    [[ "$k" == *ms_per_step* ]] || { echo "compare_peer.sh: kto ($s) printed no figures; its stderr:" >&2; tail -20 "$err" >&2; exit 1; }
+    p=$(OMP_NUM_THREADS=$threads /usr/bin/python3 "$root/bench/peer_kto_step.py" $args 2>"$err" | tail -1) || true
+    [[ "$p" == *ms_per_step* ]] || { echo "compare_peer.sh: the peer ($s) printed no figures; its stderr:" >&2; tail -20 "$err" >&2; exit 1; }
     k_ms+=("$(field ms_per_step <<<"$k")") p_ms+=("$(field ms_per_step <<<"$p")")
     k_gf+=("$(field model_gflops <<<"$k")") p_gf+=("$(field model_gflops <<<"$p")")
     k_ex+=("$(field executed_vs_peak <<<"$k")") k_peak+=("$(field peak_gflops <<<"$k")")

@@ -7,7 +7,7 @@
 #
 #   bench/ranks_vs_threads.sh [--ranks N] [--rounds N] [--steps N] [--dtype fp32|bf16] [--reshard 0|1]
 #
-# Needs N cores and Open MPI (as root: OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1).
+# Needs N cores and Open MPI (run as root, it sets OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1).
 # Run nothing else meanwhile.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -33,9 +33,13 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 echo "machine: $cpu, $(nproc) cores; $dtype, reshard $reshard, global batch 4, $steps timed steps, $rounds round(s)"
 printf '%-7s %-16s %-16s %s\n' round "$ranks ranks x 1" "1 rank x $ranks" "tokens/s ratio"
 ratios=()
+[[ $(id -u) == 0 ]] && export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+err=$(mktemp) && trap 'rm -f "$err"' EXIT
 for ((r = 1; r <= rounds; r++)); do
-  d=$(mpirun -np "$ranks" --oversubscribe --bind-to core "$bin/bench_kto_step" $common --batch $((4 / ranks)) --threads 1 2>/dev/null | tail -1 | field tokens_per_s)
-  t=$("$bin/bench_kto_step" $common --batch 4 --threads "$ranks" 2>/dev/null | tail -1 | field tokens_per_s)
+  d=$(mpirun -np "$ranks" --oversubscribe --bind-to core "$bin/bench_kto_step" $common --batch $((4 / ranks)) --threads 1 2>"$err" | tail -1 | field tokens_per_s) || true
+  [[ -n "$d" ]] || { echo "ranks_vs_threads.sh: the $ranks-rank run printed no figures; its stderr:" >&2; tail -20 "$err" >&2; exit 1; }
+  t=$("$bin/bench_kto_step" $common --batch 4 --threads "$ranks" 2>"$err" | tail -1 | field tokens_per_s) || true
+  [[ -n "$t" ]] || { echo "ranks_vs_threads.sh: the 1-rank run printed no figures; its stderr:" >&2; tail -20 "$err" >&2; exit 1; }
   ratios+=("$(awk -v a="$d" -v b="$t" 'BEGIN { printf "%.2f", a / b }')")
   printf '%-7s %-16s %-16s %s\n' "$r" "$d" "$t" "${ratios[-1]}"
 done
