@@ -79,21 +79,28 @@ inline __attribute__((always_inline)) void adamw_elements(T* __restrict p, const
 #define KTO_OPT_CLONES
 #endif
 
-template <typename T>
-KTO_OPT_CLONES void adamw_rows(T* p, const T* g, T* m, T* v, int64_t b, int64_t e, const AdamwConstants<T>& c,
-                               bool decay) {
+// One overload per type: clang multiversions no function templates.
+KTO_OPT_CLONES void adamw_rows(float* p, const float* g, float* m, float* v, int64_t b, int64_t e,
+                               const AdamwConstants<float>& c, bool decay) {
   if (decay) {
-    adamw_elements<T, true>(p, g, m, v, b, e, c);
+    adamw_elements<float, true>(p, g, m, v, b, e, c);
   } else {
-    adamw_elements<T, false>(p, g, m, v, b, e, c);
+    adamw_elements<float, false>(p, g, m, v, b, e, c);
+  }
+}
+KTO_OPT_CLONES void adamw_rows(double* p, const double* g, double* m, double* v, int64_t b, int64_t e,
+                               const AdamwConstants<double>& c, bool decay) {
+  if (decay) {
+    adamw_elements<double, true>(p, g, m, v, b, e, c);
+  } else {
+    adamw_elements<double, false>(p, g, m, v, b, e, c);
   }
 }
 
 template <typename T>
 void adamw_range_cpu(T* p, const T* g, T* m, T* v, int64_t begin, int64_t end, const AdamwConstants<T>& c,
                      bool decay) {
-  at::parallel_for(begin, end, kChunk,
-                   [&](int64_t b, int64_t e) { adamw_rows<T>(p, g, m, v, b, e, c, decay); });
+  at::parallel_for(begin, end, kChunk, [&](int64_t b, int64_t e) { adamw_rows(p, g, m, v, b, e, c, decay); });
 }
 
 template <typename T>
