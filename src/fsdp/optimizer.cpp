@@ -79,22 +79,24 @@ inline __attribute__((always_inline)) void adamw_elements(T* __restrict p, const
 #define KTO_OPT_CLONES
 #endif
 
+template <typename T>
+inline __attribute__((always_inline)) void adamw_rows_of(T* p, const T* g, T* m, T* v, int64_t b, int64_t e,
+                                                         const AdamwConstants<T>& c, bool decay) {
+  if (decay) {
+    adamw_elements<T, true>(p, g, m, v, b, e, c);
+  } else {
+    adamw_elements<T, false>(p, g, m, v, b, e, c);
+  }
+}
+
 // One overload per type: clang multiversions no function templates.
 KTO_OPT_CLONES void adamw_rows(float* p, const float* g, float* m, float* v, int64_t b, int64_t e,
                                const AdamwConstants<float>& c, bool decay) {
-  if (decay) {
-    adamw_elements<float, true>(p, g, m, v, b, e, c);
-  } else {
-    adamw_elements<float, false>(p, g, m, v, b, e, c);
-  }
+  adamw_rows_of(p, g, m, v, b, e, c, decay);
 }
 KTO_OPT_CLONES void adamw_rows(double* p, const double* g, double* m, double* v, int64_t b, int64_t e,
                                const AdamwConstants<double>& c, bool decay) {
-  if (decay) {
-    adamw_elements<double, true>(p, g, m, v, b, e, c);
-  } else {
-    adamw_elements<double, false>(p, g, m, v, b, e, c);
-  }
+  adamw_rows_of(p, g, m, v, b, e, c, decay);
 }
 
 template <typename T>
