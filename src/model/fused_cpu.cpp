@@ -29,9 +29,8 @@ std::atomic<int> g_enabled{-1};  // -1: not read from the environment yet
 // ---- SwiGLU: silu(gate) * up ----------------------------------------------------------------
 
 // Row [gate (I) | up (I)] -> silu(gate) * up, rounded as at::silu then the multiply round.
-template <typename S>
-inline __attribute__((always_inline)) void swiglu_rows(const S* in, S* out, int64_t I, int64_t r0,
-                                                       int64_t r1) {
+template <int W, typename S>
+KTO_INLINE void swiglu_rows(const S* in, S* out, int64_t I, int64_t r0, int64_t r1) {
   for (int64_t r = r0; r < r1; ++r) {
     const S* g = in + r * 2 * I;
     const S* u = g + I;
@@ -39,17 +38,16 @@ inline __attribute__((always_inline)) void swiglu_rows(const S* in, S* out, int6
     for (int64_t j = 0; j < I; j += kLanes) {
       const int64_t n = std::min(kLanes, I - j);
       const Lanes x = load_n(g + j, n);
-      const Lanes s = rnd<S>(x / (1.0f + exp_lanes(-x)));  // ATen's silu: x / (1 + exp(-x))
-      store_n(o + j, s * load_n(u + j, n), n);
+      const Lanes s = rnd<W, S>(x / (1.0f + exp_lanes<W>(-x)));  // ATen's silu: x / (1 + exp(-x))
+      store_n<W>(o + j, s * load_n(u + j, n), n);
     }
   }
 }
 
 // The gradient of a row of [gate | up] from that of silu(gate) * up: up's is dy * silu(gate),
 // gate's is silu's backward (ATen's dy * sig * (1 + x (1 - sig))) of dy * up.
-template <typename S>
-inline __attribute__((always_inline)) void swiglu_backward_rows(const S* in, const S* dy, S* dx, int64_t I,
-                                                                int64_t r0, int64_t r1) {
+template <int W, typename S>
+KTO_INLINE void swiglu_backward_rows(const S* in, const S* dy, S* dx, int64_t I, int64_t r0, int64_t r1) {
   for (int64_t r = r0; r < r1; ++r) {
     const S* g = in + r * 2 * I;
     const S* u = g + I;
@@ -59,12 +57,12 @@ inline __attribute__((always_inline)) void swiglu_backward_rows(const S* in, con
     for (int64_t j = 0; j < I; j += kLanes) {
       const int64_t n = std::min(kLanes, I - j);
       const Lanes x = load_n(g + j, n), up = load_n(u + j, n), grad = load_n(d + j, n);
-      const Lanes e = exp_lanes(-x);
-      const Lanes s = rnd<S>(x / (1.0f + e));
+      const Lanes e = exp_lanes<W>(-x);
+      const Lanes s = rnd<W, S>(x / (1.0f + e));
       const Lanes sig = 1.0f / (1.0f + e);
-      const Lanes gs = rnd<S>(grad * up);
-      store_n(du + j, grad * s, n);
-      store_n(dg + j, gs * sig * (1.0f + x * (1.0f - sig)), n);
+      const Lanes gs = rnd<W, S>(grad * up);
+      store_n<W>(du + j, grad * s, n);
+      store_n<W>(dg + j, gs * sig * (1.0f + x * (1.0f - sig)), n);
     }
   }
 }
@@ -72,9 +70,9 @@ inline __attribute__((always_inline)) void swiglu_backward_rows(const S* in, con
 // ---- RMSNorm ----------------------------------------------------------------------------------
 
 // Rows of x [C]: r = 1 / sqrt(mean(x^2) + eps) (kept per row), y = w * round(x * r).
-template <typename S>
-inline __attribute__((always_inline)) void rms_norm_rows(const S* x, const S* w, S* y, float* rstd, int64_t C,
-                                                         float eps, int64_t r0, int64_t r1) {
+template <int W, typename S>
+KTO_INLINE void rms_norm_rows(const S* x, const S* w, S* y, float* rstd, int64_t C, float eps, int64_t r0,
+                              int64_t r1) {
   for (int64_t r = r0; r < r1; ++r) {
     const S* xr = x + r * C;
     S* yr = y + r * C;
@@ -89,17 +87,16 @@ inline __attribute__((always_inline)) void rms_norm_rows(const S* x, const S* w,
     rstd[r] = inv;
     for (int64_t j = 0; j < C; j += kLanes) {
       const int64_t n = std::min(kLanes, C - j);
-      store_n(yr + j, load_n(w + j, n) * rnd<S>(load_n(xr + j, n) * inv), n);
+      store_n<W>(yr + j, load_n(w + j, n) * rnd<W, S>(load_n(xr + j, n) * inv), n);
     }
   }
 }
 
 // Its gradient in x (dn = round(dy * w); dx = r dn - x r^3 / C * sum(dn x)), and the products
 // dy * round(x r) whose sum over rows is w's gradient.
-template <typename S>
-inline __attribute__((always_inline)) void rms_norm_backward_rows(const S* x, const S* w, const S* dy,
-                                                                  const float* rstd, S* dx, S* dw_rows,
-                                                                  int64_t C, int64_t r0, int64_t r1) {
+template <int W, typename S>
+KTO_INLINE void rms_norm_backward_rows(const S* x, const S* w, const S* dy, const float* rstd, S* dx,
+                                       S* dw_rows, int64_t C, int64_t r0, int64_t r1) {
   for (int64_t r = r0; r < r1; ++r) {
     const S* xr = x + r * C;
     const S* dr = dy + r * C;
@@ -108,51 +105,43 @@ inline __attribute__((always_inline)) void rms_norm_backward_rows(const S* x, co
     for (int64_t j = 0; j < C; j += kLanes) {
       const int64_t n = std::min(kLanes, C - j);
       const Lanes xv = load_n(xr + j, n), d = load_n(dr + j, n);
-      acc += rnd<S>(d * load_n(w + j, n)) * xv;
-      if (dw_rows) store_n(dw_rows + r * C + j, d * rnd<S>(xv * inv), n);
+      acc += rnd<W, S>(d * load_n(w + j, n)) * xv;
+      if (dw_rows) store_n<W>(dw_rows + r * C + j, d * rnd<W, S>(xv * inv), n);
     }
     float dot = 0;
     for (int64_t k = 0; k < kLanes; ++k) dot += acc[k];
     const float coef = dot * inv * inv * inv / static_cast<float>(C);
     for (int64_t j = 0; j < C; j += kLanes) {
       const int64_t n = std::min(kLanes, C - j);
-      const Lanes dn = rnd<S>(load_n(dr + j, n) * load_n(w + j, n));
-      store_n(dx + r * C + j, dn * inv - load_n(xr + j, n) * coef, n);
+      const Lanes dn = rnd<W, S>(load_n(dr + j, n) * load_n(w + j, n));
+      store_n<W>(dx + r * C + j, dn * inv - load_n(xr + j, n) * coef, n);
     }
   }
 }
 
-KTO_CLONES void swiglu_kernel(const float* in, float* out, int64_t I, int64_t r0, int64_t r1) {
-  swiglu_rows(in, out, I, r0, r1);
-}
-KTO_CLONES void swiglu_kernel(const uint16_t* in, uint16_t* out, int64_t I, int64_t r0, int64_t r1) {
-  swiglu_rows(in, out, I, r0, r1);
-}
-KTO_CLONES void swiglu_backward_kernel(const float* in, const float* dy, float* dx, int64_t I, int64_t r0,
-                                       int64_t r1) {
-  swiglu_backward_rows(in, dy, dx, I, r0, r1);
-}
-KTO_CLONES void swiglu_backward_kernel(const uint16_t* in, const uint16_t* dy, uint16_t* dx, int64_t I,
-                                       int64_t r0, int64_t r1) {
-  swiglu_backward_rows(in, dy, dx, I, r0, r1);
-}
-KTO_CLONES void rms_norm_kernel(const float* x, const float* w, float* y, float* rstd, int64_t C, float eps,
-                                int64_t r0, int64_t r1) {
-  rms_norm_rows(x, w, y, rstd, C, eps, r0, r1);
-}
-KTO_CLONES void rms_norm_kernel(const uint16_t* x, const uint16_t* w, uint16_t* y, float* rstd, int64_t C,
-                                float eps, int64_t r0, int64_t r1) {
-  rms_norm_rows(x, w, y, rstd, C, eps, r0, r1);
-}
-KTO_CLONES void rms_norm_backward_kernel(const float* x, const float* w, const float* dy, const float* rstd,
-                                         float* dx, float* dw_rows, int64_t C, int64_t r0, int64_t r1) {
-  rms_norm_backward_rows(x, w, dy, rstd, dx, dw_rows, C, r0, r1);
-}
-KTO_CLONES void rms_norm_backward_kernel(const uint16_t* x, const uint16_t* w, const uint16_t* dy,
-                                         const float* rstd, uint16_t* dx, uint16_t* dw_rows, int64_t C,
-                                         int64_t r0, int64_t r1) {
-  rms_norm_backward_rows(x, w, dy, rstd, dx, dw_rows, C, r0, r1);
-}
+KTO_PER_ISA(void swiglu_kernel(const float* in, float* out, int64_t I, int64_t r0, int64_t r1),
+            swiglu_rows<W>(in, out, I, r0, r1))
+KTO_PER_ISA(void swiglu_kernel(const uint16_t* in, uint16_t* out, int64_t I, int64_t r0, int64_t r1),
+            swiglu_rows<W>(in, out, I, r0, r1))
+KTO_PER_ISA(void swiglu_backward_kernel(const float* in, const float* dy, float* dx, int64_t I, int64_t r0,
+                                        int64_t r1),
+            swiglu_backward_rows<W>(in, dy, dx, I, r0, r1))
+KTO_PER_ISA(void swiglu_backward_kernel(const uint16_t* in, const uint16_t* dy, uint16_t* dx, int64_t I,
+                                        int64_t r0, int64_t r1),
+            swiglu_backward_rows<W>(in, dy, dx, I, r0, r1))
+KTO_PER_ISA(void rms_norm_kernel(const float* x, const float* w, float* y, float* rstd, int64_t C, float eps,
+                                 int64_t r0, int64_t r1),
+            rms_norm_rows<W>(x, w, y, rstd, C, eps, r0, r1))
+KTO_PER_ISA(void rms_norm_kernel(const uint16_t* x, const uint16_t* w, uint16_t* y, float* rstd, int64_t C,
+                                 float eps, int64_t r0, int64_t r1),
+            rms_norm_rows<W>(x, w, y, rstd, C, eps, r0, r1))
+KTO_PER_ISA(void rms_norm_backward_kernel(const float* x, const float* w, const float* dy, const float* rstd,
+                                          float* dx, float* dw_rows, int64_t C, int64_t r0, int64_t r1),
+            rms_norm_backward_rows<W>(x, w, dy, rstd, dx, dw_rows, C, r0, r1))
+KTO_PER_ISA(void rms_norm_backward_kernel(const uint16_t* x, const uint16_t* w, const uint16_t* dy,
+                                          const float* rstd, uint16_t* dx, uint16_t* dw_rows, int64_t C,
+                                          int64_t r0, int64_t r1),
+            rms_norm_backward_rows<W>(x, w, dy, rstd, dx, dw_rows, C, r0, r1))
 
 class SwiGlu : public torch::autograd::Function<SwiGlu> {
  public:

@@ -22,15 +22,15 @@ using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 // One row in place: v = x*scale (+ mask), then softmax over its first `n` entries.
-inline __attribute__((always_inline)) void softmax_row(float* __restrict x, const float* __restrict mask,
-                                                       int64_t n, float scale) {
+template <int W>
+KTO_INLINE void softmax_row(float* __restrict x, const float* __restrict mask, int64_t n, float scale) {
   const int64_t full = n / kLanes * kLanes;
   Lanes mx = splat(-INFINITY);
   for (int64_t j = 0; j < full; j += kLanes) {
     Lanes v = load_lanes(x + j) * scale;
     if (mask) v += load_lanes(mask + j);
-    store_lanes(x + j, v);
-    mx = v > mx ? v : mx;
+    store_lanes<W>(x + j, v);
+    mx = max_lanes<W>(v, mx);
   }
   float m = -INFINITY;
   for (int64_t k = 0; k < kLanes; ++k) m = mx[k] > m ? mx[k] : m;
@@ -44,14 +44,14 @@ inline __attribute__((always_inline)) void softmax_row(float* __restrict x, cons
   // stops at n or runs on through masked (exactly 0) entries.
   Lanes sum = splat(0.0f);
   for (int64_t j = 0; j < full; j += kLanes) {
-    const Lanes e = exp_lanes(load_lanes(x + j) - m);
-    store_lanes(x + j, e);
+    const Lanes e = exp_lanes<W>(load_lanes(x + j) - m);
+    store_lanes<W>(x + j, e);
     sum += e;
   }
   if (full < n) {
     float tail[kLanes];
     for (int64_t k = 0; k < kLanes; ++k) tail[k] = full + k < n ? x[full + k] - m : -INFINITY;
-    const Lanes e = exp_lanes(load_lanes(tail));
+    const Lanes e = exp_lanes<W>(load_lanes(tail));
     for (int64_t j = full; j < n; ++j) x[j] = e[j - full];
     sum += e;
   }
@@ -62,10 +62,8 @@ inline __attribute__((always_inline)) void softmax_row(float* __restrict x, cons
 }
 
 // dx = scale * p * (g - sum(g * p)) over the first n entries.
-inline __attribute__((always_inline)) void softmax_backward_row(const float* __restrict p,
-                                                                const float* __restrict g,
-                                                                float* __restrict dx, int64_t n,
-                                                                float scale) {
+KTO_INLINE void softmax_backward_row(const float* __restrict p, const float* __restrict g,
+                                     float* __restrict dx, int64_t n, float scale) {
   const int64_t full = n / kLanes * kLanes;
   Lanes acc = splat(0.0f);
   for (int64_t j = 0; j < full; j += kLanes) acc += load_lanes(g + j) * load_lanes(p + j);
@@ -90,10 +88,9 @@ struct SoftmaxGeometry {
 };
 
 // Rows [r0, r1): scores (fp32 or bf16 bits) -> fp32 probabilities p32 (and bf16 ones in out16).
-template <typename S>
-inline __attribute__((always_inline)) void softmax_rows(const SoftmaxGeometry& G, const S* scores,
-                                                        const float* mask, float* p32, uint16_t* out16,
-                                                        int64_t r0, int64_t r1) {
+template <int W, typename S>
+KTO_INLINE void softmax_rows(const SoftmaxGeometry& G, const S* scores, const float* mask, float* p32,
+                             uint16_t* out16, int64_t r0, int64_t r1) {
   for (int64_t r = r0; r < r1; ++r) {
     float* row = p32 + r * G.Tk;
     const S* in = scores + r * G.Tk;
@@ -103,7 +100,7 @@ inline __attribute__((always_inline)) void softmax_rows(const SoftmaxGeometry& G
     } else {
       for (int64_t j = 0; j < n; ++j) row[j] = Num<uint16_t>::load(in[j]);
     }
-    softmax_row(row, G.causal ? nullptr : mask + G.query(r) * G.Tk, n, G.scale);
+    softmax_row<W>(row, G.causal ? nullptr : mask + G.query(r) * G.Tk, n, G.scale);
     for (int64_t j = n; j < G.Tk; ++j) row[j] = 0.0f;
     if (out16)
       for (int64_t j = 0; j < G.Tk; ++j) out16[r * G.Tk + j] = Num<uint16_t>::store(row[j]);
@@ -111,10 +108,9 @@ inline __attribute__((always_inline)) void softmax_rows(const SoftmaxGeometry& G
 }
 
 // Rows [r0, r1) of the gradient: from dprobs (fp32 or bf16 bits) and the fp32 probabilities.
-template <typename S>
-inline __attribute__((always_inline)) void softmax_backward_rows(const SoftmaxGeometry& G, const float* p32,
-                                                                 const S* grad, S* out, float* tmp,
-                                                                 int64_t r0, int64_t r1) {
+template <int W, typename S>
+KTO_INLINE void softmax_backward_rows(const SoftmaxGeometry& G, const float* p32, const S* grad, S* out,
+                                      float* tmp, int64_t r0, int64_t r1) {
   for (int64_t r = r0; r < r1; ++r) {
     const int64_t n = G.keys(r);
     const float* p = p32 + r * G.Tk;
@@ -130,22 +126,18 @@ inline __attribute__((always_inline)) void softmax_backward_rows(const SoftmaxGe
   }
 }
 
-KTO_CLONES void softmax_f32(const SoftmaxGeometry& G, const float* s, const float* mask, float* p32,
-                            int64_t r0, int64_t r1) {
-  softmax_rows<float>(G, s, mask, p32, nullptr, r0, r1);
-}
-KTO_CLONES void softmax_bf16(const SoftmaxGeometry& G, const uint16_t* s, const float* mask, float* p32,
-                             uint16_t* out, int64_t r0, int64_t r1) {
-  softmax_rows<uint16_t>(G, s, mask, p32, out, r0, r1);
-}
-KTO_CLONES void softmax_backward_f32(const SoftmaxGeometry& G, const float* p32, const float* g, float* out,
-                                     int64_t r0, int64_t r1) {
-  softmax_backward_rows<float>(G, p32, g, out, nullptr, r0, r1);
-}
-KTO_CLONES void softmax_backward_bf16(const SoftmaxGeometry& G, const float* p32, const uint16_t* g,
-                                      uint16_t* out, float* tmp, int64_t r0, int64_t r1) {
-  softmax_backward_rows<uint16_t>(G, p32, g, out, tmp, r0, r1);
-}
+KTO_PER_ISA(void softmax_f32(const SoftmaxGeometry& G, const float* s, const float* mask, float* p32,
+                             int64_t r0, int64_t r1),
+            softmax_rows<W, float>(G, s, mask, p32, nullptr, r0, r1))
+KTO_PER_ISA(void softmax_bf16(const SoftmaxGeometry& G, const uint16_t* s, const float* mask, float* p32,
+                              uint16_t* out, int64_t r0, int64_t r1),
+            softmax_rows<W, uint16_t>(G, s, mask, p32, out, r0, r1))
+KTO_PER_ISA(void softmax_backward_f32(const SoftmaxGeometry& G, const float* p32, const float* g, float* out,
+                                      int64_t r0, int64_t r1),
+            softmax_backward_rows<W, float>(G, p32, g, out, nullptr, r0, r1))
+KTO_PER_ISA(void softmax_backward_bf16(const SoftmaxGeometry& G, const float* p32, const uint16_t* g,
+                                       uint16_t* out, float* tmp, int64_t r0, int64_t r1),
+            softmax_backward_rows<W, uint16_t>(G, p32, g, out, tmp, r0, r1))
 
 constexpr int64_t kSoftmaxGrain = 64;
 
@@ -200,15 +192,15 @@ class MaskedSoftmax : public torch::autograd::Function<MaskedSoftmax> {
 
 // (Through an always-inline template, as every kernel here: clang refuses a 64-byte vector
 // argument in a call made directly from the clones that lack AVX-512.)
-template <typename S>
-inline __attribute__((always_inline)) void exp_values(const S* in, S* out, int64_t n) {
+template <int W, typename S>
+KTO_INLINE void exp_values(const S* in, S* out, int64_t n) {
   for (int64_t i = 0; i < n; i += kLanes) {
     const int64_t m = std::min(kLanes, n - i);
-    store_n(out + i, exp_lanes(load_n(in + i, m)), m);
+    store_n<W>(out + i, exp_lanes<W>(load_n(in + i, m)), m);
   }
 }
 
-KTO_CLONES void exp_f32(const float* in, float* out, int64_t n) { exp_values(in, out, n); }
+KTO_PER_ISA(void exp_f32(const float* in, float* out, int64_t n), exp_values<W>(in, out, n))
 
 bool masked_softmax_ok(const at::Tensor& scores) {
   const at::ScalarType t = scores.scalar_type();
