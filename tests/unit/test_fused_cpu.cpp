@@ -1,7 +1,8 @@
 // The fused CPU kernels (kto/model/fused_cpu.h) against the ATen chains they replace: rope_heads
 // bit for bit, forward and backward, in fp32, fp64 and bf16, for Llama (GQA) and GPT-NeoX
 // (per-head qkv rows, partial rotary) layouts; masked_softmax to a few ulps, with the causal
-// shortcut bit-identical to the explicit mask; its exp within 1 ulp; and whole tiny models of
+// shortcut bit-identical to the explicit mask; its exp within 1 ulp; the lane helpers the same bits
+// at the 16, 8 and 4 lanes of AVX-512, AVX2 and SSE2 targets; and whole tiny models of
 // every family with the kernels on and off: the same hidden states and weight gradients (fp64:
 // identical bits; fp32: within float rounding; bf16: within bf16 rounding, where LibTorch's bf16
 // GEMMs accumulate in fp32 — skipped, saying so, where they do not).
@@ -9,10 +10,14 @@
 
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <string>
+#include <type_traits>
 #include <utility>
+#include <vector>
 
+#include "../../src/model/fused_lanes.h"  // the kernels' private lane helpers
 #include "kto/model/blocks.h"
 #include "kto/model/dense_model.h"
 #include "kto/model/fused_cpu.h"
@@ -201,6 +206,45 @@ TEST_CASE("the fused kernels' exp is within 1 ulp of exp over the float range, 0
   CHECK(edges[4].item<float>() == inf);
   CHECK(edges[5].item<float>() == inf);
   CHECK(std::isnan(edges[6].item<float>()));
+}
+
+TEST_CASE("the fused kernels' lane helpers give the same bits at every register width (16, 8, 4 lanes)",
+          "[fused]") {
+  // Each target runs the helpers on parts of its own width (AVX-512 16 lanes, AVX2 8, SSE2 4);
+  // only the machine's own width runs in the kernels, so all three are compared here, in one
+  // build, on the same inputs: exp, max, bf16 rounding and the part-wise store.
+  namespace lanes = kto::model::fused::detail;
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  std::vector<float> in(4096);
+  for (size_t i = 0; i < in.size(); ++i) in[i] = static_cast<float>(std::sin(0.37 * i) * 100.0);
+  const std::vector<float> edges{nan,         inf,         -inf,     88.72f, 88.73f,  -87.3f,
+                                 -87.4f,      0.0f,        -0.0f,    1e-40f, -1e-40f, 3.3895314e38f,
+                                 1.00390625f, 1.01171875f, -2.5e-8f, 127.5f};
+  std::copy(edges.begin(), edges.end(), in.begin());
+  const auto run = [&](auto width) {
+    constexpr int W = decltype(width)::value;
+    std::vector<float> out(4 * in.size());
+    for (size_t i = 0; i < in.size(); i += lanes::kLanes) {
+      const lanes::Lanes a = lanes::load_lanes(&in[i]), b = lanes::load_lanes(&in[(i + 16) % in.size()]);
+      lanes::store_lanes<W>(&out[i], lanes::exp_lanes<W>(a));
+      lanes::store_lanes<W>(&out[in.size() + i], lanes::max_lanes<W>(a, b));
+      lanes::store_lanes<W>(&out[2 * in.size() + i], lanes::round_bf16_lanes<W>(a));
+      lanes::store_lanes<W>(&out[3 * in.size() + i], a * 3.0f);
+    }
+    return out;
+  };
+  const std::vector<float> w16 = run(std::integral_constant<int, 16>{});
+  const std::vector<float> w8 = run(std::integral_constant<int, 8>{});
+  const std::vector<float> w4 = run(std::integral_constant<int, 4>{});
+  const auto same_bits = [](const std::vector<float>& x, const std::vector<float>& y) {
+    return std::memcmp(x.data(), y.data(), x.size() * sizeof(float)) == 0;
+  };
+  CHECK(same_bits(w16, w8));
+  CHECK(same_bits(w16, w4));
+  // And they compute what they say: exp(0) = 1, NaN stays NaN, max picks the larger.
+  CHECK(w16[7] == 1.0f);
+  CHECK(std::isnan(w16[0]));
+  CHECK(w16[in.size() + 20] == std::max(in[20], in[36]));
 }
 
 TEST_CASE("fused swiglu and rms_norm agree with their ATen chains, forward and backward", "[fused]") {
