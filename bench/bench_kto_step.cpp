@@ -8,19 +8,26 @@
 // over the same peak measured again after the timed steps: drift shows); peak RSS; whether
 // the CPU has native bf16; with --precomputed 1 the reference's scoring throughput (tokens of the
 // target and KL passes per second, loading and writing included), the timed steps then running
-// on the scores with no reference model. Asserts nothing.
+// on the scores with no reference model. With --turns GO,DONE (two FIFOs; one rank) it takes
+// turns with another process — bench/compare_peer.sh --paired runs the peer beside it — waiting
+// for a byte on GO before its set-up, each step and its closing peak measure, and writing one to
+// DONE after each: the two alternate step by step, and each step's time is printed (step_ms).
+// Asserts nothing.
 //
 //   mpirun -np 2 --oversubscribe build/bin/bench_kto_step --hidden 256 --layers 4 --reshard 0
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
+#include <fcntl.h>
 #include <torch/csrc/autograd/profiler_legacy.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <memory>
 #include <string>
@@ -46,6 +53,51 @@ bool native_bf16() {
   return false;
 }
 
+// Turn-taking with another process through two FIFOs (--turns GO,DONE): begin() waits for one
+// byte on GO, end() writes one to DONE. Without --turns both do nothing.
+class Turns {
+ public:
+  explicit Turns(const std::string& spec) {
+    if (spec.empty()) return;
+    const size_t comma = spec.find(',');
+    if (comma == std::string::npos || comma == 0 || comma + 1 == spec.size())
+      throw kto::cli::UsageError("--turns: expected GO,DONE (two FIFO paths), got '" + spec + "'");
+    go_ = open_fifo(spec.substr(0, comma), O_RDONLY);
+    done_ = open_fifo(spec.substr(comma + 1), O_WRONLY);
+  }
+  ~Turns() {
+    if (go_ >= 0) ::close(go_);
+    if (done_ >= 0) ::close(done_);
+  }
+  Turns(const Turns&) = delete;
+  Turns& operator=(const Turns&) = delete;
+
+  void begin() const {
+    if (go_ < 0) return;
+    char c;
+    ssize_t n;
+    while ((n = ::read(go_, &c, 1)) < 0 && errno == EINTR) {
+    }
+    if (n != 1) throw kto::Error("--turns: the other side closed its end of the GO FIFO");
+  }
+  void end() const {
+    if (done_ < 0) return;
+    const char c = 'x';
+    ssize_t n;
+    while ((n = ::write(done_, &c, 1)) < 0 && errno == EINTR) {
+    }
+    if (n != 1) throw kto::Error("--turns: cannot write to the DONE FIFO");
+  }
+
+ private:
+  static int open_fifo(const std::string& path, int mode) {
+    const int fd = ::open(path.c_str(), mode | O_CLOEXEC);
+    if (fd < 0) throw kto::Error("--turns: cannot open " + path + ": " + std::strerror(errno));
+    return fd;
+  }
+  int go_ = -1, done_ = -1;
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -55,7 +107,7 @@ int main(int argc, char** argv) {
                 batch = 8;
         int64_t steps = 6, warmup = 2, threads = 1, reshard = 0, precomputed = 0;
         int64_t peak_gflops = 0;
-        std::string dtype = "fp32", profile, layout = "padded", shard_group = "world";
+        std::string dtype = "fp32", profile, layout = "padded", shard_group = "world", turns_spec;
         kto::cli::Args args("bench_kto_step",
                             "Tokens/s and MFU of a full KTO step (the peer_kto_step.py setup).");
         args.option("--hidden", &hidden, "C", "width (256)")
@@ -86,13 +138,21 @@ int main(int argc, char** argv) {
             .option("--profile", &profile, "FILE",
                     "write LibTorch's op trace of one extra step after the timed ones to FILE (Chrome trace "
                     "JSON; rank 0; "
-                    "bench/op_profile.py sums it by op)");
+                    "bench/op_profile.py sums it by op)")
+            .option("--turns", &turns_spec, "GO,DONE",
+                    "take turns with another process through two FIFOs: wait for a byte on GO before the "
+                    "set-up, each step and the closing peak measure, write one to DONE after each (one rank; "
+                    "bench/compare_peer.sh --paired)");
         if (!args.parse(argc, argv)) return 0;
         if (steps < 1) throw kto::cli::UsageError("--steps: at least 1 timed step");
         if (warmup < 0) throw kto::cli::UsageError("--warmup: must not be negative");
         if (threads < 1) throw kto::cli::UsageError("--threads: at least 1");
         if (batch < 1) throw kto::cli::UsageError("--batch: at least 1 sequence per rank");
         if (seq < 2) throw kto::cli::UsageError("--seq: at least 2 tokens (a prompt and a completion)");
+        if (!turns_spec.empty() && (world.size() != 1 || !profile.empty() || precomputed))
+          throw kto::cli::UsageError("--turns: one rank only, and not with --profile or --precomputed");
+        const Turns turns(turns_spec);
+        turns.begin();  // the set-up: dataset, trainer, the start-up peak measure
         at::set_num_threads(static_cast<int>(threads));
         kto::log::set_level(kto::log::Level::warn);
 
@@ -143,6 +203,7 @@ int main(int argc, char** argv) {
         const kto::config::Config config = kto::config::parse_config(yaml, "bench");
         const int64_t params = config.model.architecture.num_parameters();
         kto::train::Trainer trainer(config, world);
+        turns.end();
         std::vector<double> times, tps, mfu, rss, flops, shard_link, replica_link;
         kto::model::CpuCacheStats cache_before;
         kto::fsdp::CommStats comm_before;
@@ -151,7 +212,9 @@ int main(int argc, char** argv) {
             cache_before = kto::model::cpu_cache_stats();
             comm_before = trainer.comm_stats();
           }
+          turns.begin();
           const auto m = trainer.train_step();
+          turns.end();
           if (s >= warmup) {
             times.push_back(m.at("step_seconds"));
             tps.push_back(m.at("tokens_per_s"));
@@ -179,12 +242,15 @@ int main(int argc, char** argv) {
         }
         // The peak again, right after the timed steps: beside the start-up figure, a second
         // divisor that shows whether the machine's speed drifted while the bench ran.
+        turns.begin();
         const double peak_after = trainer.measure_peak_gflops_now() * 1e9;
         auto median = [](std::vector<double> v) {
           std::sort(v.begin(), v.end());
           return v[v.size() / 2];
         };
         if (world.is_root()) {
+          std::string step_ms;  // every timed step, in order: --paired pairs them with the peer's
+          for (const double t : times) step_ms += kto::detail::str_cat(step_ms.empty() ? "" : ", ", t * 1e3);
           const double sec = median(times);
           const double executed = median(flops);
           const double peak_per_rank = trainer.peak_flops() / world.size();
@@ -217,7 +283,7 @@ int main(int argc, char** argv) {
               "\"allocator_misses_per_step\": %.0f, \"comm_wait_ms_per_step\": %.1f, "
               "\"comm_mib_per_step\": %.1f, \"shard_group\": \"%s\", \"shard_size\": %d, \"replicas\": %d, "
               "\"shard_link_mib\": %.2f, \"shard_link_mib_formula\": %.2f, \"replica_link_mib\": %.2f, "
-              "\"replica_link_mib_formula\": %.2f, \"state_mib_per_rank\": %.1f}\n",
+              "\"replica_link_mib_formula\": %.2f, \"state_mib_per_rank\": %.1f, \"step_ms\": [%s]}\n",
               world.size(), dtype.c_str(), native_bf16() ? "true" : "false", static_cast<long>(threads),
               static_cast<long>(reshard), layout.c_str(), static_cast<long>(hidden),
               static_cast<long>(layers), static_cast<long>(vocab), static_cast<long>(seq),
@@ -226,9 +292,11 @@ int main(int argc, char** argv) {
               peak_after / 1e9, executed / sec / peak_after, static_cast<long>(params), median(rss),
               precomputed ? "true" : "false", score_tokens_per_s, misses, wait_ms, comm_mib,
               shard_group.c_str(), S, R, median(shard_link), formula.shard_link_bytes(S) / (1 << 20),
-              median(replica_link), formula.replica_link_bytes(R) / (1 << 20), state_mib);
+              median(replica_link), formula.replica_link_bytes(R) / (1 << 20), state_mib, step_ms.c_str());
+          std::fflush(stdout);
           kto::remove_tree(dir);
         }
+        turns.end();
         return 0;
       });
 }

@@ -8,6 +8,16 @@
 # divisor of executed/peak: on a shared VM it moves by 10-20% from run to run).
 #
 #   bench/compare_peer.sh [--rounds N] [--steps N] [--threads N] [--dtype fp32|bf16] [--shapes LIST]
+#                         [--paired]
+#
+# --paired: in each round kto and the peer run side by side as two processes that take turns
+# step by step (bench_kto_step --turns, peer_kto_step.py --turns: one computes while the other
+# waits), so each kto step is timed next to a peer step, under the same machine state; kto/peer
+# is then the range of the per-step ratios over every pair of every round, with their median.
+# On a shared VM whose speed drifts by 10-20% within a minute this pairs like with like. Under
+# each shape it prints every pair's ratio, round by round, and how many are at or below the
+# bound issue 14 set for that shape (fp32: h256 0.5, h512 0.65, h1024 0.85, block 0.95,
+# block-rs 1.15; bf16: block 1.0).
 #
 # Shapes (the issue-14 table, plus a 1B-proportioned one); --shapes takes a comma list of names:
 #   h256      hidden 256, 4 layers, 8/4 heads, ffn 688, vocab 32000, batch 8
@@ -22,7 +32,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bin=${KTO_BUILD_DIR:-$root/build}/bin
-rounds=2 steps=4 threads=1 dtype=fp32 shapes="h256,h512,h1024,block,block-rs,1b"
+rounds=2 steps=4 threads=1 dtype=fp32 shapes="h256,h512,h1024,block,block-rs,1b" paired=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --rounds) rounds=$2; shift 2 ;;
@@ -30,7 +40,8 @@ while [[ $# -gt 0 ]]; do
     --threads) threads=$2; shift 2 ;;
     --dtype) dtype=$2; shift 2 ;;
     --shapes) shapes=$2; shift 2 ;;
-    -h|--help) sed -n '2,21p' "$0" | grep -v '^set ' | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --paired) paired=1; shift ;;
+    -h|--help) sed -n '2,32p' "$0" | grep -v '^set ' | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "compare_peer.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -47,12 +58,52 @@ shape_args() {
     *) echo "compare_peer.sh: unknown shape '$1'" >&2; exit 2 ;;
   esac
 }
+# The time-ratio bounds of issue 14 (what the team set out to reach), counted against in --paired.
+declare -A bound=([h256]=0.5 [h512]=0.65 [h1024]=0.85 [block]=0.95 [block-rs]=1.15)
+[[ "$dtype" == bf16 ]] && bound=([block]=1.0)
 field() { sed -n "s/.*\"$1\": \([0-9.]*\).*/\1/p" | tail -1; }
 median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+# The step_ms list of a JSON line, one value per line.
+steps_of() { sed -n 's/.*"step_ms": \[\([^]]*\)\].*/\1/p' | tr ',' '\n' | sed 's/ //g; /^$/d'; }
+
+# --paired: one turn of the process behind FIFO fds $1 (GO) and $2 (DONE), pid $3: a byte on GO,
+# then wait for its byte on DONE (false if the process ends first).
+turn() {
+  printf x >&"$1"
+  local c
+  until read -r -n 1 -t 5 -u "$2" c; do kill -0 "$3" 2>/dev/null || return 1; done
+}
+# --paired: kto ($1: its arguments) and the peer ($2) side by side, taking turns: each one's
+# set-up alone, then warm-up and timed steps alternately, kto first. Sets k and p (JSON lines).
+run_pair() {
+  local w kpid ppid n i
+  w=$(mktemp -d) && mkfifo "$w/kgo" "$w/kdone" "$w/pgo" "$w/pdone"
+  exec 3<>"$w/kgo" 4<>"$w/kdone" 5<>"$w/pgo" 6<>"$w/pdone"  # read-write: opening never blocks
+  "$bin/bench_kto_step" $1 --turns "$w/kgo,$w/kdone" >"$w/k" 2>"$err" &
+  kpid=$!
+  pids=("$kpid")
+  turn 3 4 "$kpid" || { echo "compare_peer.sh: kto ($s) ended before its set-up was done; its stderr:" >&2; tail -20 "$err" >&2; exit 1; }
+  OMP_NUM_THREADS=$threads /usr/bin/python3 "$root/bench/peer_kto_step.py" $2 --turns "$w/pgo,$w/pdone" >"$w/p" 2>"$w.perr" &
+  ppid=$!
+  pids+=("$ppid")
+  turn 5 6 "$ppid" || { echo "compare_peer.sh: the peer ($s) ended before its set-up was done; its stderr:" >&2; tail -20 "$w.perr" >&2; exit 1; }
+  n=$((1 + steps + 1))  # the warm-up step, the timed steps, the closing turn (kto: the peak again)
+  for ((i = 0; i < n; i++)); do
+    turn 3 4 "$kpid" || { echo "compare_peer.sh: kto ($s) ended early; its stderr:" >&2; tail -20 "$err" >&2; exit 1; }
+    turn 5 6 "$ppid" || { echo "compare_peer.sh: the peer ($s) ended early; its stderr:" >&2; tail -20 "$w.perr" >&2; exit 1; }
+  done
+  wait "$kpid" "$ppid" || true
+  pids=()
+  exec 3>&- 4>&- 5>&- 6>&-
+  k=$(tail -1 "$w/k") p=$(tail -1 "$w/p")
+  rm -rf "$w" "$w.perr"
+}
+pids=()
 
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 bf16=no; grep -qw avx512_bf16 /proc/cpuinfo && bf16=yes
-echo "machine: $cpu, $(getconf _NPROCESSORS_ONLN) cores, native bf16 (avx512_bf16): $bf16; $threads thread(s), $dtype, seq 256, $steps timed steps, $rounds round(s)"
+echo "machine: $cpu, $(getconf _NPROCESSORS_ONLN) cores, native bf16 (avx512_bf16): $bf16; $threads thread(s), $dtype, seq 256, $steps timed steps, $rounds round(s)$( ((paired)) && echo ", paired steps")"
+((paired)) && echo "kto/peer: the range of the per-step ratios of kto's and the peer's alternated steps over every round, (median)"
 [[ "$dtype" == bf16 && "$bf16" == no ]] && echo "note: this CPU has no native bf16: bf16 figures here are emulated and far slower than fp32"
 echo "model GF/s: 12N FLOPs per training token over step time (both); executed/peak: what kto computes"
 echo "(head on completion tokens only, recompute included) over the sgemm peak measured at kto's start-up,"
@@ -60,17 +111,30 @@ echo "and over the same peak measured again right after its timed steps (after);
 printf '%-9s %-22s %-22s %-10s %-14s %-13s %-12s %-13s %-12s %s\n' shape "kto ms/step" "peer ms/step" \
   "kto/peer" "model GF/s k|p" "exec/peak k" "peak GF/s" "exec/peak aft" "peak aft" "RSS MiB k|p"
 IFS=, read -r -a list <<<"$shapes"
-err=$(mktemp) && trap 'rm -f "$err"' EXIT
+err=$(mktemp) && trap 'rm -f "$err"; ((${#pids[@]})) && kill "${pids[@]}" 2>/dev/null; true' EXIT
 for s in "${list[@]}"; do
   args="$(shape_args "$s") --seq 256 --steps $steps --warmup 1 --threads $threads --dtype $dtype"
   kto_args=$args
   [[ "$s" == block-rs ]] && kto_args+=" --reshard 1"
   k_ms=() p_ms=() ratios=() k_gf=() p_gf=() k_ex=() k_peak=() k_ex2=() k_peak2=() k_rss=() p_rss=()
+  pair_ratios=() pair_rounds=()
   for ((r = 0; r < rounds; r++)); do
-    k=$("$bin/bench_kto_step" $kto_args 2>"$err" | tail -1) || true
-    [[ "$k" == *ms_per_step* ]] || { echo "compare_peer.sh: kto ($s) printed no figures; its stderr:" >&2; tail -20 "$err" >&2; exit 1; }
-    p=$(OMP_NUM_THREADS=$threads /usr/bin/python3 "$root/bench/peer_kto_step.py" $args 2>"$err" | tail -1) || true
-    [[ "$p" == *ms_per_step* ]] || { echo "compare_peer.sh: the peer ($s) printed no figures; its stderr:" >&2; tail -20 "$err" >&2; exit 1; }
+    if ((paired)); then
+      run_pair "$kto_args" "$args"
+      [[ "$k" == *ms_per_step* && "$p" == *ms_per_step* ]] || { echo "compare_peer.sh: a paired run ($s) printed no figures; kto's stderr:" >&2; tail -20 "$err" >&2; exit 1; }
+      mapfile -t ks < <(steps_of <<<"$k")
+      mapfile -t ps < <(steps_of <<<"$p")
+      this=()
+      for ((i = 0; i < ${#ks[@]} && i < ${#ps[@]}; i++)); do
+        this+=("$(awk -v a="${ks[i]}" -v b="${ps[i]}" 'BEGIN { printf "%.2f", a / b }')")
+      done
+      pair_ratios+=("${this[@]}") pair_rounds+=("${this[*]}")
+    else
+      k=$("$bin/bench_kto_step" $kto_args 2>"$err" | tail -1) || true
+      [[ "$k" == *ms_per_step* ]] || { echo "compare_peer.sh: kto ($s) printed no figures; its stderr:" >&2; tail -20 "$err" >&2; exit 1; }
+      p=$(OMP_NUM_THREADS=$threads /usr/bin/python3 "$root/bench/peer_kto_step.py" $args 2>"$err" | tail -1) || true
+      [[ "$p" == *ms_per_step* ]] || { echo "compare_peer.sh: the peer ($s) printed no figures; its stderr:" >&2; tail -20 "$err" >&2; exit 1; }
+    fi
     k_ms+=("$(field ms_per_step <<<"$k")") p_ms+=("$(field ms_per_step <<<"$p")")
     k_gf+=("$(field model_gflops <<<"$k")") p_gf+=("$(field model_gflops <<<"$p")")
     k_ex+=("$(field executed_vs_peak <<<"$k")") k_peak+=("$(field peak_gflops <<<"$k")")
@@ -79,12 +143,23 @@ for s in "${list[@]}"; do
     ratios+=("$(awk -v a="${k_ms[-1]}" -v b="${p_ms[-1]}" 'BEGIN { printf "%.2f", a / b }')")
   done
   lo=$(printf '%s\n' "${ratios[@]}" | sort -n | head -1) hi=$(printf '%s\n' "${ratios[@]}" | sort -n | tail -1)
+  range="$lo–$hi"
+  if ((paired)); then
+    lo=$(printf '%s\n' "${pair_ratios[@]}" | sort -n | head -1) hi=$(printf '%s\n' "${pair_ratios[@]}" | sort -n | tail -1)
+    range="$lo–$hi ($(median "${pair_ratios[@]}"))"
+  fi
   ex_lo=$(printf '%s\n' "${k_ex[@]}" | sort -n | head -1) ex_hi=$(printf '%s\n' "${k_ex[@]}" | sort -n | tail -1)
   pk_lo=$(printf '%s\n' "${k_peak[@]}" | sort -n | head -1) pk_hi=$(printf '%s\n' "${k_peak[@]}" | sort -n | tail -1)
   e2_lo=$(printf '%s\n' "${k_ex2[@]}" | sort -n | head -1) e2_hi=$(printf '%s\n' "${k_ex2[@]}" | sort -n | tail -1)
   p2_lo=$(printf '%s\n' "${k_peak2[@]}" | sort -n | head -1) p2_hi=$(printf '%s\n' "${k_peak2[@]}" | sort -n | tail -1)
   printf '%-9s %-22s %-22s %-10s %-14s %-13s %-12s %-13s %-12s %s\n' "$s" "$(printf '%.0f ' "${k_ms[@]}")" \
-    "$(printf '%.0f ' "${p_ms[@]}")" "$lo–$hi" "$(median "${k_gf[@]}")|$(median "${p_gf[@]}")" \
+    "$(printf '%.0f ' "${p_ms[@]}")" "$range" "$(median "${k_gf[@]}")|$(median "${p_gf[@]}")" \
     "$ex_lo–$ex_hi" "${pk_lo%.*}–${pk_hi%.*}" "$e2_lo–$e2_hi" "${p2_lo%.*}–${p2_hi%.*}" \
     "$(median "${k_rss[@]}")|$(median "${p_rss[@]}")"
+  if ((paired)); then
+    n_in=$(printf '%s\n' "${pair_ratios[@]}" | awk -v b="${bound[$s]:-0}" '$1 <= b { n++ } END { print n + 0 }')
+    printf '  %s, kto/peer step by step, round by round: %s' "$s" "$(printf '%s | ' "${pair_rounds[@]}" | sed 's/ | $//')"
+    [[ -n "${bound[$s]:-}" ]] && printf '; %d of %d at or below %s' "$n_in" "${#pair_ratios[@]}" "${bound[$s]}"
+    echo
+  fi
 done

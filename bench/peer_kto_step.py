@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-# (A copy of the team's shared peer, ../shared/bench/peer_kto_step.py, kept here so that bench/compare_peer.sh runs from a clone; --profile is ours, and changes no timed step.)
+# (A copy of the team's shared peer, ../shared/bench/peer_kto_step.py, kept here so that bench/compare_peer.sh runs from a clone; --profile, --turns and step_ms are ours, and change no timed step.)
 """Peer baseline: one KTO training step in plain PyTorch eager (what a user of a Python
 trainer runs), on a Llama-style decoder, for side-by-side timing with the C++ trainer.
 
@@ -13,7 +13,9 @@ Every sequence is full length (no padding); the completion is the second half.
 
 Prints one JSON line: config, ms per step (median of the timed steps), training tokens/s,
 model FLOP/s at 12N FLOPs per training token (N = non-embedding parameters + head), MFU vs
---peak-gflops when given, the process's peak RSS.
+--peak-gflops when given, the process's peak RSS, every timed step's ms (step_ms). With --turns
+GO,DONE (two FIFOs) it takes turns with another process (bench/compare_peer.sh --paired): it
+waits for a byte on GO before its set-up, each step and its output, and writes one to DONE after.
 
 Example:
   python3 peer_kto_step.py --hidden 256 --layers 4 --heads 8 --kv-heads 4 --ffn 688 \
@@ -91,6 +93,26 @@ def completion_logps(model, ids, comp_mask, cos, sin, mask):
     return (lp * comp_mask[:, 1:]).sum(-1)
 
 
+class Turns:
+    """Turn-taking through two FIFOs: begin() waits for a byte on GO, end() writes one to DONE."""
+
+    def __init__(self, spec):
+        self.go = self.done = None
+        if spec:
+            go, _, done = spec.partition(",")
+            if not go or not done:
+                raise SystemExit(f"--turns: expected GO,DONE (two FIFO paths), got '{spec}'")
+            self.go, self.done = open(go, "rb", buffering=0), open(done, "wb", buffering=0)
+
+    def begin(self):
+        if self.go and len(self.go.read(1)) != 1:
+            raise SystemExit("--turns: the other side closed its end of the GO FIFO")
+
+    def end(self):
+        if self.done:
+            self.done.write(b"x")
+
+
 def main():
     p = argparse.ArgumentParser()
     for k, v in dict(hidden=256, layers=4, heads=8, kv_heads=4, ffn=688, vocab=32000, seq=256,
@@ -101,7 +123,13 @@ def main():
     p.add_argument("--peak-gflops", type=float, default=0.0)
     p.add_argument("--profile", default="", help="write torch.autograd.profiler's trace of one "
                    "extra, untimed step to this file (Chrome trace; bench/op_profile.py sums it)")
+    p.add_argument("--turns", default="", metavar="GO,DONE",
+                   help="take turns with another process through two FIFOs (bench/compare_peer.sh --paired)")
     a = p.parse_args()
+    turns = Turns(a.turns)
+    if a.turns and a.profile:
+        p.error("--turns: not with --profile")
+    turns.begin()  # the set-up
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     dt = torch.float32 if a.dtype == "fp32" else torch.bfloat16
@@ -117,6 +145,7 @@ def main():
     comp[:, T // 2:] = 1.0
     labels = torch.tensor([i % 2 == 0 for i in range(B)])
     n_params = sum(q.numel() for q in policy.parameters()) - policy.embed.numel()
+    turns.end()
 
     times = []
     for step in range(a.warmup + a.steps + (1 if a.profile else 0)):
@@ -124,6 +153,7 @@ def main():
         prof = torch.autograd.profiler.profile() if profiled else None
         if prof:
             prof.__enter__()
+        turns.begin()
         ids = torch.randint(0, a.vocab, (B, T))
         kl_ids = torch.cat([ids[:, : T // 2], ids.roll(-1, 0)[:, T // 2:]], 1)  # x_i with y_{i+1}
         t0 = time.perf_counter()
@@ -137,11 +167,14 @@ def main():
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        t1 = time.perf_counter()
+        turns.end()
         if prof:
             prof.__exit__(None, None, None)
             prof.export_chrome_trace(a.profile)
         elif step >= a.warmup:
-            times.append(time.perf_counter() - t0)
+            times.append(t1 - t0)
+    turns.begin()  # the output
     s = statistics.median(times)
     tokens = B * T
     flops = 12.0 * n_params * tokens / s
@@ -149,10 +182,12 @@ def main():
                hidden=a.hidden, layers=a.layers, vocab=a.vocab, seq=T, batch=B,
                n_params_nonembed=n_params, ms_per_step=round(s * 1e3, 2),
                tokens_per_s=round(tokens / s, 1), model_gflops=round(flops / 1e9, 2),
-               peak_rss_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+               peak_rss_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+               step_ms=[round(t * 1e3, 2) for t in times])
     if a.peak_gflops > 0:
         out["mfu"] = round(flops / 1e9 / a.peak_gflops, 4)
-    print(json.dumps(out))
+    print(json.dumps(out), flush=True)
+    turns.end()
 
 
 if __name__ == "__main__":
