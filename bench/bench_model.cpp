@@ -2,6 +2,7 @@
 //
 //   * forward tokens/s and model FLOP/s (2N FLOPs per token) in fp32 and bf16;
 //   * forward + backward of completion log-prob sums (the training path) tokens/s;
+//   * causal attention without autograd: batched products vs one score matrix at a time;
 //   * completion log-probs, chunked vs naive full-vocab log_softmax: time and peak resident
 //     memory, each variant measured in a fresh child process.
 //
@@ -16,12 +17,14 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <string>
 #include <vector>
 
 #include "bench_common.h"
 #include "kto/model/dense_model.h"
+#include "kto/model/fused_cpu.h"
 #include "kto/model/logprob.h"
 #include "kto/util/cli.h"
 
@@ -150,6 +153,41 @@ int main(int argc, char** argv) {
                   2.0 * n_flop_params * tokens / f / 1e9);
       std::printf("%-6s %-22s %12.1f %14.0f %12.1f\n", name, "forward + backward", t * 1e3, tokens / t,
                   6.0 * n_flop_params * tokens / t / 1e9);
+    }
+
+    // Causal attention without autograd at this shape (fp32): the batched products around the
+    // masked softmax (what a step with autograd runs) against fused::attention_no_grad (one score
+    // matrix at a time, in cache), alternated.
+    {
+      const int64_t H = cfg.num_attention_heads, Hkv = cfg.kv_heads(), D = hidden / H, rep = H / Hkv;
+      const at::Tensor q = at::randn({batch, Hkv, rep * seq, D}, gen),
+                       k = at::randn({batch, Hkv, seq, D}, gen), v = at::randn({batch, Hkv, seq, D}, gen);
+      const at::Tensor mask = at::full({seq, seq}, -INFINITY).triu(1);
+      const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+      at::NoGradGuard no_grad;
+      std::vector<double> batched, grouped;
+      for (int64_t r = 0; r <= 2 * reps + 1; ++r) {  // the first pair warms up
+        auto t0 = Clock::now();
+        (void)at::matmul(
+            kto::model::fused::masked_softmax(at::matmul(q, k.transpose(-2, -1)), scale, mask, true), v);
+        const double a = seconds_since(t0);
+        t0 = Clock::now();
+        (void)kto::model::fused::attention_no_grad(q, k, v, scale, mask, true);
+        const double b = seconds_since(t0);
+        if (r > 0) {
+          batched.push_back(a);
+          grouped.push_back(b);
+        }
+      }
+      const auto [bl, bh] = std::minmax_element(batched.begin(), batched.end());
+      const auto [gl, gh] = std::minmax_element(grouped.begin(), grouped.end());
+      std::printf(
+          "\ncausal attention, no autograd, fp32, [%ld x %ld heads (%ld kv) x %ld x %ld], %zu alternated "
+          "reps:\n"
+          "  batched products + masked softmax  %8.1f ms (%.1f-%.1f)\n"
+          "  one score matrix at a time         %8.1f ms (%.1f-%.1f)\n",
+          batch, H, Hkv, seq, D, batched.size(), median(batched) * 1e3, *bl * 1e3, *bh * 1e3,
+          median(grouped) * 1e3, *gl * 1e3, *gh * 1e3);
     }
 
     // Completion log-probs: chunked vs materialised logits.

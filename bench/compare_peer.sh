@@ -7,9 +7,12 @@
 # RSS of both (medians), and the range of the sgemm peak each kto run measured at start-up (the
 # divisor of executed/peak: on a shared VM it moves by 10-20% from run to run).
 #
-#   bench/compare_peer.sh [--rounds N] [--steps N] [--threads N] [--dtype fp32|bf16] [--shapes LIST]
+#   bench/compare_peer.sh [--rounds N] [--steps N] [--warmup N] [--threads N] [--dtype fp32|bf16] [--shapes LIST]
 #                         [--paired]
 #
+# --warmup N: untimed steps before the timed ones, in both (2; each timed step is then past
+# both warm-ups: the peer's first two steps ran ~30% and ~15% over its steady state on the AMD
+# EPYC Zen 3, kto's first one ~25%).
 # --paired: in each round kto and the peer run side by side as two processes that take turns
 # step by step (bench_kto_step --turns, peer_kto_step.py --turns: one computes while the other
 # waits), so each kto step is timed next to a peer step, under the same machine state; kto/peer
@@ -25,6 +28,9 @@
 #   h1024     hidden 1024, 4 layers, 16/8 heads, ffn 2816, vocab 32000, batch 4
 #   block     hidden 1024, 4 layers, 16/8 heads, ffn 2816, vocab 2048, batch 4 (block-dominated, like 7B)
 #   block-rs  the same with --reshard 1 (recompute in backward; the peer has no such mode)
+#   block-sp  the same with kto in kto-train's default layout, shared_prompts (the KL pass
+#             continues the target pass's prompts instead of recomputing them: less work than
+#             the peer's; not in the default list)
 #   1b        hidden 2048, 2 layers, 16/8 heads, ffn 5632, vocab 32000, batch 2
 # Every shape: seq 256, completion = second half, one rank. Needs Debian's python3-torch
 # (apt-get install python3-torch) for the peer, run by /usr/bin/python3. Run nothing else
@@ -32,16 +38,17 @@
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bin=${KTO_BUILD_DIR:-$root/build}/bin
-rounds=2 steps=4 threads=1 dtype=fp32 shapes="h256,h512,h1024,block,block-rs,1b" paired=0
+rounds=2 steps=4 warmup=2 threads=1 dtype=fp32 shapes="h256,h512,h1024,block,block-rs,1b" paired=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --rounds) rounds=$2; shift 2 ;;
     --steps) steps=$2; shift 2 ;;
+    --warmup) warmup=$2; shift 2 ;;
     --threads) threads=$2; shift 2 ;;
     --dtype) dtype=$2; shift 2 ;;
     --shapes) shapes=$2; shift 2 ;;
     --paired) paired=1; shift ;;
-    -h|--help) sed -n '2,32p' "$0" | grep -v '^set ' | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,38p' "$0" | grep -v '^set ' | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "compare_peer.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -53,7 +60,7 @@ shape_args() {
     h256) echo "--hidden 256 --layers 4 --heads 8 --kv-heads 4 --ffn 688 --vocab 32000 --batch 8" ;;
     h512) echo "--hidden 512 --layers 4 --heads 8 --kv-heads 4 --ffn 1376 --vocab 32000 --batch 8" ;;
     h1024) echo "--hidden 1024 --layers 4 --heads 16 --kv-heads 8 --ffn 2816 --vocab 32000 --batch 4" ;;
-    block|block-rs) echo "--hidden 1024 --layers 4 --heads 16 --kv-heads 8 --ffn 2816 --vocab 2048 --batch 4" ;;
+    block|block-rs|block-sp) echo "--hidden 1024 --layers 4 --heads 16 --kv-heads 8 --ffn 2816 --vocab 2048 --batch 4" ;;
     1b) echo "--hidden 2048 --layers 2 --heads 16 --kv-heads 8 --ffn 5632 --vocab 32000 --batch 2" ;;
     *) echo "compare_peer.sh: unknown shape '$1'" >&2; exit 2 ;;
   esac
@@ -87,7 +94,7 @@ run_pair() {
   ppid=$!
   pids+=("$ppid")
   turn 5 6 "$ppid" || { echo "compare_peer.sh: the peer ($s) ended before its set-up was done; its stderr:" >&2; tail -20 "$w.perr" >&2; exit 1; }
-  n=$((1 + steps + 1))  # the warm-up step, the timed steps, the closing turn (kto: the peak again)
+  n=$((warmup + steps + 1))  # the warm-up steps, the timed steps, the closing turn (kto: the peak again)
   for ((i = 0; i < n; i++)); do
     turn 3 4 "$kpid" || { echo "compare_peer.sh: kto ($s) ended early; its stderr:" >&2; tail -20 "$err" >&2; exit 1; }
     turn 5 6 "$ppid" || { echo "compare_peer.sh: the peer ($s) ended early; its stderr:" >&2; tail -20 "$w.perr" >&2; exit 1; }
@@ -113,11 +120,12 @@ printf '%-9s %-22s %-22s %-10s %-14s %-13s %-12s %-13s %-12s %s\n' shape "kto ms
 IFS=, read -r -a list <<<"$shapes"
 err=$(mktemp) && trap 'rm -f "$err"; ((${#pids[@]})) && kill "${pids[@]}" 2>/dev/null; true' EXIT
 for s in "${list[@]}"; do
-  args="$(shape_args "$s") --seq 256 --steps $steps --warmup 1 --threads $threads --dtype $dtype"
+  args="$(shape_args "$s") --seq 256 --steps $steps --warmup $warmup --threads $threads --dtype $dtype"
   kto_args=$args
   [[ "$s" == block-rs ]] && kto_args+=" --reshard 1"
+  [[ "$s" == block-sp ]] && kto_args+=" --layout shared_prompts"
   k_ms=() p_ms=() ratios=() k_gf=() p_gf=() k_ex=() k_peak=() k_ex2=() k_peak2=() k_rss=() p_rss=()
-  pair_ratios=() pair_rounds=()
+  pair_ratios=() pair_rounds=() pair_ms=()
   for ((r = 0; r < rounds; r++)); do
     if ((paired)); then
       run_pair "$kto_args" "$args"
@@ -129,6 +137,7 @@ for s in "${list[@]}"; do
         this+=("$(awk -v a="${ks[i]}" -v b="${ps[i]}" 'BEGIN { printf "%.2f", a / b }')")
       done
       pair_ratios+=("${this[@]}") pair_rounds+=("${this[*]}")
+      pair_ms+=("$(printf '%.0f/%.0f ' $(paste -d' ' <(printf '%s\n' "${ks[@]}") <(printf '%s\n' "${ps[@]}")))")
     else
       k=$("$bin/bench_kto_step" $kto_args 2>"$err" | tail -1) || true
       [[ "$k" == *ms_per_step* ]] || { echo "compare_peer.sh: kto ($s) printed no figures; its stderr:" >&2; tail -20 "$err" >&2; exit 1; }
@@ -161,5 +170,6 @@ for s in "${list[@]}"; do
     printf '  %s, kto/peer step by step, round by round: %s' "$s" "$(printf '%s | ' "${pair_rounds[@]}" | sed 's/ | $//')"
     [[ -n "${bound[$s]:-}" ]] && printf '; %d of %d at or below %s' "$n_in" "${#pair_ratios[@]}" "${bound[$s]}"
     echo
+    printf '  %s, ms of each pair (kto/peer), round by round: %s\n' "$s" "$(printf '%s| ' "${pair_ms[@]}" | sed 's/ | $//; s/ |$//')"
   fi
 done

@@ -169,6 +169,9 @@ at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
   const at::Tensor qg = grouped ? q.view({B, H / rep, rep * Tq, D}) : q;
   const at::Tensor kg = grouped ? k : repeat_kv(k, rep), vg = grouped ? v : repeat_kv(v, rep);
   const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+  // Without autograd (the reference, the KL pass) one score matrix at a time, kept in cache.
+  if (!at::GradMode::is_enabled() && !key_mask.defined() && fused::attention_no_grad_supported(qg, kg, vg))
+    return fused::attention_no_grad(qg, kg, vg, scale, mask, causal).view({B, H, Tq, D});
   const at::Tensor raw = at::matmul(qg, kg.transpose(-2, -1));  // [B, H / rep, rep * Tq, Tk] grouped
   at::Tensor probs;
   if (fused::masked_softmax_supported(raw) && !key_mask.defined()) {

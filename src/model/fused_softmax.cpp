@@ -216,6 +216,45 @@ at::Tensor masked_softmax(const at::Tensor& scores, double scale, const at::Tens
   return MaskedSoftmax::apply(scores, scale, mask, causal);
 }
 
+bool attention_no_grad_supported(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+  const auto fits = [](const at::Tensor& t) {
+    return t.defined() && t.device().is_cpu() && t.scalar_type() == at::kFloat && t.dim() == 4;
+  };
+  if (!enabled() || !fits(q) || !fits(k) || !fits(v)) return false;
+  // Both products (R x D by D x Tk, R x Tk by Tk x D) make R * D * Tk multiply-adds.
+  return q.size(2) * q.size(3) * k.size(2) >= 400;
+}
+
+at::Tensor attention_no_grad(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale,
+                             const at::Tensor& mask_in, bool causal) {
+  KTO_CHECK(!at::GradMode::is_enabled(), "attention_no_grad: grad mode is on");
+  KTO_CHECK(attention_no_grad_supported(q, k, v), "attention_no_grad: unsupported operands q ", q.sizes(),
+            " k ", k.sizes(), " v ", v.sizes());
+  const int64_t B = q.size(0), G = q.size(1), R = q.size(2), D = q.size(3), Tk = k.size(2);
+  KTO_CHECK(k.size(0) == B && k.size(1) == G && k.size(3) == D && v.size(0) == B && v.size(1) == G &&
+                v.size(2) == Tk,
+            "attention_no_grad: q ", q.sizes(), ", k ", k.sizes(), " and v ", v.sizes(), " do not fit");
+  KTO_CHECK(mask_in.defined() && mask_in.dim() == 2, "attention_no_grad: the mask must be [Tq, Tk]");
+  const int64_t Tq = mask_in.size(0);
+  KTO_CHECK(mask_in.size(1) == Tk && R % Tq == 0 && (!causal || Tq == Tk), "attention_no_grad: mask ",
+            mask_in.sizes(), " does not fit scores [", R, ", ", Tk, "]");
+  const at::Tensor mask = causal ? at::Tensor() : mask_in.to(at::kFloat).contiguous();
+  const SoftmaxGeometry geometry{R, Tq, Tk, static_cast<float>(scale), causal};
+  at::Tensor out = at::empty({B, G, R, v.size(3)}, q.options());
+  at::Tensor scores = at::empty({R, Tk}, q.options());
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t g = 0; g < G; ++g) {
+      at::mm_out(scores, q.select(0, b).select(0, g), k.select(0, b).select(0, g).t());
+      at::parallel_for(0, R, kSoftmaxGrain, [&](int64_t r0, int64_t r1) {
+        softmax_f32(geometry, ptr<float>(scores), ptr<float>(mask), ptr<float>(scores), r0, r1);
+      });
+      at::Tensor o = out.select(0, b).select(0, g);
+      at::mm_out(o, scores, v.select(0, b).select(0, g));
+    }
+  }
+  return out;
+}
+
 at::Tensor exp_as_fused(const at::Tensor& x) {
   KTO_CHECK(x.scalar_type() == at::kFloat && x.device().is_cpu(), "exp_as_fused: fp32 CPU tensors only");
   const at::Tensor in = x.contiguous();

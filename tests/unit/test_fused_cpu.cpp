@@ -1,7 +1,8 @@
 // The fused CPU kernels (kto/model/fused_cpu.h) against the ATen chains they replace: rope_heads
 // bit for bit, forward and backward, in fp32, fp64 and bf16, for Llama (GQA) and GPT-NeoX
 // (per-head qkv rows, partial rotary) layouts; masked_softmax to a few ulps, with the causal
-// shortcut bit-identical to the explicit mask; its exp within 1 ulp; the lane helpers the same bits
+// shortcut bit-identical to the explicit mask; attention_no_grad (one score matrix at a time) bit
+// for bit against the batched products around it; its exp within 1 ulp; the lane helpers the same bits
 // at the 16, 8 and 4 lanes of AVX-512, AVX2 and SSE2 targets; and whole tiny models of
 // every family with the kernels on and off: the same hidden states and weight gradients (fp64:
 // identical bits; fp32: within float rounding; bf16: within bf16 rounding, where LibTorch's bf16
@@ -184,6 +185,55 @@ TEST_CASE("fused masked_softmax: a fully masked row is uniform and a NaN score s
   CHECK(nan_out[0][2].narrow(0, 0, 3).isnan().all().item<bool>());  // the keys query 2 sees
   CHECK(nan_out[0][2][3].item<float>() == 0.0f);                    // a masked key stays 0
   CHECK_FALSE(nan_out[0][3].isnan().any().item<bool>());
+}
+
+TEST_CASE("fused attention_no_grad gives the bits of the batched products around masked_softmax", "[fused]") {
+  at::manual_seed(11);
+  const double scale = 0.125;
+  for (int64_t rep : {1, 3}) {
+    for (int64_t window : {0, 6}) {
+      for (bool strided : {false, true}) {
+        INFO("rep " << rep << " window " << window << " strided k/v " << strided);
+        const int64_t B = 2, G = 2, T = 29, D = 16;
+        const at::Tensor q = at::randn({B, G, rep * T, D});
+        // k and v as contiguous tensors, or as the strided views a fused qkv row gives.
+        const at::Tensor kv = at::randn({B, G, T, 3 * D});
+        const at::Tensor k = strided ? kv.narrow(3, 0, D) : kv.narrow(3, 0, D).contiguous();
+        const at::Tensor v = strided ? kv.narrow(3, 2 * D, D) : kv.narrow(3, 2 * D, D).contiguous();
+        const at::Tensor mask = causal_mask(T, window);
+        at::NoGradGuard no_grad;
+        REQUIRE(fused::attention_no_grad_supported(q, k, v));
+        const at::Tensor want = at::matmul(
+            fused::masked_softmax(at::matmul(q, k.transpose(-2, -1)), scale, mask, window == 0), v);
+        const at::Tensor got = fused::attention_no_grad(q, k, v, scale, mask, window == 0);
+        REQUIRE(got.sizes() == want.sizes());
+        CHECK(got.is_contiguous());
+        if (at::hasMKL())  // ATen's bmm is then MKL's batched GEMM, not one GEMM per matrix
+          check_close(got, want, 24, 64, 1e-6);
+        else
+          CHECK(at::equal(got, want));
+      }
+    }
+  }
+}
+
+TEST_CASE("fused attention_no_grad refuses what it does not serve", "[fused]") {
+  const at::Tensor q = at::randn({1, 2, 8, 16}), k = at::randn({1, 2, 8, 16}), v = at::randn({1, 2, 8, 16});
+  CHECK(fused::attention_no_grad_supported(q, k, v));
+  // Products under 400 multiply-adds are ATen's own loop, not a GEMM: left to the batched path.
+  CHECK_FALSE(fused::attention_no_grad_supported(at::randn({1, 1, 4, 4}), at::randn({1, 1, 4, 4}),
+                                                 at::randn({1, 1, 4, 4})));
+  CHECK_FALSE(fused::attention_no_grad_supported(q.to(at::kDouble), k.to(at::kDouble), v.to(at::kDouble)));
+  {
+    FusedOff off;
+    CHECK_FALSE(fused::attention_no_grad_supported(q, k, v));
+  }
+  // Grad mode on: the caller must take the differentiable path.
+  CHECK_THROWS_WITH(fused::attention_no_grad(q, k, v, 0.25, causal_mask(8), true),
+                    Catch::Matchers::Contains("grad mode is on"));
+  at::NoGradGuard no_grad;
+  CHECK_THROWS_WITH(fused::attention_no_grad(q, k, v, 0.25, causal_mask(5), true),
+                    Catch::Matchers::Contains("does not fit"));
 }
 
 TEST_CASE("the fused kernels' exp is within 1 ulp of exp over the float range, 0, inf and NaN at its edges",

@@ -51,6 +51,20 @@ bool masked_softmax_supported(const at::Tensor& scores);
 // taken in 16 lanes — the results agree to a few ulps.
 at::Tensor masked_softmax(const at::Tensor& scores, double scale, const at::Tensor& mask, bool causal);
 
+// Whether attention_no_grad() serves these operands: fp32 CPU tensors, q [B, G, R, D], k and
+// v [B, G, Tk, D], and each product at least the 400 multiply-adds under which ATen's CPU bmm
+// uses a loop of its own instead of a GEMM.
+bool attention_no_grad_supported(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v);
+
+// masked_softmax(q k^T, scale, mask, causal) v without autograd (grad mode must be off), one
+// [R, Tk] score matrix at a time in a scratch buffer that stays in cache (the batched path writes
+// all B * G of them out to memory, then reads them twice). q [B, G, R, D] (R may stack several
+// query heads' rows, as in masked_softmax), k, v [B, G, Tk, D]; returns [B, G, R, D], contiguous.
+// The same GEMM calls (ATen 1.x's CPU bmm without MKL runs one GEMM per matrix) and the same
+// softmax rows as the batched path: the same bits (with MKL's batched GEMM, within rounding).
+at::Tensor attention_no_grad(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale,
+                             const at::Tensor& mask, bool causal);
+
 // Whether swiglu() and rms_norm() serve x (a CPU tensor of fp32 or bf16).
 bool elementwise_supported(const at::Tensor& x);
 
