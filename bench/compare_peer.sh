@@ -11,7 +11,7 @@
 #                         [--paired]
 #
 # --warmup N: untimed steps before the timed ones, in both (2; each timed step is then past
-# both warm-ups: the peer's first two steps ran ~30% and ~15% over its steady state on the AMD
+# both warm-ups: the peer's first two steps ran ~35% and ~15% over its steady state on the AMD
 # EPYC Zen 3, kto's first one ~25%).
 # --paired: in each round kto and the peer run side by side as two processes that take turns
 # step by step (bench_kto_step --turns, peer_kto_step.py --turns: one computes while the other
@@ -70,6 +70,12 @@ declare -A bound=([h256]=0.5 [h512]=0.65 [h1024]=0.85 [block]=0.95 [block-rs]=1.
 [[ "$dtype" == bf16 ]] && bound=([block]=1.0)
 field() { sed -n "s/.*\"$1\": \([0-9.]*\).*/\1/p" | tail -1; }
 median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+# lo–hi of the arguments.
+span() { printf '%s\n' "$@" | sort -n | awk 'NR == 1 { lo = $1 } { hi = $1 } END { print lo "–" hi }'; }
+# The arguments (one round each) joined by " | ".
+rounds_of() { printf '%s | ' "$@" | sed 's/ | $//'; }
+# Gives up on a run: what failed ($1), then the last lines of its stderr file ($2).
+fail() { echo "compare_peer.sh: $1; its stderr:" >&2; tail -20 "$2" >&2; exit 1; }
 # The step_ms list of a JSON line, one value per line.
 steps_of() { sed -n 's/.*"step_ms": \[\([^]]*\)\].*/\1/p' | tr ',' '\n' | sed 's/ //g; /^$/d'; }
 
@@ -89,15 +95,15 @@ run_pair() {
   "$bin/bench_kto_step" $1 --turns "$w/kgo,$w/kdone" >"$w/k" 2>"$err" &
   kpid=$!
   pids=("$kpid")
-  turn 3 4 "$kpid" || { echo "compare_peer.sh: kto ($s) ended before its set-up was done; its stderr:" >&2; tail -20 "$err" >&2; exit 1; }
+  turn 3 4 "$kpid" || fail "kto ($s) ended before its set-up was done" "$err"
   OMP_NUM_THREADS=$threads /usr/bin/python3 "$root/bench/peer_kto_step.py" $2 --turns "$w/pgo,$w/pdone" >"$w/p" 2>"$w.perr" &
   ppid=$!
   pids+=("$ppid")
-  turn 5 6 "$ppid" || { echo "compare_peer.sh: the peer ($s) ended before its set-up was done; its stderr:" >&2; tail -20 "$w.perr" >&2; exit 1; }
+  turn 5 6 "$ppid" || fail "the peer ($s) ended before its set-up was done" "$w.perr"
   n=$((warmup + steps + 1))  # the warm-up steps, the timed steps, the closing turn (kto: the peak again)
   for ((i = 0; i < n; i++)); do
-    turn 3 4 "$kpid" || { echo "compare_peer.sh: kto ($s) ended early; its stderr:" >&2; tail -20 "$err" >&2; exit 1; }
-    turn 5 6 "$ppid" || { echo "compare_peer.sh: the peer ($s) ended early; its stderr:" >&2; tail -20 "$w.perr" >&2; exit 1; }
+    turn 3 4 "$kpid" || fail "kto ($s) ended early" "$err"
+    turn 5 6 "$ppid" || fail "the peer ($s) ended early" "$w.perr"
   done
   wait "$kpid" "$ppid" || true
   pids=()
@@ -129,20 +135,20 @@ for s in "${list[@]}"; do
   for ((r = 0; r < rounds; r++)); do
     if ((paired)); then
       run_pair "$kto_args" "$args"
-      [[ "$k" == *ms_per_step* && "$p" == *ms_per_step* ]] || { echo "compare_peer.sh: a paired run ($s) printed no figures; kto's stderr:" >&2; tail -20 "$err" >&2; exit 1; }
+      [[ "$k" == *ms_per_step* && "$p" == *ms_per_step* ]] || fail "a paired run ($s) printed no figures; kto" "$err"
       mapfile -t ks < <(steps_of <<<"$k")
       mapfile -t ps < <(steps_of <<<"$p")
-      this=()
+      this=() this_ms=()
       for ((i = 0; i < ${#ks[@]} && i < ${#ps[@]}; i++)); do
         this+=("$(awk -v a="${ks[i]}" -v b="${ps[i]}" 'BEGIN { printf "%.2f", a / b }')")
+        this_ms+=("$(printf '%.0f/%.0f' "${ks[i]}" "${ps[i]}")")
       done
-      pair_ratios+=("${this[@]}") pair_rounds+=("${this[*]}")
-      pair_ms+=("$(printf '%.0f/%.0f ' $(paste -d' ' <(printf '%s\n' "${ks[@]}") <(printf '%s\n' "${ps[@]}")))")
+      pair_ratios+=("${this[@]}") pair_rounds+=("${this[*]}") pair_ms+=("${this_ms[*]}")
     else
       k=$("$bin/bench_kto_step" $kto_args 2>"$err" | tail -1) || true
-      [[ "$k" == *ms_per_step* ]] || { echo "compare_peer.sh: kto ($s) printed no figures; its stderr:" >&2; tail -20 "$err" >&2; exit 1; }
+      [[ "$k" == *ms_per_step* ]] || fail "kto ($s) printed no figures" "$err"
       p=$(OMP_NUM_THREADS=$threads /usr/bin/python3 "$root/bench/peer_kto_step.py" $args 2>"$err" | tail -1) || true
-      [[ "$p" == *ms_per_step* ]] || { echo "compare_peer.sh: the peer ($s) printed no figures; its stderr:" >&2; tail -20 "$err" >&2; exit 1; }
+      [[ "$p" == *ms_per_step* ]] || fail "the peer ($s) printed no figures" "$err"
     fi
     k_ms+=("$(field ms_per_step <<<"$k")") p_ms+=("$(field ms_per_step <<<"$p")")
     k_gf+=("$(field model_gflops <<<"$k")") p_gf+=("$(field model_gflops <<<"$p")")
@@ -151,25 +157,17 @@ for s in "${list[@]}"; do
     k_rss+=("$(field peak_rss_mib <<<"$k")") p_rss+=("$(field peak_rss_mib <<<"$p")")
     ratios+=("$(awk -v a="${k_ms[-1]}" -v b="${p_ms[-1]}" 'BEGIN { printf "%.2f", a / b }')")
   done
-  lo=$(printf '%s\n' "${ratios[@]}" | sort -n | head -1) hi=$(printf '%s\n' "${ratios[@]}" | sort -n | tail -1)
-  range="$lo–$hi"
-  if ((paired)); then
-    lo=$(printf '%s\n' "${pair_ratios[@]}" | sort -n | head -1) hi=$(printf '%s\n' "${pair_ratios[@]}" | sort -n | tail -1)
-    range="$lo–$hi ($(median "${pair_ratios[@]}"))"
-  fi
-  ex_lo=$(printf '%s\n' "${k_ex[@]}" | sort -n | head -1) ex_hi=$(printf '%s\n' "${k_ex[@]}" | sort -n | tail -1)
-  pk_lo=$(printf '%s\n' "${k_peak[@]}" | sort -n | head -1) pk_hi=$(printf '%s\n' "${k_peak[@]}" | sort -n | tail -1)
-  e2_lo=$(printf '%s\n' "${k_ex2[@]}" | sort -n | head -1) e2_hi=$(printf '%s\n' "${k_ex2[@]}" | sort -n | tail -1)
-  p2_lo=$(printf '%s\n' "${k_peak2[@]}" | sort -n | head -1) p2_hi=$(printf '%s\n' "${k_peak2[@]}" | sort -n | tail -1)
+  range=$(span "${ratios[@]}")
+  ((paired)) && range="$(span "${pair_ratios[@]}") ($(median "${pair_ratios[@]}"))"
   printf '%-9s %-22s %-22s %-10s %-14s %-13s %-12s %-13s %-12s %s\n' "$s" "$(printf '%.0f ' "${k_ms[@]}")" \
     "$(printf '%.0f ' "${p_ms[@]}")" "$range" "$(median "${k_gf[@]}")|$(median "${p_gf[@]}")" \
-    "$ex_lo–$ex_hi" "${pk_lo%.*}–${pk_hi%.*}" "$e2_lo–$e2_hi" "${p2_lo%.*}–${p2_hi%.*}" \
+    "$(span "${k_ex[@]}")" "$(span "${k_peak[@]%.*}")" "$(span "${k_ex2[@]}")" "$(span "${k_peak2[@]%.*}")" \
     "$(median "${k_rss[@]}")|$(median "${p_rss[@]}")"
   if ((paired)); then
     n_in=$(printf '%s\n' "${pair_ratios[@]}" | awk -v b="${bound[$s]:-0}" '$1 <= b { n++ } END { print n + 0 }')
-    printf '  %s, kto/peer step by step, round by round: %s' "$s" "$(printf '%s | ' "${pair_rounds[@]}" | sed 's/ | $//')"
+    printf '  %s, kto/peer step by step, round by round: %s' "$s" "$(rounds_of "${pair_rounds[@]}")"
     [[ -n "${bound[$s]:-}" ]] && printf '; %d of %d at or below %s' "$n_in" "${#pair_ratios[@]}" "${bound[$s]}"
     echo
-    printf '  %s, ms of each pair (kto/peer), round by round: %s\n' "$s" "$(printf '%s| ' "${pair_ms[@]}" | sed 's/ | $//; s/ |$//')"
+    printf '  %s, ms of each pair (kto/peer), round by round: %s\n' "$s" "$(rounds_of "${pair_ms[@]}")"
   fi
 done
